@@ -1,0 +1,1 @@
+"""Upstream media providers behind one protocol, and the catalog of models they serve."""

@@ -1,0 +1,1 @@
+"""mediagate: a queue-driven backend for media generation."""

@@ -1,0 +1,1 @@
+"""The HTTP API (Litestar): thin handlers over app.core services."""

@@ -1,0 +1,125 @@
+"""/v1/jobs: submit, read, list and cancel generation jobs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Annotated, Any
+
+from arq.jobs import Job as ArqJob
+from litestar import Controller, Request, Response, get, post
+from litestar.params import Parameter
+from redis.exceptions import RedisError
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.api.dependencies import KEY_DEPENDENCY
+from app.api.render import render_job
+from app.api.schemas import JobCreate, JobList, JobObject
+from app.core import jobs as job_service
+from app.core.contract import GENERATE_TASK
+from app.core.jobs import job_snapshot
+from app.core.models import Job, VirtualKey
+from app.core.resources import Resources
+
+log = logging.getLogger("mediagate.api")
+
+
+async def enqueue(resources: Resources, job: Job) -> None:
+    """Publish `job.queued` and hand the committed job to arq under its own id."""
+    await resources.bus.publish(job.id, "job.queued", job_snapshot(job, []))
+    await resources.redis.enqueue_job(GENERATE_TASK, job.id, _job_id=job.id)
+
+
+async def submit(
+    resources: Resources, session: AsyncSession, key: VirtualKey, data: JobCreate
+) -> Job:
+    job = await job_service.create_job(
+        session, key, resources.catalog, data.type, data.model, data.input
+    )
+    await session.commit()  # commit, then enqueue: a worker must find the row
+    await enqueue(resources, job)
+    log.info("job.queued job_id=%s key_id=%s type=%s model=%s", job.id, key.id, job.type, job.model)
+    return job
+
+
+class JobController(Controller):
+    path = "/v1/jobs"
+    tags = ["jobs"]
+    dependencies = KEY_DEPENDENCY
+
+    @post("/", status_code=202, summary="Submit a generation job")
+    async def create(
+        self,
+        request: Request[Any, Any, Any],
+        data: JobCreate,
+        key: VirtualKey,
+        session: AsyncSession,
+        resources: Resources,
+    ) -> Response[JobObject]:
+        job = await submit(resources, session, key, data)
+        return Response(
+            render_job(request, resources.settings, job, []),  # type: ignore[arg-type]
+            status_code=202,
+            headers={"Location": f"/v1/jobs/{job.id}"},
+        )
+
+    @get("/", summary="List jobs, newest first")
+    async def list_jobs(
+        self,
+        request: Request[Any, Any, Any],
+        key: VirtualKey,
+        session: AsyncSession,
+        resources: Resources,
+        status: str | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+        after: str | None = None,
+    ) -> JobList:
+        page, has_more = await job_service.list_jobs(
+            session, key.id, status=status, limit=limit, after=after
+        )
+        outputs = await job_service.outputs_of(session, [j.id for j in page])
+        data = [render_job(request, resources.settings, j, outputs[j.id]) for j in page]
+        return JobList.model_validate(
+            {
+                "data": data,
+                "has_more": has_more,
+                "first_id": page[0].id if page else None,
+                "last_id": page[-1].id if page else None,
+            }
+        )
+
+    @get("/{job_id:str}", summary="Get a job")
+    async def get_job(
+        self,
+        request: Request[Any, Any, Any],
+        job_id: str,
+        key: VirtualKey,
+        session: AsyncSession,
+        resources: Resources,
+    ) -> JobObject:
+        job = await job_service.get_job(session, key.id, job_id)
+        outputs = await job_service.outputs_of(session, [job.id])
+        return JobObject.model_validate(
+            render_job(request, resources.settings, job, outputs[job.id])
+        )
+
+    @post("/{job_id:str}/cancel", status_code=200, summary="Cancel a queued or running job")
+    async def cancel(
+        self,
+        request: Request[Any, Any, Any],
+        job_id: str,
+        key: VirtualKey,
+        session: AsyncSession,
+        resources: Resources,
+    ) -> JobObject:
+        job = await job_service.cancel_job(session, key.id, job_id)
+        await session.commit()
+        outputs = (await job_service.outputs_of(session, [job.id]))[job.id]
+        await resources.bus.publish(job.id, "job.canceled", job_snapshot(job, outputs))
+        # Queued: arq skips it; running: the worker's task is cancelled. Either way the database
+        # already says canceled, and the worker's writes are conditional on `running`.
+        arq_job = ArqJob(job.id, resources.redis, _queue_name=resources.queue_name)
+        with contextlib.suppress(TimeoutError, RedisError):
+            await arq_job.abort(timeout=0.05, poll_delay=0.05)
+        log.info("job.canceled job_id=%s", job.id)
+        return JobObject.model_validate(render_job(request, resources.settings, job, outputs))

@@ -1,0 +1,52 @@
+"""Turns stored snapshots into what clients see: output links signed for this response."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from litestar import Request
+
+from app.core.jobs import job_snapshot
+from app.core.media import signed_path
+from app.core.models import Job, MediaObject, VirtualKey, as_utc
+from app.core.settings import Settings
+
+
+def base_url(request: Request[Any, Any, Any], settings: Settings) -> str:
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    return str(request.base_url).rstrip("/")
+
+
+def media_url(request: Request[Any, Any, Any], settings: Settings, media_id: str) -> str:
+    expires = int(time.time()) + settings.media_url_ttl_seconds
+    return base_url(request, settings) + signed_path(settings.signing_secret, media_id, expires)
+
+
+def with_urls(
+    request: Request[Any, Any, Any], settings: Settings, snapshot: dict[str, Any]
+) -> dict[str, Any]:
+    outputs = [
+        {**o, "url": media_url(request, settings, o["id"])} for o in snapshot.get("outputs", [])
+    ]
+    return {**snapshot, "outputs": outputs}
+
+
+def render_job(
+    request: Request[Any, Any, Any], settings: Settings, job: Job, outputs: list[MediaObject]
+) -> dict[str, Any]:
+    return with_urls(request, settings, job_snapshot(job, outputs))
+
+
+def render_key(key: VirtualKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "object": "virtual_key",
+        "name": key.name,
+        "prefix": key.prefix,
+        "created_at": as_utc(key.created_at).isoformat().replace("+00:00", "Z"),
+        "revoked_at": None
+        if key.revoked_at is None
+        else as_utc(key.revoked_at).isoformat().replace("+00:00", "Z"),
+    }

@@ -1,0 +1,90 @@
+"""Request and response shapes, for validation at the edge and the OpenAPI schema."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["image", "video", "speech"]
+    model: str = Field(min_length=1, max_length=200)
+    input: dict[str, Any]
+
+
+class JobOutput(BaseModel):
+    id: str
+    index: int
+    url: str
+    content_type: str
+    bytes: int
+    sha256: str
+
+
+class JobErrorInfo(BaseModel):
+    code: str
+    message: str
+
+
+class JobObject(BaseModel):
+    id: str
+    object: Literal["job"] = "job"
+    type: str
+    model: str
+    provider: str
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    progress: int
+    attempts: int
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    input: dict[str, Any]
+    outputs: list[JobOutput]
+    error: JobErrorInfo | None
+
+
+class JobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[JobObject]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+
+
+class KeyObject(BaseModel):
+    id: str
+    object: Literal["virtual_key"] = "virtual_key"
+    name: str
+    prefix: str
+    created_at: str
+    revoked_at: str | None
+
+
+class KeyCreated(KeyObject):
+    key: str
+    """The plaintext key: shown once, never stored."""
+
+
+class KeyList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[KeyObject]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: str | None
+    param: str | None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

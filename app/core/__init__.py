@@ -1,0 +1,1 @@
+"""Shared core: settings, database, tables, the job contract, events and domain services."""

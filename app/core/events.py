@@ -1,0 +1,205 @@
+"""Job progress events over Redis: one stream per job (history, resume) and one pub/sub channel
+that a single hub per API process reads and fans out in memory, so Redis connections do not grow
+with the number of SSE clients.
+
+Every event has an id that increases by one per job; after a terminal event nothing more is
+accepted for that job (a late progress report from a canceled job's worker is dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from app.core.contract import events_channel, events_meta_key, events_stream_key
+
+log = logging.getLogger("mediagate.events")
+
+EVENT_NAMES = (
+    "job.queued",
+    "job.started",
+    "job.progress",
+    "job.output",
+    "job.succeeded",
+    "job.failed",
+    "job.canceled",
+)
+TERMINAL_EVENTS = frozenset({"job.succeeded", "job.failed", "job.canceled"})
+STREAM_MAXLEN = 1000
+
+# Atomic: sequence number, append, terminal marker, expiry and fan-out notice in one step.
+_PUBLISH_LUA = """
+if redis.call('HGET', KEYS[2], 'terminal') then
+  return false
+end
+local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], seq .. '-0', 'event', ARGV[1], 'data', ARGV[2])
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[2], 'terminal', ARGV[1])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[5], ARGV[7] .. '\\n' .. seq .. '\\n' .. ARGV[1] .. '\\n' .. ARGV[2])
+return seq
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    id: int
+    event: str
+    job_id: str
+    data: dict[str, Any]
+    """The job object at that moment (outputs without URLs; the API adds fresh ones)."""
+
+    @property
+    def terminal(self) -> bool:
+        return self.event in TERMINAL_EVENTS
+
+
+class EventBus:
+    """Publishes and reads back job events; shared by the API and the workers."""
+
+    def __init__(self, redis: Redis, namespace: str, *, ttl_seconds: int = 86_400) -> None:
+        self._redis = redis
+        self._ns = namespace
+        self._ttl = ttl_seconds
+        self._publish = redis.register_script(_PUBLISH_LUA)
+
+    @property
+    def channel(self) -> str:
+        return events_channel(self._ns)
+
+    async def publish(self, job_id: str, event: str, data: dict[str, Any]) -> int | None:
+        """Append an event; returns its id, or None when the job already had its terminal event."""
+        if event not in EVENT_NAMES:
+            raise ValueError(f"unknown event {event!r}")
+        seq = await self._publish(
+            keys=[events_stream_key(self._ns, job_id), events_meta_key(self._ns, job_id)],
+            args=[
+                event,
+                orjson.dumps(data),
+                "1" if event in TERMINAL_EVENTS else "0",
+                self._ttl,
+                self.channel,
+                STREAM_MAXLEN,
+                job_id,
+            ],
+        )
+        return None if seq is None else int(seq)
+
+    async def history(self, job_id: str, after: int = 0) -> list[JobEvent]:
+        entries = await self._redis.xrange(
+            events_stream_key(self._ns, job_id), min=f"{after + 1}-0", max="+"
+        )
+        return [_from_entry(job_id, entry_id, fields) for entry_id, fields in entries]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _from_entry(job_id: str, entry_id: bytes | str, fields: dict[Any, Any]) -> JobEvent:
+    seq = int(_text(entry_id).split("-", 1)[0])
+    event = _text(fields.get(b"event", fields.get("event", b"")))
+    data = orjson.loads(fields.get(b"data", fields.get("data", b"{}")))
+    return JobEvent(seq, event, job_id, data)
+
+
+def parse_notice(raw: bytes | str) -> JobEvent:
+    job_id, seq, event, data = _text(raw).split("\n", 3)
+    return JobEvent(int(seq), event, job_id, orjson.loads(data))
+
+
+class Subscription:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[JobEvent | None] = asyncio.Queue(maxsize=1000)
+        self.resync = asyncio.Event()
+        """Set when the hub may have missed notices; the reader re-reads the stream."""
+
+
+class EventHub:
+    """One pub/sub reader per process, fanning notices out to in-memory subscriptions."""
+
+    def __init__(self, redis: Redis, bus: EventBus) -> None:
+        self._redis = redis
+        self._bus = bus
+        self._subs: dict[str, set[Subscription]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="mediagate-event-hub")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for subs in self._subs.values():
+            for sub in subs:
+                with contextlib.suppress(asyncio.QueueFull):
+                    sub.queue.put_nowait(None)
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._subs.values())
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, job_id: str) -> AsyncIterator[Subscription]:
+        sub = Subscription()
+        self._subs.setdefault(job_id, set()).add(sub)
+        try:
+            yield sub
+        finally:
+            subs = self._subs.get(job_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subs[job_id]
+
+    def _dispatch(self, event: JobEvent) -> None:
+        for sub in self._subs.get(event.job_id, ()):
+            try:
+                sub.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                sub.resync.set()  # a slow client: let it catch up from the stream
+
+    def _resync_all(self) -> None:
+        for subs in self._subs.values():
+            for sub in subs:
+                sub.resync.set()
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._bus.channel)
+                self.connected.set()
+                self._resync_all()
+                backoff = 0.1
+                while True:
+                    message = await pubsub.get_message(timeout=5.0)
+                    if message is None or message.get("type") != "message":
+                        continue
+                    try:
+                        self._dispatch(parse_notice(message["data"]))
+                    except (ValueError, orjson.JSONDecodeError):
+                        log.warning("events.bad_notice")
+            except (RedisError, OSError) as exc:
+                self.connected.clear()
+                log.warning("events.hub_disconnected error=%s", type(exc).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()

@@ -1,0 +1,169 @@
+"""Job service for the API side: create, read, list, cancel, and the job object's shape."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.core.errors import ConflictError, InvalidRequestError, ModelNotFoundError, NotFoundError
+from app.core.ids import new_id
+from app.core.inputs import validate_input
+from app.core.models import (
+    JOB_STATUSES,
+    TERMINAL_STATUSES,
+    Job,
+    MediaObject,
+    VirtualKey,
+    as_utc,
+    utcnow,
+)
+from providers.base import MEDIA_TYPES
+from providers.registry import Catalog, ModelSpec
+
+MAX_PAGE = 100
+
+
+def resolve_model(catalog: Catalog, media_type: str, model: str) -> ModelSpec:
+    if media_type not in MEDIA_TYPES:
+        raise InvalidRequestError(
+            f"type must be one of {', '.join(MEDIA_TYPES)}; got {media_type!r}", param="type"
+        )
+    spec = catalog.get(model)
+    if spec is None:
+        raise ModelNotFoundError(f"The model {model!r} does not exist.", param="model")
+    if spec.type != media_type:
+        raise InvalidRequestError(
+            f"model {model!r} makes {spec.type}, not {media_type}", param="model"
+        )
+    return spec
+
+
+async def create_job(
+    session: AsyncSession,
+    key: VirtualKey,
+    catalog: Catalog,
+    media_type: str,
+    model: str,
+    params: Mapping[str, Any],
+) -> Job:
+    spec = resolve_model(catalog, media_type, model)
+    job = Job(
+        id=new_id("job"),
+        key_id=key.id,
+        type=spec.type,
+        model=spec.name,
+        provider=spec.provider,
+        provider_model=spec.provider_model,
+        input=validate_input(spec, params),
+    )
+    session.add(job)
+    await session.flush()
+    return job
+
+
+async def get_job(session: AsyncSession, key_id: str, job_id: str) -> Job:
+    job = await session.get(Job, job_id)
+    if job is None or job.key_id != key_id:
+        raise NotFoundError(f"No job found with id {job_id!r}.", param="id")
+    return job
+
+
+async def list_jobs(
+    session: AsyncSession,
+    key_id: str,
+    *,
+    status: str | None = None,
+    limit: int = 20,
+    after: str | None = None,
+) -> tuple[Sequence[Job], bool]:
+    """Newest first; `after` is the last id of the previous page. Returns (page, has_more)."""
+    if status is not None and status not in JOB_STATUSES:
+        raise InvalidRequestError(
+            f"status must be one of {', '.join(JOB_STATUSES)}", param="status"
+        )
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidRequestError(f"limit must be between 1 and {MAX_PAGE}", param="limit")
+    query = select(Job).where(Job.key_id == key_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if after is not None:
+        query = query.where(col(Job.id) < after)
+    rows = (await session.exec(query.order_by(col(Job.id).desc()).limit(limit + 1))).all()
+    return rows[:limit], len(rows) > limit
+
+
+async def cancel_job(session: AsyncSession, key_id: str, job_id: str) -> Job:
+    job = await get_job(session, key_id, job_id)
+    now = utcnow()
+    result = await session.exec(
+        update(Job)
+        .where(col(Job.id) == job.id, col(Job.status).in_(("queued", "running")))
+        .values(status="canceled", finished_at=now, cancel_requested_at=now)
+    )
+    if result.rowcount == 0:
+        await session.refresh(job)
+        raise ConflictError(
+            f"Job {job_id!r} is already {job.status} and cannot be canceled.",
+            code="job_not_cancelable",
+        )
+    await session.refresh(job)
+    return job
+
+
+async def outputs_of(session: AsyncSession, job_ids: Iterable[str]) -> dict[str, list[MediaObject]]:
+    ids = list(job_ids)
+    found: dict[str, list[MediaObject]] = {job_id: [] for job_id in ids}
+    if not ids:
+        return found
+    rows = await session.exec(
+        select(MediaObject)
+        .where(col(MediaObject.job_id).in_(ids), col(MediaObject.deleted_at).is_(None))
+        .order_by(col(MediaObject.index))
+    )
+    for media in rows:
+        if media.job_id is not None:
+            found[media.job_id].append(media)
+    return found
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else as_utc(value).isoformat().replace("+00:00", "Z")
+
+
+def job_snapshot(job: Job, outputs: Sequence[MediaObject]) -> dict[str, Any]:
+    """The job object without output URLs (they are signed per response by the API)."""
+    error = None
+    if job.error_code is not None:
+        error = {"code": job.error_code, "message": job.error_message or ""}
+    return {
+        "id": job.id,
+        "object": "job",
+        "type": job.type,
+        "model": job.model,
+        "provider": job.provider,
+        "status": job.status,
+        "progress": job.progress,
+        "attempts": job.attempts,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "input": job.input,
+        "outputs": [
+            {
+                "id": m.id,
+                "index": m.index,
+                "content_type": m.content_type,
+                "bytes": m.bytes,
+                "sha256": m.sha256,
+            }
+            for m in outputs
+        ],
+        "error": error,
+    }
+
+
+def is_terminal(status: str) -> bool:
+    return status in TERMINAL_STATUSES

@@ -1,0 +1,60 @@
+"""Virtual API keys: created once (the plaintext is shown once), stored as a sha256, revocable."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.core.errors import InvalidRequestError, NotFoundError
+from app.core.ids import hash_key, new_api_key, new_id
+from app.core.models import KeyUsage, VirtualKey, utcnow
+
+
+async def create_key(session: AsyncSession, name: str) -> tuple[VirtualKey, str]:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise InvalidRequestError("name must be 1 to 200 characters", param="name")
+    plaintext = new_api_key()
+    key = VirtualKey(
+        id=new_id("key"), name=name, prefix=plaintext[:8], key_hash=hash_key(plaintext)
+    )
+    session.add(key)
+    session.add(KeyUsage(key_id=key.id))
+    await session.flush()
+    return key, plaintext
+
+
+async def list_keys(session: AsyncSession) -> Sequence[VirtualKey]:
+    result = await session.exec(select(VirtualKey).order_by(col(VirtualKey.id).desc()))
+    return result.all()
+
+
+async def get_key(session: AsyncSession, key_id: str) -> VirtualKey:
+    key = await session.get(VirtualKey, key_id)
+    if key is None:
+        raise NotFoundError(f"no key {key_id!r}", param="id")
+    return key
+
+
+async def revoke_key(session: AsyncSession, key_id: str) -> VirtualKey:
+    key = await get_key(session, key_id)
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        session.add(key)
+        await session.flush()
+    return key
+
+
+async def authenticate(session: AsyncSession, token: str) -> VirtualKey | None:
+    """The active key whose hash matches `token`, else None."""
+    if not token.startswith("mg_") or len(token) > 128:
+        return None
+    digest = hash_key(token)
+    key = (await session.exec(select(VirtualKey).where(VirtualKey.key_hash == digest))).first()
+    if key is None or key.revoked_at is not None:
+        return None
+    # The lookup is by an unguessable hash; compare again in constant time all the same.
+    return key if hmac.compare_digest(key.key_hash, digest) else None

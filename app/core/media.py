@@ -1,0 +1,125 @@
+"""Media service: signed expiring links, and recording outputs with usage exactly once."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.core.errors import NotFoundError
+from app.core.ids import new_id
+from app.core.models import KeyUsage, MediaObject, utcnow
+
+
+def sign(secret: bytes, media_id: str, expires: int) -> str:
+    mac = hmac.new(secret, f"{media_id}.{expires}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def signed_path(secret: bytes, media_id: str, expires: int) -> str:
+    return f"/v1/media/{media_id}?exp={expires}&sig={sign(secret, media_id, expires)}"
+
+
+def verify(secret: bytes, media_id: str, expires: int, signature: str, now: float) -> bool:
+    if expires < now:
+        return False
+    return hmac.compare_digest(sign(secret, media_id, expires), signature)
+
+
+def storage_key_for(key_id: str, job_id: str, index: int, extension: str) -> str:
+    return f"{key_id}/{job_id}/{index}.{extension}"
+
+
+async def get_media(session: AsyncSession, media_id: str, key_id: str | None) -> MediaObject:
+    """A live media object; with `key_id`, only if that key owns it."""
+    media = await session.get(MediaObject, media_id)
+    if media is None or media.deleted_at is not None or (key_id and media.key_id != key_id):
+        raise NotFoundError(f"No media found with id {media_id!r}.", param="id")
+    return media
+
+
+async def _move_usage(session: AsyncSession, key_id: str, bytes_: int, objects: int) -> None:
+    await session.exec(
+        update(KeyUsage)
+        .where(col(KeyUsage.key_id) == key_id)
+        .values(
+            bytes=KeyUsage.bytes + bytes_,
+            objects=KeyUsage.objects + objects,
+            updated_at=utcnow(),
+        )
+    )
+
+
+async def record_output(
+    session: AsyncSession,
+    *,
+    job_id: str,
+    key_id: str,
+    index: int,
+    storage_key: str,
+    content_type: str,
+    size: int,
+    sha256: str,
+) -> MediaObject:
+    """Insert the (job, index) row, or update it on a re-run; usage moves by the difference.
+
+    The unique (job_id, index) constraint is the source of truth: a re-run after a crash overwrote
+    the same storage key, so it must replace the row, never add a second one.
+    """
+    existing = (
+        await session.exec(
+            select(MediaObject)
+            .where(MediaObject.job_id == job_id, MediaObject.index == index)
+            .with_for_update()
+        )
+    ).first()
+    if existing is None:
+        media = MediaObject(
+            id=new_id("med"),
+            job_id=job_id,
+            key_id=key_id,
+            index=index,
+            storage_key=storage_key,
+            content_type=content_type,
+            bytes=size,
+            sha256=sha256,
+        )
+        session.add(media)
+        try:
+            async with session.begin_nested():
+                await session.flush()
+        except IntegrityError:
+            # Another attempt recorded it between our read and write: update that row instead.
+            session.expunge(media)
+            return await record_output(
+                session,
+                job_id=job_id,
+                key_id=key_id,
+                index=index,
+                storage_key=storage_key,
+                content_type=content_type,
+                size=size,
+                sha256=sha256,
+            )
+        await _move_usage(session, key_id, size, 1)
+        return media
+    was_counted = existing.deleted_at is None
+    delta_bytes = size - (existing.bytes if was_counted else 0)
+    existing.storage_key = storage_key
+    existing.content_type = content_type
+    existing.bytes = size
+    existing.sha256 = sha256
+    existing.deleted_at = None
+    session.add(existing)
+    await session.flush()
+    await _move_usage(session, key_id, delta_bytes, 0 if was_counted else 1)
+    return existing
+
+
+async def usage_of(session: AsyncSession, key_id: str) -> KeyUsage:
+    usage = await session.get(KeyUsage, key_id)
+    return usage if usage is not None else KeyUsage(key_id=key_id)

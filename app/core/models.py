@@ -1,0 +1,89 @@
+"""Database tables (SQLModel). Alembic reads `SQLModel.metadata` from here."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _ts(nullable: bool = False) -> Any:
+    return Field(default=None, sa_type=DateTime(timezone=True), nullable=nullable)
+
+
+class VirtualKey(SQLModel, table=True):
+    __tablename__ = "virtual_keys"
+
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(max_length=200)
+    prefix: str = Field(max_length=16)
+    key_hash: str = Field(max_length=64, unique=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    revoked_at: datetime | None = _ts(nullable=True)
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_key_id_id", "key_id", "id"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    key_id: str = Field(foreign_key="virtual_keys.id", max_length=40)
+    type: str = Field(max_length=16)
+    model: str = Field(max_length=200)
+    provider: str = Field(max_length=64)
+    provider_model: str = Field(max_length=200)
+    input: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="queued", max_length=16, index=True)
+    progress: int = 0
+    error_code: str | None = Field(default=None, max_length=64)
+    error_message: str | None = Field(default=None, max_length=2000)
+    attempts: int = 0
+    provider_task_id: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    started_at: datetime | None = _ts(nullable=True)
+    finished_at: datetime | None = _ts(nullable=True)
+    cancel_requested_at: datetime | None = _ts(nullable=True)
+
+
+class MediaObject(SQLModel, table=True):
+    __tablename__ = "media_objects"
+    __table_args__ = (
+        UniqueConstraint("job_id", "index", name="uq_media_objects_job_id_index"),
+        Index("ix_media_objects_key_id", "key_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    job_id: str | None = Field(default=None, foreign_key="jobs.id", max_length=40)
+    key_id: str = Field(foreign_key="virtual_keys.id", max_length=40)
+    index: int = 0
+    storage_key: str = Field(max_length=512)
+    content_type: str = Field(max_length=128)
+    bytes: int = Field(sa_type=BigInteger)
+    sha256: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    deleted_at: datetime | None = _ts(nullable=True)
+
+
+class KeyUsage(SQLModel, table=True):
+    """Running totals of what a key stores; moved in the same transaction as media rows."""
+
+    __tablename__ = "key_usage"
+
+    key_id: str = Field(primary_key=True, foreign_key="virtual_keys.id", max_length=40)
+    bytes: int = Field(default=0, sa_type=BigInteger)
+    objects: int = 0
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))

@@ -1,0 +1,58 @@
+"""Worker-side job transitions. Every write is conditional on the job still running, so a job
+canceled by its owner (or finished by another attempt) is never flipped back."""
+
+from __future__ import annotations
+
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.core.models import TERMINAL_STATUSES, Job, utcnow
+
+
+async def start_attempt(session: AsyncSession, job_id: str) -> Job | None:
+    """Mark the job running and count the attempt; None if it is gone or already terminal."""
+    job = (await session.exec(select(Job).where(Job.id == job_id).with_for_update())).first()
+    if job is None or job.status in TERMINAL_STATUSES:
+        return None
+    job.status = "running"
+    job.attempts += 1
+    if job.started_at is None:
+        job.started_at = utcnow()
+    session.add(job)
+    await session.flush()
+    return job
+
+
+async def lock_running(session: AsyncSession, job_id: str) -> Job | None:
+    """The job, row-locked, if it is still running; else None."""
+    job = (await session.exec(select(Job).where(Job.id == job_id).with_for_update())).first()
+    return job if job is not None and job.status == "running" else None
+
+
+async def set_progress(session: AsyncSession, job_id: str, progress: int) -> bool:
+    result = await session.exec(
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.status) == "running", col(Job.progress) < progress)
+        .values(progress=progress)
+    )
+    return bool(result.rowcount)
+
+
+async def finish(
+    session: AsyncSession,
+    job_id: str,
+    status: str,
+    *,
+    error_code: str | None = None,
+    error_message: str | None = None,
+) -> bool:
+    """Move a running job to a terminal status; False if it was no longer running."""
+    values: dict[str, object] = {"status": status, "finished_at": utcnow()}
+    if status == "succeeded":
+        values["progress"] = 100
+    if error_code is not None:
+        values.update(error_code=error_code, error_message=(error_message or "")[:2000])
+    result = await session.exec(
+        update(Job).where(col(Job.id) == job_id, col(Job.status) == "running").values(**values)
+    )
+    return bool(result.rowcount)

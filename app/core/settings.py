@@ -1,0 +1,131 @@
+"""The one settings object, read from `MEDIAGATE_*` environment variables and validated at start."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+ENV_PREFIX = "MEDIAGATE_"
+
+
+class SettingsError(ValueError):
+    """A variable is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str = "sqlite+aiosqlite:///./.mediagate/mediagate.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_namespace: str = "mediagate"
+    """Prefix of every Redis key we own (queue, events), so several deployments can share a Redis."""
+    admin_key: str | None = None
+    secret_key: str | None = None
+    """Signs media URLs; defaults to a value derived from the admin key."""
+    public_url: str | None = None
+    """Base of the links we hand out (https://media.example.com); else the request's own base."""
+    storage: Literal["memory", "s3"] = "memory"
+    s3_endpoint_url: str | None = None
+    s3_bucket: str = "mediagate"
+    s3_region: str = "us-east-1"
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_public_base_url: str | None = None
+    s3_create_bucket: bool = False
+    media_url_ttl_seconds: int = 3600
+    max_body_bytes: int = 1_048_576
+    worker_concurrency: int = 10
+    worker_poll_delay: float = 0.05
+    job_timeout_seconds: int = 3600
+    job_lease_seconds: int = 30
+    """A running job whose worker stops refreshing its lease for this long is picked up again."""
+    job_max_tries: int = 5
+    local_latency_seconds: float = 0.0
+    local_progress_steps: int = 4
+    sse_ping_seconds: float = 15.0
+    sse_max_seconds: int = 3600
+    events_ttl_seconds: int = 86_400
+    log_level: str = "INFO"
+    dev: bool = False
+
+    @classmethod
+    def env_names(cls) -> frozenset[str]:
+        return frozenset(ENV_PREFIX + f.name.upper() for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """Build from an environment mapping; `overrides` win (used by the CLI's flags)."""
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = ENV_PREFIX + f.name.upper()
+            if name in environ:
+                values[f.name] = _convert(name, environ[name], hints[f.name])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not self.database_url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+            raise SettingsError(
+                "MEDIAGATE_DATABASE_URL must start with postgresql+asyncpg:// or "
+                f"sqlite+aiosqlite://, got {self.database_url.split(':', 1)[0]!r}"
+            )
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError("MEDIAGATE_REDIS_URL must be a redis:// or rediss:// URL")
+        if not self.dev and not self.admin_key:
+            raise SettingsError("MEDIAGATE_ADMIN_KEY is required (only `mediagate dev` makes one)")
+        if self.admin_key is not None and len(self.admin_key) < 16:
+            raise SettingsError("MEDIAGATE_ADMIN_KEY must be at least 16 characters")
+        if self.storage == "s3" and not self.s3_bucket:
+            raise SettingsError("MEDIAGATE_S3_BUCKET is required when MEDIAGATE_STORAGE=s3")
+        for name in ("media_url_ttl_seconds", "max_body_bytes", "worker_concurrency",
+                     "job_timeout_seconds", "job_lease_seconds", "job_max_tries"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
+        if self.worker_poll_delay <= 0:
+            raise SettingsError("MEDIAGATE_WORKER_POLL_DELAY must be greater than 0")
+
+    @property
+    def signing_secret(self) -> bytes:
+        if self.secret_key:
+            return self.secret_key.encode()
+        base = (self.admin_key or "").encode()
+        return hmac.new(base, b"mediagate media url signing", hashlib.sha256).digest()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _convert(name: str, raw: str, hint: Any) -> Any:
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(hint) if a is not type(None)]
+        if raw == "":
+            return None
+        return _convert(name, raw, args[0])
+    if origin is Literal:
+        allowed = get_args(hint)
+        if raw not in allowed:
+            choices = " or ".join(repr(a) for a in allowed)
+            raise SettingsError(f"{name} must be {choices}, got {raw!r}")
+        return raw
+    if hint is bool:
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off", ""}:
+            return False
+        raise SettingsError(f"{name} must be true or false, got {raw!r}")
+    if hint is int or hint is float:
+        try:
+            return hint(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    return raw

@@ -1,0 +1,1 @@
+"""arq workers: the generation task and the settings that run it."""

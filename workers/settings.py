@@ -1,0 +1,75 @@
+"""arq worker settings built from our Settings (nothing is read from the environment here)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from arq import func
+from arq.connections import RedisSettings
+from arq.worker import Worker
+
+from app.core.contract import GENERATE_TASK, deserialize, queue_name, serialize
+from app.core.resources import Resources, open_resources
+from app.core.settings import Settings
+from workers.generate import generate_media
+
+# Our own attempt counter (jobs.attempts) decides when to give up; arq's must never fire first,
+# or it would drop a job without telling the database.
+ARQ_MAX_TRIES = 1000
+
+
+def worker_settings(
+    settings: Settings, *, resources: Resources | None = None
+) -> dict[str, Any]:
+    """Keyword arguments for `arq.worker.Worker`. With `resources`, share the caller's clients
+    (the embedded dev worker); otherwise open our own in `on_startup`."""
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        if resources is not None:
+            ctx["resources"] = resources
+            return
+        stack = contextlib.AsyncExitStack()
+        ctx["stack"] = stack
+        ctx["resources"] = await stack.enter_async_context(open_resources(settings))
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        stack: contextlib.AsyncExitStack | None = ctx.get("stack")
+        if stack is not None:
+            await stack.aclose()
+
+    redis = RedisSettings.from_dsn(settings.redis_url)
+    return {
+        "functions": [
+            func(
+                generate_media,
+                name=GENERATE_TASK,
+                max_tries=ARQ_MAX_TRIES,
+                # Our own deadline inside the task fails the job cleanly before arq's fires.
+                timeout=settings.job_timeout_seconds + 60,
+            )
+        ],
+        "queue_name": queue_name(settings.redis_namespace),
+        "redis_settings": redis,
+        "on_startup": on_startup,
+        "on_shutdown": on_shutdown,
+        "max_jobs": settings.worker_concurrency,
+        "poll_delay": settings.worker_poll_delay,
+        "job_timeout": settings.job_timeout_seconds + 60,
+        "keep_result": 0,
+        "allow_abort_jobs": True,
+        "job_serializer": serialize,
+        "job_deserializer": deserialize,
+        "max_tries": ARQ_MAX_TRIES,
+    }
+
+
+def build_worker(
+    settings: Settings, *, resources: Resources | None = None, handle_signals: bool = True,
+    burst: bool = False,
+) -> Worker:
+    return Worker(
+        **worker_settings(settings, resources=resources),
+        handle_signals=handle_signals,
+        burst=burst,
+    )

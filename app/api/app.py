@@ -93,6 +93,7 @@ def create_app(
             ),
             security=[{"bearer": []}],
         ),
+        logging_config=None,
         debug=False,
     )
 

@@ -22,6 +22,7 @@ async def create_key(session: AsyncSession, name: str) -> tuple[VirtualKey, str]
         id=new_id("key"), name=name, prefix=plaintext[:8], key_hash=hash_key(plaintext)
     )
     session.add(key)
+    await session.flush()  # the usage row's foreign key needs the key first
     session.add(KeyUsage(key_id=key.id))
     await session.flush()
     return key, plaintext

@@ -1,0 +1,143 @@
+"""The `mediagate` command: api, worker, migrate, dev and keys. All read MEDIAGATE_* settings."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from app.core.settings import Settings, SettingsError
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    # sse-starlette logs every chunk it sends at DEBUG, and our chunks carry job inputs (prompts).
+    logging.getLogger("sse_starlette").setLevel(max(logging.INFO, logging.getLogger().level))
+
+
+def _settings(**overrides: object) -> Settings:
+    return Settings.from_env(os.environ, **overrides)
+
+
+def cmd_api(args: argparse.Namespace) -> None:
+    import uvicorn  # noqa: PLC0415
+
+    from app.api.app import create_app  # noqa: PLC0415
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None,
+                proxy_headers=True, timeout_graceful_shutdown=10)
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from workers.settings import build_worker  # noqa: PLC0415
+
+    settings = _settings(worker_concurrency=args.concurrency)
+    configure_logging(settings.log_level)
+    build_worker(settings).run()
+
+
+def cmd_migrate(_: argparse.Namespace) -> None:
+    from app.core.migrate import upgrade  # noqa: PLC0415
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    print("database is at the latest revision")
+
+
+def cmd_dev(args: argparse.Namespace) -> None:
+    from app.dev import run_dev  # noqa: PLC0415
+
+    configure_logging(os.environ.get("MEDIAGATE_LOG_LEVEL", "WARNING"))
+    run_dev(os.environ, port=args.port, demo=args.demo, exit_after=args.exit_after_demo)
+
+
+async def _keys(args: argparse.Namespace) -> None:
+    from app.api.render import render_key  # noqa: PLC0415
+    from app.core import keys  # noqa: PLC0415
+    from app.core.database import create_engine, create_sessionmaker  # noqa: PLC0415
+
+    settings = _settings()
+    engine = create_engine(settings.database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            if args.keys_command == "create":
+                key, plaintext = await keys.create_key(session, args.name)
+                await session.commit()
+                print(f"{key.id}\t{key.name}\t{plaintext}")
+                print("the key is shown once; store it now", file=sys.stderr)
+            elif args.keys_command == "list":
+                for key in await keys.list_keys(session):
+                    row = render_key(key)
+                    state = "revoked" if row["revoked_at"] else "active"
+                    print(f"{row['id']}\t{row['name']}\t{row['prefix']}...\t{state}\t{row['created_at']}")
+            else:
+                key = await keys.revoke_key(session, args.id)
+                await session.commit()
+                print(f"revoked {key.id}")
+    finally:
+        await engine.dispose()
+
+
+def cmd_keys(args: argparse.Namespace) -> None:
+    asyncio.run(_keys(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mediagate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    api = sub.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--host", default="0.0.0.0")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(func=cmd_api)
+
+    worker = sub.add_parser("worker", help="run an arq worker")
+    worker.add_argument("--concurrency", type=int, default=None, help="jobs at a time")
+    worker.set_defaults(func=cmd_worker)
+
+    migrate = sub.add_parser("migrate", help="upgrade the database to the latest schema")
+    migrate.set_defaults(func=cmd_migrate)
+
+    dev = sub.add_parser("dev", help="API + worker in one process on SQLite and memory storage")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--demo", action="store_true", help="submit a demo image job, save to ./out/")
+    dev.add_argument("--exit-after-demo", action="store_true", help="stop after the demo")
+    dev.set_defaults(func=cmd_dev)
+
+    keys = sub.add_parser("keys", help="manage virtual keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create")
+    create.add_argument("--name", required=True)
+    keys_sub.add_parser("list")
+    revoke = keys_sub.add_parser("revoke")
+    revoke.add_argument("id")
+    keys.set_defaults(func=cmd_keys)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except SettingsError as exc:
+        print(f"mediagate: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as exc:
+        if type(exc).__name__ == "DevError":
+            print(f"mediagate: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+        raise
+
+
+if __name__ == "__main__":
+    main()

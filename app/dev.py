@@ -1,0 +1,146 @@
+"""`mediagate dev`: API and worker in one process on SQLite and memory storage, with a private
+Redis when none answers. Prints the URL, an admin key and a ready virtual key."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from urllib.parse import urlparse
+
+import uvicorn
+
+from app.api.app import create_app
+from app.core.database import create_engine, create_sessionmaker
+from app.core.keys import create_key
+from app.core.migrate import upgrade
+from app.core.settings import Settings
+
+DEV_DEFAULTS = {
+    "MEDIAGATE_DATABASE_URL": "sqlite+aiosqlite:///./.mediagate/dev.db",
+    "MEDIAGATE_STORAGE": "memory",
+    "MEDIAGATE_LOCAL_LATENCY_SECONDS": "1.5",
+}
+
+
+class DevError(RuntimeError):
+    """Dev mode cannot start; the message says what to do."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def redis_answers(url: str, timeout: float = 1.0) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[str]:
+    """A throwaway redis-server on a free loopback port, stopped on exit."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise DevError(
+            "No Redis answers at MEDIAGATE_REDIS_URL and redis-server is not on PATH. "
+            "Install it (apt-get install redis-server, brew install redis) or point "
+            "MEDIAGATE_REDIS_URL at a running Redis."
+        )
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="mediagate-redis-")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 10
+        while not redis_answers(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise DevError("the private redis-server did not start")
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _make_dev_key(settings: Settings) -> str:
+    engine = create_engine(settings.database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            _, plaintext = await create_key(session, "dev")
+            await session.commit()
+    finally:
+        await engine.dispose()
+    return plaintext
+
+
+async def _serve(settings: Settings, port: int, api_key: str, demo: bool, exit_after: bool) -> None:
+    app = create_app(settings, embedded_worker=True)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            await serving
+            raise DevError("the API did not start")
+        await asyncio.sleep(0.05)
+    base = f"http://127.0.0.1:{port}"
+    print(f"mediagate dev is up at {base}  (OpenAPI: {base}/schema)")
+    print(f"  admin key:   {settings.admin_key}")
+    print(f"  virtual key: {api_key}")
+    print(f"  try: curl -H 'Authorization: Bearer {api_key}' {base}/v1/jobs")
+    try:
+        if demo:
+            from app.demo import run_demo  # noqa: PLC0415
+
+            await run_demo(base, api_key, Path("out"))
+        if exit_after:
+            server.should_exit = True
+        else:
+            print("serving; Ctrl-C to stop")
+        await serving
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await serving
+
+
+def run_dev(environ: Mapping[str, str], *, port: int, demo: bool, exit_after: bool) -> None:
+    env = {**DEV_DEFAULTS, **environ}
+    settings = Settings.from_env(env, dev=True)
+    if not settings.admin_key:
+        settings = replace(settings, admin_key="mga_" + secrets.token_urlsafe(24))
+    with contextlib.ExitStack() as stack:
+        if not redis_answers(settings.redis_url):
+            print(f"no Redis at {settings.redis_url}; starting a private redis-server")
+            settings = replace(settings, redis_url=stack.enter_context(private_redis()))
+        upgrade(settings.database_url)
+        api_key = asyncio.run(_make_dev_key(settings))
+        asyncio.run(_serve(settings, port, api_key, demo, exit_after))
+
+
+def main_environ() -> dict[str, str]:
+    return dict(os.environ)

@@ -1,0 +1,205 @@
+"""Test infrastructure: private databases, Redis namespaces, a moto S3 server and API stacks
+served over real HTTP on loopback ports. Everything a run creates, it removes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import redis
+import uvicorn
+
+from app.api.app import create_app
+from app.core.migrate import upgrade
+from app.core.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_HOST = os.environ.get("MEDIAGATE_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("MEDIAGATE_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("MEDIAGATE_TEST_PG_USER", "postgres")
+REDIS_URL = os.environ.get("MEDIAGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+ADMIN_KEY = "admin_" + secrets.token_urlsafe(24)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _pg_admin(sql: str) -> None:
+    conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database="postgres")
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh, migrated database of our own on the machine's PostgreSQL; dropped afterwards."""
+    name = f"mediagate_test_{secrets.token_hex(6)}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    url = f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def sqlite_database(directory: Path) -> str:
+    url = f"sqlite+aiosqlite:///{directory / 'mediagate.db'}"
+    upgrade(url)
+    return url
+
+
+def new_namespace() -> str:
+    return f"mgtest-{secrets.token_hex(5)}"
+
+
+def drop_namespace(namespace: str) -> None:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        for key in client.scan_iter(match=f"{namespace}:*", count=500):
+            client.delete(key)
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def moto_s3() -> Iterator[str]:
+    """moto's S3 server in a thread on a loopback port: real HTTP, real S3 protocol."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+def base_settings(database_url: str, **changes: Any) -> Settings:
+    settings = Settings(
+        database_url=database_url,
+        redis_url=REDIS_URL,
+        redis_namespace=new_namespace(),
+        admin_key=ADMIN_KEY,
+        worker_poll_delay=0.02,
+        sse_ping_seconds=1.0,
+    )
+    return replace(settings, **changes)
+
+
+def s3_changes(endpoint: str, bucket: str) -> dict[str, Any]:
+    return {
+        "storage": "s3",
+        "s3_endpoint_url": endpoint,
+        "s3_bucket": bucket,
+        "s3_access_key": "testing",
+        "s3_secret_key": "testing",
+        "s3_create_bucket": True,
+    }
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The MEDIAGATE_* environment that reproduces `settings` in another process."""
+    env: dict[str, str] = {}
+    for name in Settings.env_names():
+        value = getattr(settings, name.removeprefix("MEDIAGATE_").lower())
+        if value is None:
+            continue
+        env[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+@dataclass
+class Stack:
+    """An API (optionally with an embedded worker) served by uvicorn in a thread."""
+
+    settings: Settings
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def client(self, token: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30, **kwargs)
+
+    def admin(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30
+        )
+
+    def new_key(self, name: str = "test") -> str:
+        with self.admin() as client:
+            resp = client.post("/admin/keys", json={"name": name})
+            resp.raise_for_status()
+            key: str = resp.json()["key"]
+            return key
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(20)
+
+
+def start_stack(settings: Settings, *, embedded_worker: bool) -> Stack:
+    port = free_port()
+    app = create_app(settings, embedded_worker=embedded_worker)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"stack-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("test API did not start")
+        time.sleep(0.02)
+    return Stack(settings, f"http://127.0.0.1:{port}", server, thread)
+
+
+def start_worker_process(settings: Settings, **env_changes: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **settings_env(settings), **env_changes}
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def wait_for_job(
+    client: httpx.AsyncClient, job_id: str, *, until: frozenset[str] | None = None,
+    timeout: float = 60, predicate: Any = None,
+) -> dict[str, Any]:
+    until = until or frozenset({"succeeded", "failed", "canceled"})
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = await client.get(f"/v1/jobs/{job_id}")
+        resp.raise_for_status()
+        job: dict[str, Any] = resp.json()
+        if (predicate(job) if predicate else job["status"] in until):
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s")
+        await asyncio.sleep(0.05)

@@ -33,6 +33,8 @@ async def run_demo(base_url: str, api_key: str, out_dir: Path) -> Path:
         print(f"submitted {job['id']} ({job['model']}); following /v1/jobs/{job['id']}/events")
         async with aconnect_sse(client, "GET", f"/v1/jobs/{job['id']}/events") as source:
             async for sse in source.aiter_sse():
+                if not sse.data:
+                    continue  # keep-alive comment
                 job = orjson.loads(sse.data)
                 sys.stdout.write(_bar(job["progress"], job["status"]))
                 sys.stdout.flush()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Annotated, Any
 
@@ -16,7 +15,7 @@ from app.api.dependencies import KEY_DEPENDENCY
 from app.api.render import render_job
 from app.api.schemas import JobCreate, JobList, JobObject
 from app.core import jobs as job_service
-from app.core.contract import GENERATE_TASK
+from app.core.contract import GENERATE_TASK, deserialize
 from app.core.jobs import job_snapshot
 from app.core.models import Job, VirtualKey
 from app.core.resources import Resources
@@ -118,8 +117,14 @@ class JobController(Controller):
         await resources.bus.publish(job.id, "job.canceled", job_snapshot(job, outputs))
         # Queued: arq skips it; running: the worker's task is cancelled. Either way the database
         # already says canceled, and the worker's writes are conditional on `running`.
-        arq_job = ArqJob(job.id, resources.redis, _queue_name=resources.queue_name)
-        with contextlib.suppress(TimeoutError, RedisError):
+        arq_job = ArqJob(
+            job.id, resources.redis, _queue_name=resources.queue_name, _deserializer=deserialize
+        )
+        try:
             await arq_job.abort(timeout=0.05, poll_delay=0.05)
+        except TimeoutError:
+            pass  # abort is asynchronous: the worker picks it up on its next poll
+        except RedisError as exc:
+            log.warning("job.abort_failed job_id=%s error=%s", job.id, type(exc).__name__)
         log.info("job.canceled job_id=%s", job.id)
         return JobObject.model_validate(render_job(request, resources.settings, job, outputs))

@@ -98,10 +98,10 @@ def _validation_param(exc: ValidationException) -> tuple[str | None, str]:
 def handle_http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     assert isinstance(exc, HTTPException)
     status = exc.status_code
+    if status == 400 and "JSON is malformed" in str(exc.detail):
+        return error_response(400, "The request body is not valid JSON.", "invalid_json")
     if isinstance(exc, ValidationException):
         param, message = _validation_param(exc)
-        if "JSON" in str(exc.detail) or "decode" in str(exc.detail).lower():
-            return error_response(400, "The request body is not valid JSON.", "invalid_json")
         return error_response(400, message, "invalid_request", param)
     if status == 404:
         return error_response(404, f"Unknown path {request.url.path!r}.", "not_found")

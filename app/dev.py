@@ -12,7 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
@@ -23,13 +23,30 @@ from app.api.app import create_app
 from app.core.database import create_engine, create_sessionmaker
 from app.core.keys import create_key
 from app.core.migrate import upgrade
+from app.core.resources import Resources
 from app.core.settings import Settings
+from workers.settings import build_worker
 
 DEV_DEFAULTS = {
     "MEDIAGATE_DATABASE_URL": "sqlite+aiosqlite:///./.mediagate/dev.db",
     "MEDIAGATE_STORAGE": "memory",
     "MEDIAGATE_LOCAL_LATENCY_SECONDS": "1.5",
 }
+
+
+@contextlib.asynccontextmanager
+async def embedded_worker(resources: Resources) -> AsyncIterator[None]:
+    """An arq worker in the API's process, sharing its resources (and so its memory store)."""
+    worker = build_worker(resources.settings, resources=resources, handle_signals=False)
+    task = asyncio.create_task(worker.main(), name="mediagate-embedded-worker")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        with contextlib.suppress(Exception):
+            await worker.close()
 
 
 class DevError(RuntimeError):
@@ -98,7 +115,7 @@ async def _make_dev_key(settings: Settings) -> str:
 
 
 async def _serve(settings: Settings, port: int, api_key: str, demo: bool, exit_after: bool) -> None:
-    app = create_app(settings, embedded_worker=True)
+    app = create_app(settings, companions=[embedded_worker])
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())

@@ -24,6 +24,7 @@ import uvicorn
 
 from app.api.app import create_app
 from app.core.migrate import upgrade
+from app.dev import embedded_worker as worker_companion
 from app.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,7 +162,7 @@ class Stack:
 
 def start_stack(settings: Settings, *, embedded_worker: bool) -> Stack:
     port = free_port()
-    app = create_app(settings, embedded_worker=embedded_worker)
+    app = create_app(settings, companions=[worker_companion] if embedded_worker else [])
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
         timeout_graceful_shutdown=5,

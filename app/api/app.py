@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from litestar import Litestar
 from litestar.config.response_cache import ResponseCacheConfig
@@ -21,7 +20,7 @@ from app.api.jobs import JobController
 from app.api.keys import AdminKeyController
 from app.api.media import get_media_file
 from app.core.events import EventHub
-from app.core.resources import open_resources
+from app.core.resources import Resources, open_resources
 from app.core.settings import Settings
 from storage.base import MediaStore
 
@@ -34,11 +33,14 @@ SECURITY_HEADERS = {
 }
 
 
+Companion = Callable[[Resources], contextlib.AbstractAsyncContextManager[None]]
+
+
 def create_app(
-    settings: Settings, *, embedded_worker: bool = False, store: MediaStore | None = None
+    settings: Settings, *, companions: Sequence[Companion] = (), store: MediaStore | None = None
 ) -> Litestar:
-    """The API. With `embedded_worker`, an arq worker runs in the same process and shares the
-    API's clients (and so its memory store): the `mediagate dev` mode."""
+    """The API. `companions` run beside it for its lifetime with its resources: `mediagate dev`
+    passes an embedded worker that shares the API's clients (and so its memory store)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -47,22 +49,12 @@ def create_app(
             await hub.start()
             app.state.resources = resources
             app.state.hub = hub
-            worker_task: asyncio.Task[None] | None = None
-            worker = None
-            if embedded_worker:
-                from workers.settings import build_worker  # noqa: PLC0415 - dev mode only
-
-                worker = build_worker(settings, resources=resources, handle_signals=False)
-                worker_task = asyncio.create_task(worker.main(), name="mediagate-embedded-worker")
             try:
-                yield
+                async with contextlib.AsyncExitStack() as stack:
+                    for companion in companions:
+                        await stack.enter_async_context(companion(resources))
+                    yield
             finally:
-                if worker is not None and worker_task is not None:
-                    worker_task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await worker_task
-                    with contextlib.suppress(Exception):
-                        await worker.close()
                 await hub.stop()
 
     return Litestar(

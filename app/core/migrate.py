@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from alembic import command
@@ -26,18 +25,3 @@ def upgrade(database_url: str, revision: str = "head") -> None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(database_url), revision)
 
-
-def upgrade_in_thread(database_url: str) -> None:
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            upgrade(database_url)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name="alembic-upgrade")
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]

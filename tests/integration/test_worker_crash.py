@@ -1,0 +1,88 @@
+"""A worker killed with SIGKILL mid-job, then another started: the job succeeds once, with one
+set of media rows and exact usage (real PostgreSQL, moto S3, worker processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import signal
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+
+from app.core.database import create_engine, create_sessionmaker
+from app.core.models import KeyUsage, MediaObject
+from app.core.resources import open_store
+from tests.infra import (
+    Stack,
+    base_settings,
+    drop_namespace,
+    s3_changes,
+    start_stack,
+    start_worker_process,
+    wait_for_job,
+)
+
+
+@pytest.fixture
+def s3_api_stack(pg_url: str, s3_endpoint: str) -> Iterator[Stack]:
+    settings = base_settings(
+        pg_url, job_lease_seconds=2, **s3_changes(s3_endpoint, f"crash-{secrets.token_hex(4)}")
+    )
+    stack = start_stack(settings, embedded_worker=False)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        drop_namespace(settings.redis_namespace)
+
+
+async def test_killed_worker_job_still_succeeds_once(s3_api_stack: Stack) -> None:
+    settings = s3_api_stack.settings
+    key = s3_api_stack.new_key()
+    # Two outputs, ~2 s apart: kill the worker after the first one is recorded.
+    slow = start_worker_process(settings, MEDIAGATE_LOCAL_LATENCY_SECONDS="6")
+    try:
+        async with s3_api_stack.client(key) as client:
+            resp = await client.post(
+                "/v1/jobs",
+                json={"type": "image", "model": "local-image",
+                      "input": {"prompt": "crash", "n": 2, "size": "256x256"}},
+            )
+            job_id = resp.json()["id"]
+            await wait_for_job(client, job_id, timeout=60,
+                               predicate=lambda j: len(j["outputs"]) == 1)
+            slow.send_signal(signal.SIGKILL)
+            slow.wait(10)
+            fast = start_worker_process(settings, MEDIAGATE_LOCAL_LATENCY_SECONDS="0")
+            try:
+                done = await wait_for_job(client, job_id, timeout=60)
+            finally:
+                fast.terminate()
+                fast.wait(20)
+    finally:
+        if slow.poll() is None:
+            slow.kill()
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 2
+    assert [o["index"] for o in done["outputs"]] == [0, 1]
+
+    engine = create_engine(settings.database_url)
+    store = await open_store(settings)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            rows = (await session.exec(select(MediaObject).where(MediaObject.job_id == job_id))).all()
+            key_id = rows[0][0].key_id
+            usage = await session.get(KeyUsage, key_id)
+        media = [r[0] for r in rows]
+        assert sorted(m.index for m in media) == [0, 1]
+        assert usage is not None and usage.objects == 2
+        assert usage.bytes == sum(m.bytes for m in media)
+        for m in media:
+            info = await store.head(m.storage_key)
+            assert info is not None and info.size == m.bytes
+    finally:
+        await store.close()
+        await engine.dispose()
+    await asyncio.sleep(0)

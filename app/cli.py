@@ -26,18 +26,24 @@ def _settings(**overrides: object) -> Settings:
 
 
 def cmd_api(args: argparse.Namespace) -> None:
-    import uvicorn  # noqa: PLC0415
+    import uvicorn
 
-    from app.api.app import create_app  # noqa: PLC0415
+    from app.api.app import create_app
 
     settings = _settings()
     configure_logging(settings.log_level)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None,
-                proxy_headers=True, timeout_graceful_shutdown=10)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        proxy_headers=True,
+        timeout_graceful_shutdown=10,
+    )
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    from workers.settings import build_worker  # noqa: PLC0415
+    from workers.settings import build_worker
 
     settings = _settings(worker_concurrency=args.concurrency)
     configure_logging(settings.log_level)
@@ -45,7 +51,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:
-    from app.core.migrate import upgrade  # noqa: PLC0415
+    from app.core.migrate import upgrade
 
     settings = _settings()
     upgrade(settings.database_url)
@@ -53,16 +59,16 @@ def cmd_migrate(_: argparse.Namespace) -> None:
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
-    from app.dev import run_dev  # noqa: PLC0415
+    from app.dev import run_dev
 
     configure_logging(os.environ.get("MEDIAGATE_LOG_LEVEL", "WARNING"))
     run_dev(os.environ, port=args.port, demo=args.demo, exit_after=args.exit_after_demo)
 
 
 async def _keys(args: argparse.Namespace) -> None:
-    from app.api.render import render_key  # noqa: PLC0415
-    from app.core import keys  # noqa: PLC0415
-    from app.core.database import create_engine, create_sessionmaker  # noqa: PLC0415
+    from app.api.render import render_key
+    from app.core import keys
+    from app.core.database import create_engine, create_sessionmaker
 
     settings = _settings()
     engine = create_engine(settings.database_url)
@@ -77,7 +83,9 @@ async def _keys(args: argparse.Namespace) -> None:
                 for key in await keys.list_keys(session):
                     row = render_key(key)
                     state = "revoked" if row["revoked_at"] else "active"
-                    print(f"{row['id']}\t{row['name']}\t{row['prefix']}...\t{state}\t{row['created_at']}")
+                    print(
+                        f"{row['id']}\t{row['name']}\t{row['prefix']}...\t{state}\t{row['created_at']}"
+                    )
             else:
                 key = await keys.revoke_key(session, args.id)
                 await session.commit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import sys
 from pathlib import Path
@@ -17,6 +18,11 @@ DEMO_JOB = {
     "model": "local-image",
     "input": {"prompt": "a lighthouse at dusk, watercolor", "size": "512x512", "seed": 7},
 }
+
+
+def _save(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
 
 
 def _bar(progress: int, status: str) -> str:
@@ -45,8 +51,7 @@ async def run_demo(base_url: str, api_key: str, out_dir: Path) -> Path:
         media = await client.get(output["url"], follow_redirects=True)
         media.raise_for_status()
     Image.open(io.BytesIO(media.content)).verify()  # a real PNG, or this raises
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{job['id']}.png"
-    path.write_bytes(media.content)
+    await asyncio.to_thread(_save, path, media.content)
     print(f"saved {path} ({len(media.content)} bytes, sha256 {output['sha256'][:12]}...)")
     return path

@@ -63,7 +63,9 @@ def free_port() -> int:
 def redis_answers(url: str, timeout: float = 1.0) -> bool:
     parsed = urlparse(url)
     try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout) as s:
+        with socket.create_connection(
+            (parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout
+        ) as s:
             s.sendall(b"PING\r\n")
             return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
@@ -83,8 +85,19 @@ def private_redis() -> Iterator[str]:
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="mediagate-redis-")
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -131,7 +144,7 @@ async def _serve(settings: Settings, port: int, api_key: str, demo: bool, exit_a
     print(f"  try: curl -H 'Authorization: Bearer {api_key}' {base}/v1/jobs")
     try:
         if demo:
-            from app.demo import run_demo  # noqa: PLC0415
+            from app.demo import run_demo
 
             await run_demo(base, api_key, Path("out"))
         if exit_after:

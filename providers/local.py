@@ -49,7 +49,7 @@ def render_image(prompt: str, size: str, seed: int | None, index: int = 0) -> Im
     top, bottom = (p[0], p[1], p[2]), (p[3], p[4], p[5])
     strip = Image.new("RGB", (1, 256))
     strip.putdata(
-        [tuple(int(top[c] + (bottom[c] - top[c]) * y / 255) for c in range(3)) for y in range(256)]  # type: ignore[misc]
+        [tuple(int(top[c] + (bottom[c] - top[c]) * y / 255) for c in range(3)) for y in range(256)]
     )
     img = strip.resize((width, height))
     draw = ImageDraw.Draw(img)
@@ -90,7 +90,7 @@ def render_video(prompt: str, size: str, seconds: int, fps: int, seed: int | Non
             x = int((width - 2 * radius) * n / max(1, total - 1)) + radius
             y = height // 2 + int(math.sin(n / fps * math.pi) * height / 4)
             draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=(255, 255, 255))
-            frame = av.VideoFrame.from_image(frame_img)
+            frame = av.VideoFrame.from_image(frame_img)  # type: ignore[no-untyped-call]
             frame.pts = n
             frame.time_base = Fraction(1, fps)
             container.mux(stream.encode(frame))
@@ -125,6 +125,7 @@ def encode_audio(text: str, voice: str, fmt: str) -> tuple[bytes, str]:
     buf = io.BytesIO()
     with av.open(buf, mode="w", format=container_name) as container:
         stream = container.add_stream(codec, rate=rate, layout="mono")
+        assert isinstance(stream, av.audio.stream.AudioStream)
         pts = 0
         for offset in range(0, len(pcm), frame_samples * 2):
             chunk = pcm[offset : offset + frame_samples * 2]

@@ -7,7 +7,15 @@ from dataclasses import dataclass, field
 
 from providers.base import MediaType
 
-IMAGE_SIZES = ("256x256", "512x512", "1024x1024", "1024x1536", "1536x1024", "1792x1024", "1024x1792")
+IMAGE_SIZES = (
+    "256x256",
+    "512x512",
+    "1024x1024",
+    "1024x1536",
+    "1536x1024",
+    "1792x1024",
+    "1024x1792",
+)
 VIDEO_SIZES = ("320x180", "640x360", "854x480", "1280x720", "720x1280", "1920x1080")
 SPEECH_FORMATS = ("mp3", "wav", "opus", "flac")
 

@@ -1,7 +1,7 @@
 """The MediaStore protocol every storage backend implements, and storage's error tree.
 
-    StorageError
-     └── StorageNotFoundError   the key does not exist
+StorageError
+ └── StorageNotFoundError   the key does not exist
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ import uvicorn
 
 from app.api.app import create_app
 from app.core.migrate import upgrade
-from app.dev import embedded_worker as worker_companion
 from app.core.settings import Settings
+from app.dev import embedded_worker as worker_companion
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_HOST = os.environ.get("MEDIAGATE_TEST_PG_HOST", "127.0.0.1")
@@ -164,7 +164,11 @@ def start_stack(settings: Settings, *, embedded_worker: bool) -> Stack:
     port = free_port()
     app = create_app(settings, companions=[worker_companion] if embedded_worker else [])
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
@@ -190,8 +194,12 @@ def start_worker_process(settings: Settings, **env_changes: str) -> subprocess.P
 
 
 async def wait_for_job(
-    client: httpx.AsyncClient, job_id: str, *, until: frozenset[str] | None = None,
-    timeout: float = 60, predicate: Any = None,
+    client: httpx.AsyncClient,
+    job_id: str,
+    *,
+    until: frozenset[str] | None = None,
+    timeout: float = 60,  # noqa: ASYNC109 - a polling deadline, not a cancel scope
+    predicate: Any = None,
 ) -> dict[str, Any]:
     until = until or frozenset({"succeeded", "failed", "canceled"})
     deadline = time.monotonic() + timeout
@@ -199,7 +207,7 @@ async def wait_for_job(
         resp = await client.get(f"/v1/jobs/{job_id}")
         resp.raise_for_status()
         job: dict[str, Any] = resp.json()
-        if (predicate(job) if predicate else job["status"] in until):
+        if predicate(job) if predicate else job["status"] in until:
             return job
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s")

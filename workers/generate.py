@@ -84,8 +84,9 @@ class _Run:
             self.job.progress = progress
             await self.publish("job.progress")
 
-    async def store_output(self, index: int, content_type: str, ext: str,
-                           chunks: AsyncIterator[bytes]) -> None:
+    async def store_output(
+        self, index: int, content_type: str, ext: str, chunks: AsyncIterator[bytes]
+    ) -> None:
         key = storage_key_for(self.job.key_id, self.job.id, index, ext)
         digest = _Digest()
         filename = f"{self.job.id}-{index}.{ext}"
@@ -112,7 +113,9 @@ class _Run:
         self.outputs.sort(key=lambda m: m.index)
         await self.publish("job.output")
 
-    async def finish(self, status: str, code: str | None = None, message: str | None = None) -> None:
+    async def finish(
+        self, status: str, code: str | None = None, message: str | None = None
+    ) -> None:
         async with self.res.sessionmaker() as session:
             done = await runs.finish(
                 session, self.job.id, status, error_code=code, error_message=message
@@ -153,7 +156,9 @@ async def _execute(run: _Run, started: float) -> str:
     res, job = run.res, run.job
     provider = res.providers.get(job.provider)
     if provider is None:
-        await run.finish("failed", "provider_unavailable", f"provider {job.provider!r} is not configured")
+        await run.finish(
+            "failed", "provider_unavailable", f"provider {job.provider!r} is not configured"
+        )
         return "failed"
     media_type: MediaType = job.type  # type: ignore[assignment]
     request = GenerationRequest(job.id, media_type, job.provider_model, job.input)
@@ -195,6 +200,9 @@ async def _execute(run: _Run, started: float) -> str:
     await run.finish("succeeded")
     log.info(
         "job.succeeded job_id=%s provider=%s outputs=%d ms=%d",
-        job.id, job.provider, len(run.outputs), (time.monotonic() - started) * 1000,
+        job.id,
+        job.provider,
+        len(run.outputs),
+        (time.monotonic() - started) * 1000,
     )
     return "succeeded"

@@ -19,9 +19,7 @@ from workers.generate import generate_media
 ARQ_MAX_TRIES = 1000
 
 
-def worker_settings(
-    settings: Settings, *, resources: Resources | None = None
-) -> dict[str, Any]:
+def worker_settings(settings: Settings, *, resources: Resources | None = None) -> dict[str, Any]:
     """Keyword arguments for `arq.worker.Worker`. With `resources`, share the caller's clients
     (the embedded dev worker); otherwise open our own in `on_startup`."""
 
@@ -65,7 +63,10 @@ def worker_settings(
 
 
 def build_worker(
-    settings: Settings, *, resources: Resources | None = None, handle_signals: bool = True,
+    settings: Settings,
+    *,
+    resources: Resources | None = None,
+    handle_signals: bool = True,
     burst: bool = False,
 ) -> Worker:
     return Worker(

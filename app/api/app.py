@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import cast
 
 from litestar import Litestar
 from litestar.config.response_cache import ResponseCacheConfig
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import Message, Scope
 
 from app.api.dependencies import DEPENDENCIES
 from app.api.errors import EXCEPTION_HANDLERS
@@ -90,9 +92,9 @@ def create_app(
     )
 
 
-async def _security_headers(message: dict, scope: dict) -> None:  # type: ignore[type-arg]
+async def _security_headers(message: Message, scope: Scope) -> None:
     if message["type"] == "http.response.start":
-        headers = message.setdefault("headers", [])
+        headers = cast(list[tuple[bytes, bytes]], message.setdefault("headers", []))
         present = {name.lower() for name, _ in headers}
         for name, value in SECURITY_HEADERS.items():
             if name.lower().encode() not in present:

@@ -8,6 +8,7 @@ from typing import Any
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
 
 from app.core.errors import (
     AuthenticationError,
@@ -57,7 +58,9 @@ def error_body(status: int, message: str, code: str | None, param: str | None) -
     return {
         "error": {
             "message": message,
-            "type": TYPE_BY_STATUS.get(status, "server_error" if status >= 500 else "invalid_request_error"),
+            "type": TYPE_BY_STATUS.get(
+                status, "server_error" if status >= 500 else "invalid_request_error"
+            ),
             "code": code,
             "param": param,
         }
@@ -65,7 +68,10 @@ def error_body(status: int, message: str, code: str | None, param: str | None) -
 
 
 def error_response(
-    status: int, message: str, code: str | None = None, param: str | None = None,
+    status: int,
+    message: str,
+    code: str | None = None,
+    param: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response[dict[str, Any]]:
     return Response(
@@ -117,12 +123,16 @@ def handle_http_error(request: Request[Any, Any, Any], exc: Exception) -> Respon
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     # Type only: an exception's message may quote a prompt.
-    log.error("api.unhandled path=%s error=%s", request.url.path, type(exc).__name__,
-              exc_info=(type(exc), exc, exc.__traceback__) if log.isEnabledFor(logging.DEBUG) else None)
+    log.error(
+        "api.unhandled path=%s error=%s",
+        request.url.path,
+        type(exc).__name__,
+        exc_info=(type(exc), exc, exc.__traceback__) if log.isEnabledFor(logging.DEBUG) else None,
+    )
     return error_response(500, "The server failed to handle this request.", "internal_error")
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     MediagateError: handle_core_error,
     HTTPException: handle_http_error,
     Exception: handle_unexpected,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from litestar import Request, get
@@ -138,5 +138,5 @@ async def job_events(
         lambda data: with_urls(request, settings, data),
         settings.sse_max_seconds,
     )
-    return EventSourceResponse(stream, ping=settings.sse_ping_seconds, send_timeout=30)
-
+    response = EventSourceResponse(stream, ping=settings.sse_ping_seconds, send_timeout=30)
+    return cast(ASGIApp, response)  # a Starlette response is an ASGI app; Litestar runs it as is

@@ -16,8 +16,11 @@ from app.core.resources import Resources
 
 
 async def _authorize(
-    request: Request[Any, Any, Any], resources: Resources, media_id: str,
-    exp: int | None, sig: str | None,
+    request: Request[Any, Any, Any],
+    resources: Resources,
+    media_id: str,
+    exp: int | None,
+    sig: str | None,
 ) -> MediaObject:
     settings = resources.settings
     if exp is not None and sig is not None:

@@ -1,12 +1,12 @@
 """The core error tree; only app/api turns these into HTTP statuses.
 
-    MediagateError                 code, message, param
-     ├── InvalidRequestError       the request is malformed or names something unknown
-     │    └── ModelNotFoundError
-     ├── AuthenticationError       no key, or an unknown or revoked one
-     ├── NotFoundError             missing, or another key's (never told apart)
-     ├── ConflictError             the resource's state does not allow this
-     └── UnavailableError          a dependency (database, Redis, storage) does not answer
+MediagateError                 code, message, param
+ ├── InvalidRequestError       the request is malformed or names something unknown
+ │    └── ModelNotFoundError
+ ├── AuthenticationError       no key, or an unknown or revoked one
+ ├── NotFoundError             missing, or another key's (never told apart)
+ ├── ConflictError             the resource's state does not allow this
+ └── UnavailableError          a dependency (database, Redis, storage) does not answer
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ class Settings:
     database_url: str = "sqlite+aiosqlite:///./.mediagate/mediagate.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_namespace: str = "mediagate"
-    """Prefix of every Redis key we own (queue, events), so several deployments can share a Redis."""
+    """Prefix of every Redis key we own (queue, events): deployments can share one Redis."""
     admin_key: str | None = None
     secret_key: str | None = None
     """Signs media URLs; defaults to a value derived from the admin key."""
@@ -84,8 +84,14 @@ class Settings:
             raise SettingsError("MEDIAGATE_ADMIN_KEY must be at least 16 characters")
         if self.storage == "s3" and not self.s3_bucket:
             raise SettingsError("MEDIAGATE_S3_BUCKET is required when MEDIAGATE_STORAGE=s3")
-        for name in ("media_url_ttl_seconds", "max_body_bytes", "worker_concurrency",
-                     "job_timeout_seconds", "job_lease_seconds", "job_max_tries"):
+        for name in (
+            "media_url_ttl_seconds",
+            "max_body_bytes",
+            "worker_concurrency",
+            "job_timeout_seconds",
+            "job_lease_seconds",
+            "job_max_tries",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
         if self.worker_poll_delay <= 0:

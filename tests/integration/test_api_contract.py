@@ -15,8 +15,9 @@ from tests.infra import ADMIN_KEY, Stack, wait_for_job
 IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "iso", "size": "256x256"}}
 
 
-def _assert_error(resp: httpx.Response, status: int, code: str | None = None,
-                  param: str | None = None) -> dict[str, Any]:
+def _assert_error(
+    resp: httpx.Response, status: int, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
     assert resp.status_code == status, resp.text
     assert resp.headers["content-type"].startswith("application/json")
     error: dict[str, Any] = resp.json()["error"]
@@ -38,8 +39,9 @@ async def test_missing_wrong_and_revoked_keys_get_401(stack: Stack) -> None:
     async with stack.client(key) as client:
         assert (await client.get("/v1/jobs")).status_code == 200
         with stack.admin() as admin:
-            key_id = next(k["id"] for k in admin.get("/admin/keys").json()["data"]
-                          if k["prefix"] == key[:8])
+            key_id = next(
+                k["id"] for k in admin.get("/admin/keys").json()["data"] if k["prefix"] == key[:8]
+            )
             revoked = admin.delete(f"/admin/keys/{key_id}")
             assert revoked.status_code == 200 and revoked.json()["revoked_at"]
         _assert_error(await client.get("/v1/jobs"), 401, "invalid_api_key")
@@ -104,16 +106,31 @@ async def test_signed_urls_reject_tampering_and_expiry(stack: Stack) -> None:
         ({"type": "image", "model": "local-video", "input": {"prompt": "x"}}, None, "model"),
         ({"type": "gif", "model": "local-image", "input": {}}, None, "type"),
         ({"type": "image", "model": "local-image", "input": {}}, None, "input.prompt"),
-        ({"type": "image", "model": "local-image", "input": {"prompt": "x", "n": 5}}, None,
-         "input.n"),
-        ({"type": "image", "model": "local-image", "input": {"prompt": "x", "size": "7x7"}},
-         None, "input.size"),
-        ({"type": "video", "model": "local-video", "input": {"prompt": "x", "seconds": 13}},
-         None, "input.seconds"),
-        ({"type": "speech", "model": "local-speech", "input": {"input": "x", "format": "ogg"}},
-         None, "input.format"),
-        ({"type": "image", "model": "local-image", "input": {"prompt": "x", "style": "y"}},
-         None, "input.style"),
+        (
+            {"type": "image", "model": "local-image", "input": {"prompt": "x", "n": 5}},
+            None,
+            "input.n",
+        ),
+        (
+            {"type": "image", "model": "local-image", "input": {"prompt": "x", "size": "7x7"}},
+            None,
+            "input.size",
+        ),
+        (
+            {"type": "video", "model": "local-video", "input": {"prompt": "x", "seconds": 13}},
+            None,
+            "input.seconds",
+        ),
+        (
+            {"type": "speech", "model": "local-speech", "input": {"input": "x", "format": "ogg"}},
+            None,
+            "input.format",
+        ),
+        (
+            {"type": "image", "model": "local-image", "input": {"prompt": "x", "style": "y"}},
+            None,
+            "input.style",
+        ),
         ({"type": "image", "model": "local-image"}, None, "input"),
     ],
 )
@@ -149,7 +166,13 @@ async def test_health_readiness_and_openapi(stack: Stack) -> None:
         assert ready.status_code == 200
         assert ready.json()["checks"] == {"database": "ok", "redis": "ok", "storage": "ok"}
         schema = (await client.get("/schema/openapi.json")).json()
-    for path in ("/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/events",
-                 "/v1/jobs/{job_id}/cancel", "/v1/media/{media_id}", "/admin/keys"):
+    for path in (
+        "/v1/jobs",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/events",
+        "/v1/jobs/{job_id}/cancel",
+        "/v1/media/{media_id}",
+        "/admin/keys",
+    ):
         assert path in schema["paths"], path
     assert ready.headers["x-content-type-options"] == "nosniff"

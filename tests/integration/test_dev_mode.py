@@ -21,9 +21,21 @@ def test_dev_demo_saves_png_with_private_redis(tmp_path: Path) -> None:
         "PYTHONPATH": str(ROOT),
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "app.cli", "dev", "--demo", "--exit-after-demo",
-         "--port", str(free_port())],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "dev",
+            "--demo",
+            "--exit-after-demo",
+            "--port",
+            str(free_port()),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "starting a private redis-server" in proc.stdout

@@ -15,7 +15,9 @@ IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "sse", "si
 
 
 async def _collect(
-    client: httpx.AsyncClient, job_id: str, headers: dict[str, str] | None = None,
+    client: httpx.AsyncClient,
+    job_id: str,
+    headers: dict[str, str] | None = None,
     params: dict[str, Any] | None = None,
 ) -> list[tuple[int, str, dict[str, Any]]]:
     events = []
@@ -91,9 +93,7 @@ async def test_bad_last_event_id_is_400(stack: Stack) -> None:
     key = stack.new_key()
     async with stack.client(key) as client:
         job = (await client.post("/v1/jobs", json=IMAGE)).json()
-        resp = await client.get(
-            f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": "abc"}
-        )
+        resp = await client.get(f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": "abc"})
     assert resp.status_code == 400
     assert resp.json()["error"]["param"] == "Last-Event-ID"
 

@@ -37,8 +37,11 @@ async def test_image_job_end_to_end(stack: Stack) -> None:
     async with stack.client(key) as client:
         job = await _submit(
             client,
-            {"type": "image", "model": "local-image",
-             "input": {"prompt": "a red fox", "n": 2, "size": "256x256", "seed": 3}},
+            {
+                "type": "image",
+                "model": "local-image",
+                "input": {"prompt": "a red fox", "n": 2, "size": "256x256", "seed": 3},
+            },
         )
         done = await wait_for_job(client, job["id"])
     assert done["status"] == "succeeded", done
@@ -55,8 +58,11 @@ async def test_video_job_end_to_end(stack: Stack) -> None:
     async with stack.client(key) as client:
         job = await _submit(
             client,
-            {"type": "video", "model": "local-video",
-             "input": {"prompt": "waves", "seconds": 2, "size": "320x180", "fps": 12}},
+            {
+                "type": "video",
+                "model": "local-video",
+                "input": {"prompt": "waves", "seconds": 2, "size": "320x180", "fps": 12},
+            },
         )
         done = await wait_for_job(client, job["id"])
     assert done["status"] == "succeeded", done
@@ -76,8 +82,11 @@ async def test_speech_job_end_to_end(pg_s3_stack: Stack, fmt: str, content_type:
     async with pg_s3_stack.client(key) as client:
         job = await _submit(
             client,
-            {"type": "speech", "model": "local-speech",
-             "input": {"input": "Hello from mediagate.", "voice": "nova", "format": fmt}},
+            {
+                "type": "speech",
+                "model": "local-speech",
+                "input": {"input": "Hello from mediagate.", "voice": "nova", "format": fmt},
+            },
         )
         done = await wait_for_job(client, job["id"])
     assert done["status"] == "succeeded", done

@@ -1,4 +1,4 @@
-"""The Alembic migration runs on PostgreSQL and SQLite, down and up again, and matches the models."""
+"""The migration runs on PostgreSQL and SQLite, down and up again, and matches the models."""
 
 from __future__ import annotations
 
@@ -48,11 +48,11 @@ def test_migration_up_down_up(backend: str, tmp_path: Path) -> None:
 
 def _check_round_trip(url: str) -> None:
     tables, diff = asyncio.run(_state(url))
-    assert TABLES <= tables
+    assert tables >= TABLES
     assert diff == [], diff  # the migration creates exactly what the models describe
     command.downgrade(alembic_config(url), "base")
     tables, _ = asyncio.run(_state(url))
     assert tables <= {"alembic_version"}
     upgrade(url)
     tables, _ = asyncio.run(_state(url))
-    assert TABLES <= tables
+    assert tables >= TABLES

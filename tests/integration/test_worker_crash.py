@@ -47,12 +47,16 @@ async def test_killed_worker_job_still_succeeds_once(s3_api_stack: Stack) -> Non
         async with s3_api_stack.client(key) as client:
             resp = await client.post(
                 "/v1/jobs",
-                json={"type": "image", "model": "local-image",
-                      "input": {"prompt": "crash", "n": 2, "size": "256x256"}},
+                json={
+                    "type": "image",
+                    "model": "local-image",
+                    "input": {"prompt": "crash", "n": 2, "size": "256x256"},
+                },
             )
             job_id = resp.json()["id"]
-            await wait_for_job(client, job_id, timeout=60,
-                               predicate=lambda j: len(j["outputs"]) == 1)
+            await wait_for_job(
+                client, job_id, timeout=60, predicate=lambda j: len(j["outputs"]) == 1
+            )
             slow.send_signal(signal.SIGKILL)
             slow.wait(10)
             fast = start_worker_process(settings, MEDIAGATE_LOCAL_LATENCY_SECONDS="0")
@@ -72,7 +76,9 @@ async def test_killed_worker_job_still_succeeds_once(s3_api_stack: Stack) -> Non
     store = await open_store(settings)
     try:
         async with create_sessionmaker(engine)() as session:
-            rows = (await session.exec(select(MediaObject).where(MediaObject.job_id == job_id))).all()
+            rows = (
+                await session.exec(select(MediaObject).where(MediaObject.job_id == job_id))
+            ).all()
             key_id = rows[0][0].key_id
             usage = await session.get(KeyUsage, key_id)
         media = [r[0] for r in rows]

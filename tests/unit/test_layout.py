@@ -37,6 +37,9 @@ def test_import_direction(package: str) -> None:
         rel = str(path.relative_to(ROOT))
         for module in _imports(path):
             for prefix in FORBIDDEN[package]:
-                if (module == prefix or module.startswith(prefix + ".")) and (rel, module) not in ALLOWED:
+                if (module == prefix or module.startswith(prefix + ".")) and (
+                    rel,
+                    module,
+                ) not in ALLOWED:
                     bad.append(f"{rel} imports {module}")
     assert bad == []

@@ -40,7 +40,10 @@ def test_input_validation_normalises_and_names_the_param() -> None:
     image = catalog.get("local-image")
     assert image is not None
     assert validate_input(image, {"prompt": "x"}) == {
-        "prompt": "x", "n": 1, "size": "1024x1024", "seed": None
+        "prompt": "x",
+        "n": 1,
+        "size": "1024x1024",
+        "seed": None,
     }
     with pytest.raises(InvalidRequestError) as info:
         validate_input(image, {"prompt": "x", "n": True})
@@ -64,6 +67,9 @@ def test_wire_format_is_json_and_round_trips_exceptions() -> None:
 def test_event_notice_parsing() -> None:
     event = parse_notice(b'job_1\n7\njob.progress\n{"progress":50}')
     assert (event.job_id, event.id, event.event, event.data) == (
-        "job_1", 7, "job.progress", {"progress": 50}
+        "job_1",
+        7,
+        "job.progress",
+        {"progress": 50},
     )
     assert not event.terminal

@@ -9,9 +9,14 @@ BASE = {"MEDIAGATE_ADMIN_KEY": "a" * 20}
 
 def test_defaults_and_conversion() -> None:
     s = Settings.from_env(
-        {**BASE, "MEDIAGATE_WORKER_CONCURRENCY": "3", "MEDIAGATE_WORKER_POLL_DELAY": "0.1",
-         "MEDIAGATE_STORAGE": "s3", "MEDIAGATE_S3_CREATE_BUCKET": "yes",
-         "MEDIAGATE_S3_PUBLIC_BASE_URL": ""}
+        {
+            **BASE,
+            "MEDIAGATE_WORKER_CONCURRENCY": "3",
+            "MEDIAGATE_WORKER_POLL_DELAY": "0.1",
+            "MEDIAGATE_STORAGE": "s3",
+            "MEDIAGATE_S3_CREATE_BUCKET": "yes",
+            "MEDIAGATE_S3_PUBLIC_BASE_URL": "",
+        }
     )
     assert (s.worker_concurrency, s.worker_poll_delay, s.storage) == (3, 0.1, "s3")
     assert s.s3_create_bucket is True and s.s3_public_base_url is None

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 import orjson
 from litestar import Request, get
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import HeaderParameter
 from litestar.types import ASGIApp
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -121,7 +121,9 @@ async def job_events(
     resources: Resources,
     hub: EventHub,
     after: int | None = None,
-    last_event_id: str | None = Parameter(header="Last-Event-ID", required=False, default=None),
+    last_event_id: Annotated[
+        str | None, HeaderParameter(name="Last-Event-ID", required=False)
+    ] = None,
 ) -> ASGIApp:
     start = _resume_point(last_event_id, after)
     async with resources.sessionmaker() as session:

@@ -141,6 +141,11 @@ async def generate_media(ctx: dict[str, Any], job_id: str) -> str:
         outputs = (await outputs_of(session, [job_id]))[job_id]
         await session.commit()
     run = _Run(res, job, outputs)
+    if job.attempts > res.settings.job_max_tries:
+        # Earlier attempts died with their workers (killed, out of memory): stop trying.
+        await run.finish("failed", "worker_lost", "The job's workers stopped repeatedly.")
+        log.warning("job.failed job_id=%s code=worker_lost attempts=%d", job_id, job.attempts)
+        return "failed"
     log.info("job.started job_id=%s provider=%s attempt=%d", job_id, job.provider, job.attempts)
     await run.publish("job.started")
     lease = asyncio.create_task(_keep_lease(res, job_id))

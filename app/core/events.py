@@ -17,7 +17,6 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from app.core.contract import events_channel, events_meta_key, events_stream_key
 
@@ -195,7 +194,7 @@ class EventHub:
                         self._dispatch(parse_notice(message["data"]))
                     except (ValueError, orjson.JSONDecodeError):
                         log.warning("events.bad_notice")
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # RedisError, OSError, or anything else: keep the hub alive
                 self.connected.clear()
                 log.warning("events.hub_disconnected error=%s", type(exc).__name__)
                 await asyncio.sleep(backoff)

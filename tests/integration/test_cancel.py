@@ -67,3 +67,35 @@ async def test_cancel_finished_job_is_409(stack: Stack) -> None:
         resp = await client.post(f"/v1/jobs/{job['id']}/cancel")
     assert resp.status_code == 409
     assert resp.json()["error"]["code"] == "job_not_cancelable"
+
+
+async def test_job_whose_workers_keep_dying_fails_with_worker_lost(api_only_stack: Stack) -> None:
+    from sqlalchemy import update
+
+    from app.core.models import Job
+
+    settings = api_only_stack.settings
+    key = api_only_stack.new_key()
+    async with api_only_stack.client(key) as client:
+        job = (await client.post("/v1/jobs", json=IMAGE)).json()
+        # As if every earlier attempt had died with its worker after starting.
+        engine = create_engine(settings.database_url)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                await session.execute(
+                    update(Job)
+                    .where(Job.id == job["id"])
+                    .values(status="running", attempts=settings.job_max_tries)
+                )
+                await session.commit()
+        finally:
+            await engine.dispose()
+        worker = build_worker(settings, handle_signals=False, burst=True)
+        try:
+            await asyncio.wait_for(worker.main(), 30)
+        finally:
+            await worker.close()
+        after = (await client.get(f"/v1/jobs/{job['id']}")).json()
+    assert after["status"] == "failed"
+    assert after["error"]["code"] == "worker_lost"
+    assert after["outputs"] == []

@@ -70,54 +70,47 @@ async def record_output(
     The unique (job_id, index) constraint is the source of truth: a re-run after a crash overwrote
     the same storage key, so it must replace the row, never add a second one.
     """
-    existing = (
-        await session.exec(
-            select(MediaObject)
-            .where(MediaObject.job_id == job_id, MediaObject.index == index)
-            .with_for_update()
-        )
-    ).first()
-    if existing is None:
-        media = MediaObject(
-            id=new_id("med"),
-            job_id=job_id,
-            key_id=key_id,
-            index=index,
-            storage_key=storage_key,
-            content_type=content_type,
-            bytes=size,
-            sha256=sha256,
-        )
-        session.add(media)
-        try:
-            async with session.begin_nested():
-                await session.flush()
-        except IntegrityError:
-            # Another attempt recorded it between our read and write: update that row instead.
-            session.expunge(media)
-            return await record_output(
-                session,
+    for _ in range(2):
+        existing = (
+            await session.exec(
+                select(MediaObject)
+                .where(MediaObject.job_id == job_id, MediaObject.index == index)
+                .with_for_update()
+            )
+        ).first()
+        if existing is None:
+            media = MediaObject(
+                id=new_id("med"),
                 job_id=job_id,
                 key_id=key_id,
                 index=index,
                 storage_key=storage_key,
                 content_type=content_type,
-                size=size,
+                bytes=size,
                 sha256=sha256,
             )
-        await _move_usage(session, key_id, size, 1)
-        return media
-    was_counted = existing.deleted_at is None
-    delta_bytes = size - (existing.bytes if was_counted else 0)
-    existing.storage_key = storage_key
-    existing.content_type = content_type
-    existing.bytes = size
-    existing.sha256 = sha256
-    existing.deleted_at = None
-    session.add(existing)
-    await session.flush()
-    await _move_usage(session, key_id, delta_bytes, 0 if was_counted else 1)
-    return existing
+            session.add(media)
+            try:
+                async with session.begin_nested():
+                    await session.flush()
+            except IntegrityError:
+                # Another attempt recorded it between our read and write: update that row.
+                session.expunge(media)
+                continue
+            await _move_usage(session, key_id, size, 1)
+            return media
+        was_counted = existing.deleted_at is None
+        delta_bytes = size - (existing.bytes if was_counted else 0)
+        existing.storage_key = storage_key
+        existing.content_type = content_type
+        existing.bytes = size
+        existing.sha256 = sha256
+        existing.deleted_at = None
+        session.add(existing)
+        await session.flush()
+        await _move_usage(session, key_id, delta_bytes, 0 if was_counted else 1)
+        return existing
+    raise RuntimeError(f"media row ({job_id}, {index}) neither inserted nor found")
 
 
 async def usage_of(session: AsyncSession, key_id: str) -> KeyUsage:

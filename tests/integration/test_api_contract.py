@@ -33,6 +33,8 @@ def _assert_error(
 async def test_missing_wrong_and_revoked_keys_get_401(stack: Stack) -> None:
     async with stack.client() as anonymous:
         _assert_error(await anonymous.get("/v1/jobs"), 401, "missing_api_key")
+        _assert_error(await anonymous.get("/v1/jobs/job_x/events"), 401, "missing_api_key")
+        _assert_error(await anonymous.post("/v1/jobs/job_x/cancel"), 401, "missing_api_key")
     async with stack.client("mg_" + "x" * 43) as wrong:
         _assert_error(await wrong.get("/v1/jobs"), 401, "invalid_api_key")
     key = stack.new_key("to-revoke")

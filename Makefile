@@ -18,8 +18,8 @@ dev: $(STAMP)
 	$(BIN)/mediagate dev --demo $(DEV_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check app workers storage providers tests migrations bench
-	$(BIN)/ruff format --check app workers storage providers tests migrations bench
+	$(BIN)/ruff check app workers storage providers tests migrations
+	$(BIN)/ruff format --check app workers storage providers tests migrations
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -76,6 +76,11 @@ def new_namespace() -> str:
 def drop_namespace(namespace: str) -> None:
     client = redis.Redis.from_url(REDIS_URL)
     try:
+        # arq keeps per-job keys outside our namespace; find them through our queue first.
+        for raw in client.zrange(f"{namespace}:queue", 0, -1):
+            job_id = raw.decode()
+            for prefix in ("arq:job:", "arq:retry:", "arq:in-progress:", "arq:result:"):
+                client.delete(prefix + job_id)
         for key in client.scan_iter(match=f"{namespace}:*", count=500):
             client.delete(key)
     finally:

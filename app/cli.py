@@ -59,10 +59,14 @@ def cmd_migrate(_: argparse.Namespace) -> None:
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
-    from app.dev import run_dev
+    from app.dev import DevError, run_dev
 
     configure_logging(os.environ.get("MEDIAGATE_LOG_LEVEL", "WARNING"))
-    run_dev(os.environ, port=args.port, demo=args.demo, exit_after=args.exit_after_demo)
+    try:
+        run_dev(os.environ, port=args.port, demo=args.demo, exit_after=args.exit_after_demo)
+    except DevError as exc:
+        print(f"mediagate: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 async def _keys(args: argparse.Namespace) -> None:
@@ -140,11 +144,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         pass
-    except RuntimeError as exc:
-        if type(exc).__name__ == "DevError":
-            print(f"mediagate: {exc}", file=sys.stderr)
-            raise SystemExit(1) from None
-        raise
 
 
 if __name__ == "__main__":

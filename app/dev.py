@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets
 import shutil
 import socket
@@ -15,9 +14,10 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import urlparse
 
+import redis
 import uvicorn
+from redis.exceptions import RedisError
 
 from app.api.app import create_app
 from app.core.database import create_engine, create_sessionmaker
@@ -61,15 +61,13 @@ def free_port() -> int:
 
 
 def redis_answers(url: str, timeout: float = 1.0) -> bool:
-    parsed = urlparse(url)
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     try:
-        with socket.create_connection(
-            (parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout
-        ) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
-    except OSError:
+        return bool(client.ping())
+    except RedisError:
         return False
+    finally:
+        client.close()
 
 
 @contextlib.contextmanager
@@ -165,12 +163,8 @@ def run_dev(environ: Mapping[str, str], *, port: int, demo: bool, exit_after: bo
         settings = replace(settings, admin_key="mga_" + secrets.token_urlsafe(24))
     with contextlib.ExitStack() as stack:
         if not redis_answers(settings.redis_url):
-            print(f"no Redis at {settings.redis_url}; starting a private redis-server")
             settings = replace(settings, redis_url=stack.enter_context(private_redis()))
+            print(f"no Redis answered; started a private redis-server at {settings.redis_url}")
         upgrade(settings.database_url)
         api_key = asyncio.run(_make_dev_key(settings))
         asyncio.run(_serve(settings, port, api_key, demo, exit_after))
-
-
-def main_environ() -> dict[str, str]:
-    return dict(os.environ)

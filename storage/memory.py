@@ -71,6 +71,3 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
-
-    def keys(self) -> list[str]:
-        return sorted(self._objects)

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from app.api.app import create_app
 from app.core.migrate import upgrade
 from app.core.settings import Settings
 from app.dev import embedded_worker as worker_companion
+from app.dev import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_HOST = os.environ.get("MEDIAGATE_TEST_PG_HOST", "127.0.0.1")
@@ -33,13 +33,6 @@ PG_PORT = int(os.environ.get("MEDIAGATE_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("MEDIAGATE_TEST_PG_USER", "postgres")
 REDIS_URL = os.environ.get("MEDIAGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN_KEY = "admin_" + secrets.token_urlsafe(24)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def _pg_admin(sql: str) -> None:

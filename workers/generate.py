@@ -21,7 +21,7 @@ from arq.constants import in_progress_key_prefix
 
 from app.core import runs
 from app.core.jobs import job_snapshot, outputs_of
-from app.core.media import record_output, storage_key_for
+from app.core.media import download_name, record_output, storage_key_for
 from app.core.models import Job, MediaObject
 from app.core.resources import Resources
 from providers.base import GenerationRequest, MediaType, ProviderError
@@ -89,9 +89,8 @@ class _Run:
     ) -> None:
         key = storage_key_for(self.job.key_id, self.job.id, index, ext)
         digest = _Digest()
-        filename = f"{self.job.id}-{index}.{ext}"
         await self.res.store.put(
-            key, digest.wrap(chunks), content_type=content_type, filename=filename
+            key, digest.wrap(chunks), content_type=content_type, filename=download_name(key)
         )
         async with self.res.sessionmaker() as session:
             if await runs.lock_running(session, self.job.id) is None:

@@ -38,21 +38,14 @@ def worker_settings(settings: Settings, *, resources: Resources | None = None) -
 
     redis = RedisSettings.from_dsn(settings.redis_url)
     return {
-        "functions": [
-            func(
-                generate_media,
-                name=GENERATE_TASK,
-                max_tries=ARQ_MAX_TRIES,
-                # Our own deadline inside the task fails the job cleanly before arq's fires.
-                timeout=settings.job_timeout_seconds + 60,
-            )
-        ],
+        "functions": [func(generate_media, name=GENERATE_TASK, max_tries=ARQ_MAX_TRIES)],
         "queue_name": queue_name(settings.redis_namespace),
         "redis_settings": redis,
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
         "max_jobs": settings.worker_concurrency,
         "poll_delay": settings.worker_poll_delay,
+        # Our own deadline inside the task fails the job cleanly before arq's fires.
         "job_timeout": settings.job_timeout_seconds + 60,
         "keep_result": 0,
         "allow_abort_jobs": True,

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import cast
 
 from litestar import Litestar
-from litestar.config.response_cache import ResponseCacheConfig
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -72,9 +71,7 @@ def create_app(
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
-        response_headers=[],
         before_send=[_security_headers],
-        response_cache_config=ResponseCacheConfig(),
         openapi_config=OpenAPIConfig(
             title="mediagate",
             version="0.1.0",

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
 from app.core.errors import (
@@ -104,7 +104,7 @@ def _validation_param(exc: ValidationException) -> tuple[str | None, str]:
 def handle_http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     assert isinstance(exc, HTTPException)
     status = exc.status_code
-    if status == 400 and "JSON is malformed" in str(exc.detail):
+    if isinstance(exc.__cause__, SerializationException):
         return error_response(400, "The request body is not valid JSON.", "invalid_json")
     if isinstance(exc, ValidationException):
         param, message = _validation_param(exc)

@@ -10,7 +10,7 @@ from litestar.response import Redirect, Stream
 
 from app.api.dependencies import bearer_token, lookup_key
 from app.core.errors import NotFoundError
-from app.core.media import get_media, verify
+from app.core.media import download_name, get_media, verify
 from app.core.models import MediaObject
 from app.core.resources import Resources
 
@@ -45,9 +45,7 @@ async def get_media_file(
     sig: str | None = None,
 ) -> Response[Any]:
     media = await _authorize(request, resources, media_id, exp, sig)
-    filename = media.storage_key.rsplit("/", 1)[-1]
-    if media.job_id:
-        filename = f"{media.job_id}-{filename}"
+    filename = download_name(media.storage_key)
     direct = await resources.store.url(
         media.storage_key, expires_in=resources.settings.media_url_ttl_seconds, filename=filename
     )

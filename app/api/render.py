@@ -9,7 +9,7 @@ from litestar import Request
 
 from app.core.jobs import job_snapshot
 from app.core.media import signed_path
-from app.core.models import Job, MediaObject, VirtualKey, as_utc
+from app.core.models import Job, MediaObject, VirtualKey, iso
 from app.core.settings import Settings
 
 
@@ -45,8 +45,6 @@ def render_key(key: VirtualKey) -> dict[str, Any]:
         "object": "virtual_key",
         "name": key.name,
         "prefix": key.prefix,
-        "created_at": as_utc(key.created_at).isoformat().replace("+00:00", "Z"),
-        "revoked_at": None
-        if key.revoked_at is None
-        else as_utc(key.revoked_at).isoformat().replace("+00:00", "Z"),
+        "created_at": iso(key.created_at),
+        "revoked_at": iso(key.revoked_at),
     }

@@ -77,14 +77,3 @@ class KeyCreated(KeyObject):
 class KeyList(BaseModel):
     object: Literal["list"] = "list"
     data: list[KeyObject]
-
-
-class ErrorDetail(BaseModel):
-    message: str
-    type: str
-    code: str | None
-    param: str | None
-
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail

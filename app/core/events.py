@@ -148,10 +148,6 @@ class EventHub:
                 with contextlib.suppress(asyncio.QueueFull):
                     sub.queue.put_nowait(None)
 
-    @property
-    def subscriber_count(self) -> int:
-        return sum(len(s) for s in self._subs.values())
-
     @contextlib.asynccontextmanager
     async def subscribe(self, job_id: str) -> AsyncIterator[Subscription]:
         sub = Subscription()

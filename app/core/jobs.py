@@ -17,7 +17,7 @@ from app.core.models import (
     Job,
     MediaObject,
     VirtualKey,
-    as_utc,
+    iso,
     utcnow,
 )
 from providers.base import MEDIA_TYPES
@@ -129,10 +129,6 @@ async def outputs_of(session: AsyncSession, job_ids: Iterable[str]) -> dict[str,
     return found
 
 
-def _iso(value: Any) -> str | None:
-    return None if value is None else as_utc(value).isoformat().replace("+00:00", "Z")
-
-
 def job_snapshot(job: Job, outputs: Sequence[MediaObject]) -> dict[str, Any]:
     """The job object without output URLs (they are signed per response by the API)."""
     error = None
@@ -147,9 +143,9 @@ def job_snapshot(job: Job, outputs: Sequence[MediaObject]) -> dict[str, Any]:
         "status": job.status,
         "progress": job.progress,
         "attempts": job.attempts,
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
         "input": job.input,
         "outputs": [
             {

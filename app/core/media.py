@@ -34,6 +34,12 @@ def storage_key_for(key_id: str, job_id: str, index: int, extension: str) -> str
     return f"{key_id}/{job_id}/{index}.{extension}"
 
 
+def download_name(storage_key: str) -> str:
+    """`{key}/{job}/{index}.{ext}` downloads as `{job}-{index}.{ext}`."""
+    *_, job_id, leaf = storage_key.split("/")
+    return f"{job_id}-{leaf}"
+
+
 async def get_media(session: AsyncSession, media_id: str, key_id: str | None) -> MediaObject:
     """A live media object; with `key_id`, only if that key owns it."""
     media = await session.get(MediaObject, media_id)
@@ -111,8 +117,3 @@ async def record_output(
         await _move_usage(session, key_id, delta_bytes, 0 if was_counted else 1)
         return existing
     raise RuntimeError(f"media row ({job_id}, {index}) neither inserted nor found")
-
-
-async def usage_of(session: AsyncSession, key_id: str) -> KeyUsage:
-    usage = await session.get(KeyUsage, key_id)
-    return usage if usage is not None else KeyUsage(key_id=key_id)

@@ -21,6 +21,11 @@ def as_utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a `Z`, as every API response shows times."""
+    return None if value is None else as_utc(value).isoformat().replace("+00:00", "Z")
+
+
 def _ts(nullable: bool = False) -> Any:
     return Field(default=None, sa_type=DateTime(timezone=True), nullable=nullable)
 

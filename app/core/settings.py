@@ -104,10 +104,6 @@ class Settings:
         base = (self.admin_key or "").encode()
         return hmac.new(base, b"mediagate media url signing", hashlib.sha256).digest()
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
 
 def _convert(name: str, raw: str, hint: Any) -> Any:
     origin = get_origin(hint)

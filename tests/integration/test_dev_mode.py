@@ -38,7 +38,7 @@ def test_dev_demo_saves_png_with_private_redis(tmp_path: Path) -> None:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "starting a private redis-server" in proc.stdout
+    assert "started a private redis-server" in proc.stdout
     assert "virtual key: mg_" in proc.stdout and "admin key:" in proc.stdout
     (png,) = (tmp_path / "out").glob("job_*.png")
     with Image.open(png) as img:

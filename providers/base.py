@@ -14,7 +14,7 @@ Providers say whether an error is retryable; the worker decides what a retry mea
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 MediaType = Literal["image", "video", "speech"]
@@ -22,6 +22,20 @@ MEDIA_TYPES: tuple[MediaType, ...] = ("image", "video", "speech")
 
 ProgressCallback = Callable[[int], Awaitable[None]]
 """Called with a percentage (0-100) as the provider advances."""
+
+
+class RunHooks(Protocol):
+    """What a provider may tell the worker while it runs."""
+
+    async def progress(self, percent: int) -> None:
+        """The job advanced to `percent` (0-100)."""
+        ...
+
+    async def task_started(self, task_id: str | None) -> None:
+        """An upstream task exists (or, with None, no longer does). The worker saves the id before
+        the provider waits on it, so a restarted worker resumes polling the same task instead of
+        paying for a second one."""
+        ...
 
 
 class ProviderError(Exception):
@@ -59,6 +73,59 @@ class ProviderAuthError(ProviderRejectedError):
     code = "provider_auth_failed"
 
 
+EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/webp": "webp",
+    "image/gif": "gif",
+    "video/mp4": "mp4",
+    "video/webm": "webm",
+    "video/quicktime": "mov",
+    "audio/mpeg": "mp3",
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/ogg": "ogg",
+    "audio/opus": "opus",
+    "audio/flac": "flac",
+    "audio/aac": "aac",
+    "audio/pcm": "pcm",
+}
+
+
+def extension_for(content_type: str) -> str:
+    return EXTENSIONS.get(content_type.split(";", 1)[0].strip().lower(), "bin")
+
+
+def sniff_content_type(head: bytes) -> str | None:
+    """The media type the first bytes announce, for outputs that arrive without one."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "audio/wav"
+    if head[4:8] == b"ftyp":
+        return "video/mp4"
+    if head.startswith((b"ID3", b"\xff\xfb", b"\xff\xf3")):
+        return "audio/mpeg"
+    if head.startswith(b"OggS"):
+        return "audio/ogg"
+    if head.startswith(b"fLaC"):
+        return "audio/flac"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    """An uploaded input (a reference image), read into memory: uploads are size-limited."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
     job_id: str
@@ -67,6 +134,10 @@ class GenerationRequest:
     """The provider's own model name."""
     params: Mapping[str, Any]
     """Validated input parameters (prompt, size, ...). Never log them."""
+    task_id: str | None = None
+    """The upstream task an earlier attempt started, to resume instead of starting another."""
+    files: Mapping[str, InputFile] = field(default_factory=dict)
+    """Input files by parameter name (`image`, `mask`, `input_reference`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +153,13 @@ class Provider(Protocol):
     name: str
 
     def generate(
-        self, request: GenerationRequest, on_progress: ProgressCallback
+        self, request: GenerationRequest, hooks: RunHooks
     ) -> AsyncIterator[GeneratedMedia]:
         """Yield each output as soon as it exists; raise ProviderError on failure."""
+        ...
+
+    async def cancel(self, task_id: str) -> None:
+        """Ask the upstream to stop a task (best effort; a no-op where the API has no cancel)."""
         ...
 
     async def aclose(self) -> None: ...

@@ -18,8 +18,9 @@ from PIL import Image, ImageDraw
 from providers.base import (
     GeneratedMedia,
     GenerationRequest,
-    ProgressCallback,
+    InputFile,
     ProviderInvalidRequestError,
+    RunHooks,
     iter_chunks,
 )
 
@@ -40,6 +41,19 @@ def _palette(prompt: str, seed: int | None) -> bytes:
 def _parse_size(size: str) -> tuple[int, int]:
     width, _, height = size.partition("x")
     return int(width), int(height)
+
+
+def render_edit(
+    source: InputFile, prompt: str, size: str, seed: int | None, index: int = 0
+) -> Image.Image:
+    """An edit: the uploaded image, resized, blended with what the prompt alone would draw."""
+    width, height = _parse_size(size)
+    try:
+        with Image.open(io.BytesIO(source.data)) as opened:
+            base = opened.convert("RGB").resize((width, height))
+    except (OSError, ValueError) as exc:
+        raise ProviderInvalidRequestError("the input image could not be decoded") from exc
+    return Image.blend(base, render_image(prompt, size, seed, index), 0.35)
 
 
 def render_image(prompt: str, size: str, seed: int | None, index: int = 0) -> Image.Image:
@@ -72,10 +86,20 @@ def encode_png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def render_video(prompt: str, size: str, seconds: int, fps: int, seed: int | None) -> bytes:
-    """An H.264 MP4 of a shape sweeping over the prompt's still image."""
+def render_video(
+    prompt: str,
+    size: str,
+    seconds: int,
+    fps: int,
+    seed: int | None,
+    reference: InputFile | None = None,
+) -> bytes:
+    """An H.264 MP4 of a shape sweeping over the prompt's still image (or the reference image)."""
     width, height = _parse_size(size)
-    base = render_image(prompt, size, seed)
+    if reference is None:
+        base = render_image(prompt, size, seed)
+    else:
+        base = render_edit(reference, prompt, size, seed)
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
@@ -149,27 +173,30 @@ class LocalProvider:
         self._latency = latency_seconds
         self._steps = max(1, progress_steps)
 
-    async def _simulate(self, on_progress: ProgressCallback, share: float, done: float) -> None:
+    async def _simulate(self, hooks: RunHooks, share: float, done: float) -> None:
         for step in range(self._steps):
             if self._latency:
                 await asyncio.sleep(self._latency * share / self._steps)
-            await on_progress(int(100 * (done + share * (step + 1) / self._steps) * 0.9))
+            await hooks.progress(int(100 * (done + share * (step + 1) / self._steps) * 0.9))
 
     async def generate(
-        self, request: GenerationRequest, on_progress: ProgressCallback
+        self, request: GenerationRequest, hooks: RunHooks
     ) -> AsyncIterator[GeneratedMedia]:
         params: dict[str, Any] = dict(request.params)
         if request.type == "image":
             n = int(params.get("n", 1))
+            source = request.files.get("image")
             for index in range(n):
-                await self._simulate(on_progress, 1 / n, index / n)
-                img = await asyncio.to_thread(
-                    render_image, params["prompt"], params["size"], params.get("seed"), index
-                )
+                await self._simulate(hooks, 1 / n, index / n)
+                args = (params["prompt"], params["size"], params.get("seed"), index)
+                if source is None:
+                    img = await asyncio.to_thread(render_image, *args)
+                else:
+                    img = await asyncio.to_thread(render_edit, source, *args)
                 data = await asyncio.to_thread(encode_png, img)
                 yield GeneratedMedia("image/png", "png", iter_chunks(data))
         elif request.type == "video":
-            await self._simulate(on_progress, 1.0, 0.0)
+            await self._simulate(hooks, 1.0, 0.0)
             data = await asyncio.to_thread(
                 render_video,
                 params["prompt"],
@@ -177,10 +204,11 @@ class LocalProvider:
                 int(params["seconds"]),
                 int(params.get("fps") or 24),
                 params.get("seed"),
+                request.files.get("input_reference"),
             )
             yield GeneratedMedia("video/mp4", "mp4", iter_chunks(data))
         elif request.type == "speech":
-            await self._simulate(on_progress, 1.0, 0.0)
+            await self._simulate(hooks, 1.0, 0.0)
             fmt = params.get("format", "mp3")
             data, content_type = await asyncio.to_thread(
                 encode_audio, params["input"], params.get("voice") or "alloy", fmt
@@ -188,6 +216,9 @@ class LocalProvider:
             yield GeneratedMedia(content_type, fmt, iter_chunks(data))
         else:
             raise ProviderInvalidRequestError(f"local provider cannot make {request.type!r}")
+
+    async def cancel(self, task_id: str) -> None:
+        return None  # local work has no upstream task
 
     async def aclose(self) -> None:
         return None

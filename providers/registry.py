@@ -1,11 +1,18 @@
-"""The model catalog: every model a client may name, its media type, provider and limits."""
+"""The model catalog: every model a client may name, its media type, provider and limits.
+
+Canonical names are `provider/model` (`openai/dall-e-3`, `minimax/image-01`); OpenAI's bare
+names (`dall-e-3`, `sora-2`, `tts-1`) and the local models' names resolve too, so code written for
+OpenAI's SDK works unchanged. Operators add aliases (with fallback targets) in the database; this
+module only knows the built-in and configured models.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from providers.base import MediaType
+from providers.base import MEDIA_TYPES, MediaType
 
 IMAGE_SIZES = (
     "256x256",
@@ -18,6 +25,21 @@ IMAGE_SIZES = (
 )
 VIDEO_SIZES = ("320x180", "640x360", "854x480", "1280x720", "720x1280", "1920x1080")
 SPEECH_FORMATS = ("mp3", "wav", "opus", "flac")
+OPENAI_VOICES = (
+    "alloy",
+    "ash",
+    "ballad",
+    "coral",
+    "echo",
+    "fable",
+    "onyx",
+    "nova",
+    "sage",
+    "shimmer",
+    "verse",
+)
+SORA_SIZES = ("720x1280", "1280x720", "1024x1792", "1792x1024")
+MINIMAX_ASPECTS = ("1:1", "16:9", "4:3", "3:2", "2:3", "3:4", "9:16", "21:9")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,16 +49,30 @@ class ModelSpec:
     provider: str
     provider_model: str
     sizes: tuple[str, ...] = ()
+    default_size: str | None = None
     max_n: int = 1
     min_seconds: int = 1
     max_seconds: int = 0
+    seconds: tuple[int, ...] = ()
+    """When set, the only durations the model accepts (else min..max)."""
     fps: tuple[int, ...] = ()
     formats: tuple[str, ...] = ()
     voices: tuple[str, ...] = ()
+    qualities: tuple[str, ...] = ()
+    styles: tuple[str, ...] = ()
+    aspect_ratios: tuple[str, ...] = ()
+    edits: bool = False
+    """Takes an input `image` (image models) or `input_reference` (video models)."""
+    speed: bool = False
+    instructions: bool = False
     max_input_chars: int = 4096
     max_prompt_chars: int = 4000
     created: int = 1_767_225_600  # 2026-01-01, for OpenAI's model list shape
     aliases: tuple[str, ...] = field(default=())
+
+    @property
+    def size_default(self) -> str:
+        return self.default_size or self.sizes[min(2, len(self.sizes) - 1)]
 
 
 LOCAL_MODELS: tuple[ModelSpec, ...] = (
@@ -47,6 +83,8 @@ LOCAL_MODELS: tuple[ModelSpec, ...] = (
         provider_model="local-image",
         sizes=IMAGE_SIZES,
         max_n=4,
+        edits=True,
+        aliases=("local/image",),
     ),
     ModelSpec(
         name="local-video",
@@ -54,8 +92,11 @@ LOCAL_MODELS: tuple[ModelSpec, ...] = (
         provider="local",
         provider_model="local-video",
         sizes=VIDEO_SIZES,
+        default_size="640x360",
         max_seconds=12,
         fps=(12, 24, 25, 30),
+        edits=True,
+        aliases=("local/video",),
     ),
     ModelSpec(
         name="local-speech",
@@ -63,23 +104,204 @@ LOCAL_MODELS: tuple[ModelSpec, ...] = (
         provider="local",
         provider_model="local-speech",
         formats=SPEECH_FORMATS,
-        voices=("alloy", "echo", "fable", "onyx", "nova", "shimmer"),
+        voices=OPENAI_VOICES,
+        speed=True,
+        instructions=True,
+        aliases=("local/speech",),
     ),
 )
 
+OPENAI_MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        name="openai/dall-e-2",
+        type="image",
+        provider="openai",
+        provider_model="dall-e-2",
+        sizes=("256x256", "512x512", "1024x1024"),
+        max_n=10,
+        max_prompt_chars=1000,
+        edits=True,
+        aliases=("dall-e-2",),
+    ),
+    ModelSpec(
+        name="openai/dall-e-3",
+        type="image",
+        provider="openai",
+        provider_model="dall-e-3",
+        sizes=("1024x1024", "1792x1024", "1024x1792"),
+        default_size="1024x1024",
+        qualities=("standard", "hd"),
+        styles=("vivid", "natural"),
+        aliases=("dall-e-3",),
+    ),
+    ModelSpec(
+        name="openai/gpt-image-1",
+        type="image",
+        provider="openai",
+        provider_model="gpt-image-1",
+        sizes=("1024x1024", "1536x1024", "1024x1536"),
+        default_size="1024x1024",
+        max_n=10,
+        qualities=("low", "medium", "high", "auto"),
+        max_prompt_chars=32_000,
+        edits=True,
+        aliases=("gpt-image-1",),
+    ),
+    ModelSpec(
+        name="openai/sora-2",
+        type="video",
+        provider="openai",
+        provider_model="sora-2",
+        sizes=SORA_SIZES[:2],
+        default_size="720x1280",
+        seconds=(4, 8, 12),
+        edits=True,
+        aliases=("sora-2",),
+    ),
+    ModelSpec(
+        name="openai/sora-2-pro",
+        type="video",
+        provider="openai",
+        provider_model="sora-2-pro",
+        sizes=SORA_SIZES,
+        default_size="720x1280",
+        seconds=(4, 8, 12),
+        edits=True,
+        aliases=("sora-2-pro",),
+    ),
+    *(
+        ModelSpec(
+            name=f"openai/{model}",
+            type="speech",
+            provider="openai",
+            provider_model=model,
+            formats=("mp3", "opus", "aac", "flac", "wav", "pcm"),
+            voices=OPENAI_VOICES,
+            speed=True,
+            instructions=model == "gpt-4o-mini-tts",
+            aliases=(model,),
+        )
+        for model in ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+    ),
+)
+
+MINIMAX_MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        name="minimax/image-01",
+        type="image",
+        provider="minimax",
+        provider_model="image-01",
+        sizes=("1024x1024", "1280x720", "720x1280", "1152x864", "864x1152", "1248x832"),
+        default_size="1024x1024",
+        max_n=9,
+        aspect_ratios=MINIMAX_ASPECTS,
+        max_prompt_chars=1500,
+        edits=True,
+    ),
+    ModelSpec(
+        name="minimax/MiniMax-Hailuo-02",
+        type="video",
+        provider="minimax",
+        provider_model="MiniMax-Hailuo-02",
+        sizes=("1366x768", "1920x1080"),
+        default_size="1366x768",
+        seconds=(6, 10),
+        max_prompt_chars=2000,
+        edits=True,
+        aliases=("minimax/hailuo-02",),
+    ),
+)
+
+REPLICATE_MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        name="replicate/black-forest-labs/flux-schnell",
+        type="image",
+        provider="replicate",
+        provider_model="black-forest-labs/flux-schnell",
+        sizes=("1024x1024", "1344x768", "768x1344", "1216x832", "832x1216"),
+        default_size="1024x1024",
+        max_n=4,
+    ),
+    ModelSpec(
+        name="replicate/minimax/video-01",
+        type="video",
+        provider="replicate",
+        provider_model="minimax/video-01",
+        sizes=("1280x720",),
+        seconds=(6,),
+        edits=True,
+    ),
+    ModelSpec(
+        name="replicate/minimax/speech-02-turbo",
+        type="speech",
+        provider="replicate",
+        provider_model="minimax/speech-02-turbo",
+        formats=("mp3",),
+        voices=("Wise_Woman", "Friendly_Person", "Deep_Voice_Man", "Calm_Woman", "Casual_Guy"),
+    ),
+)
+
+BUILTIN_MODELS = LOCAL_MODELS + OPENAI_MODELS + MINIMAX_MODELS + REPLICATE_MODELS
+
+
+class CatalogError(ValueError):
+    """A configured model is malformed; the message says which and why."""
+
+
+def model_from_config(name: str, entry: Mapping[str, Any]) -> ModelSpec:
+    """A model declared in the models file (e.g. another Replicate model)."""
+    known = set(ModelSpec.__dataclass_fields__) - {"name"}
+    unknown = set(entry) - known
+    if unknown:
+        raise CatalogError(f"model {name!r}: unknown fields {', '.join(sorted(unknown))}")
+    values = dict(entry)
+    if values.get("type") not in MEDIA_TYPES:
+        raise CatalogError(f"model {name!r}: type must be one of {', '.join(MEDIA_TYPES)}")
+    for required in ("provider", "provider_model"):
+        if not isinstance(values.get(required), str):
+            raise CatalogError(f"model {name!r}: {required} is required")
+    for key, value in values.items():
+        if isinstance(value, list):
+            values[key] = tuple(value)
+    spec = ModelSpec(name=name, **values)
+    if spec.type in ("image", "video") and not spec.sizes:
+        raise CatalogError(f"model {name!r}: sizes is required for {spec.type} models")
+    if spec.type == "video" and not (spec.seconds or spec.max_seconds):
+        raise CatalogError(f"model {name!r}: seconds or max_seconds is required")
+    if spec.type == "speech" and not spec.formats:
+        raise CatalogError(f"model {name!r}: formats is required for speech models")
+    return spec
+
 
 class Catalog:
-    """Looks models up by name; a later catalog adds upstream providers and aliases."""
+    """Looks models up by canonical name or built-in alias."""
 
     def __init__(self, models: Iterable[ModelSpec]) -> None:
-        self._models = {m.name: m for m in models}
+        self._models: dict[str, ModelSpec] = {}
+        self._names: dict[str, str] = {}
+        for model in models:
+            self._models[model.name] = model
+            self._names[model.name] = model.name
+            for alias in model.aliases:
+                self._names.setdefault(alias, model.name)
 
     def get(self, name: str) -> ModelSpec | None:
-        return self._models.get(name)
+        canonical = self._names.get(name)
+        return None if canonical is None else self._models[canonical]
+
+    def names(self) -> Iterator[str]:
+        """Every name that resolves: canonical names and built-in aliases."""
+        return iter(self._names)
 
     def __iter__(self) -> Iterator[ModelSpec]:
         return iter(self._models.values())
 
 
+def build_catalog(providers: Iterable[str], extra: Iterable[ModelSpec] = ()) -> Catalog:
+    """The models whose provider is configured here."""
+    enabled = set(providers)
+    return Catalog(m for m in (*BUILTIN_MODELS, *extra) if m.provider in enabled)
+
+
 def default_catalog() -> Catalog:
-    return Catalog(LOCAL_MODELS)
+    return build_catalog(["local"])

@@ -20,17 +20,26 @@ from arq import Retry
 from arq.constants import in_progress_key_prefix
 
 from app.core import runs
+from app.core.errors import MediagateError
+from app.core.inputs import references, validate_input
 from app.core.jobs import job_snapshot, outputs_of
 from app.core.media import download_name, record_output, storage_key_for
-from app.core.models import Job, MediaObject
+from app.core.models import Job, MediaObject, as_utc, utcnow
 from app.core.resources import Resources
-from providers.base import GenerationRequest, MediaType, ProviderError
+from providers.base import GenerationRequest, InputFile, MediaType, ProviderError
+from providers.registry import ModelSpec
+from storage.base import StorageError
+from workers.thumbnails import Spool, thumbnail_of
 
 log = logging.getLogger("mediagate.worker")
 
 
 class _Stopped(Exception):
     """The job stopped running under us (canceled by its owner)."""
+
+
+class _InputGone(Exception):
+    """An input the job names was deleted before the job ran."""
 
 
 class _Digest:
@@ -56,8 +65,14 @@ async def _keep_lease(res: Resources, job_id: str) -> None:
         await asyncio.sleep(res.settings.job_lease_seconds / 3)
 
 
-def retry_delay(attempt: int) -> float:
-    """Exponential backoff with full jitter, capped at a minute."""
+MAX_RETRY_AFTER = 300.0
+
+
+def retry_delay(attempt: int, retry_after: float | None = None) -> float:
+    """The upstream's Retry-After when it gave one (within reason), else exponential backoff with
+    jitter, capped at a minute."""
+    if retry_after is not None:
+        return min(MAX_RETRY_AFTER, retry_after)
     return float(min(60.0, 2.0**attempt) * random.uniform(0.5, 1.0))
 
 
@@ -75,19 +90,29 @@ class _Run:
     async def publish(self, event: str, **changes: Any) -> None:
         await self.res.bus.publish(self.job.id, event, self.snapshot(**changes))
 
-    async def on_progress(self, progress: int) -> None:
-        progress = max(0, min(99, progress))
+    # RunHooks, for the provider:
+
+    async def progress(self, percent: int) -> None:
+        percent = max(0, min(99, percent))
         async with self.res.sessionmaker() as session:
-            changed = await runs.set_progress(session, self.job.id, progress)
+            changed = await runs.set_progress(session, self.job.id, percent)
             await session.commit()
         if changed:
-            self.job.progress = progress
+            self.job.progress = percent
             await self.publish("job.progress")
 
-    async def store_output(
-        self, index: int, content_type: str, ext: str, chunks: AsyncIterator[bytes]
-    ) -> None:
-        key = storage_key_for(self.job.key_id, self.job.id, index, ext)
+    async def task_started(self, task_id: str | None) -> None:
+        async with self.res.sessionmaker() as session:
+            saved = await runs.set_task(session, self.job.id, task_id)
+            await session.commit()
+        if not saved:
+            raise _Stopped
+        self.job.provider_task_id = task_id
+
+    async def _store(
+        self, variant: str, index: int, content_type: str, ext: str, chunks: AsyncIterator[bytes]
+    ) -> MediaObject:
+        key = storage_key_for(self.job.key_id, self.job.id, index, ext, variant)
         digest = _Digest()
         await self.res.store.put(
             key, digest.wrap(chunks), content_type=content_type, filename=download_name(key)
@@ -106,11 +131,55 @@ class _Run:
                 content_type=content_type,
                 size=digest.size,
                 sha256=digest.sha.hexdigest(),
+                variant=variant,
             )
             await session.commit()
-        self.outputs = [m for m in self.outputs if m.index != index] + [media]
-        self.outputs.sort(key=lambda m: m.index)
+        return media
+
+    async def store_output(
+        self, index: int, content_type: str, ext: str, chunks: AsyncIterator[bytes]
+    ) -> None:
+        spool = Spool() if self.job.type == "video" else None
+        if spool is not None:
+            chunks = spool.tee(chunks)
+        try:
+            media = await self._store("output", index, content_type, ext, chunks)
+            self.outputs = [m for m in self.outputs if m.index != index] + [media]
+            self.outputs.sort(key=lambda m: m.index)
+            if spool is not None:
+                await self._store_thumbnail(index, spool)
+        finally:
+            if spool is not None:
+                spool.close()
         await self.publish("job.output")
+
+    async def _store_thumbnail(self, index: int, spool: Spool) -> None:
+        """A still of a video output, as OpenAI's `variant=thumbnail` serves; a video that cannot
+        be decoded simply has none."""
+        still = await asyncio.to_thread(thumbnail_of, spool)
+        if still is None:
+            log.warning("job.no_thumbnail job_id=%s index=%d", self.job.id, index)
+            return
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield still
+
+        await self._store("thumbnail", index, "image/webp", "webp", chunks())
+
+    async def load_files(self) -> dict[str, InputFile]:
+        """The uploaded inputs the job refers to, read from storage."""
+        files: dict[str, InputFile] = {}
+        for name, media_id in references(self.job.input).items():
+            async with self.res.sessionmaker() as session:
+                media = await session.get(MediaObject, media_id)
+            if media is None or media.deleted_at is not None or media.key_id != self.job.key_id:
+                raise _InputGone(name)
+            try:
+                data = b"".join([c async for c in self.res.store.iter_bytes(media.storage_key)])
+            except StorageError as exc:
+                raise _InputGone(name) from exc
+            files[name] = InputFile(download_name(media.storage_key), media.content_type, data)
+        return files
 
     async def finish(
         self, status: str, code: str | None = None, message: str | None = None
@@ -140,12 +209,18 @@ async def generate_media(ctx: dict[str, Any], job_id: str) -> str:
         outputs = (await outputs_of(session, [job_id]))[job_id]
         await session.commit()
     run = _Run(res, job, outputs)
-    if job.attempts > res.settings.job_max_tries:
+    if job.tries > res.settings.max_tries_for(job.type):
         # Earlier attempts died with their workers (killed, out of memory): stop trying.
         await run.finish("failed", "worker_lost", "The job's workers stopped repeatedly.")
         log.warning("job.failed job_id=%s code=worker_lost attempts=%d", job_id, job.attempts)
         return "failed"
-    log.info("job.started job_id=%s provider=%s attempt=%d", job_id, job.provider, job.attempts)
+    log.info(
+        "job.started job_id=%s provider=%s attempt=%d try=%d",
+        job_id,
+        job.provider,
+        job.attempts,
+        job.tries,
+    )
     await run.publish("job.started")
     lease = asyncio.create_task(_keep_lease(res, job_id))
     try:
@@ -156,6 +231,13 @@ async def generate_media(ctx: dict[str, Any], job_id: str) -> str:
             await lease
 
 
+def _remaining_seconds(res: Resources, job: Job) -> float:
+    """The job's per-type deadline counts from its first start, across retries and fallbacks."""
+    first_start = as_utc(job.started_at or utcnow())
+    elapsed = (utcnow() - first_start).total_seconds()
+    return res.settings.timeout_for(job.type) - elapsed
+
+
 async def _execute(run: _Run, started: float) -> str:
     res, job = run.res, run.job
     provider = res.providers.get(job.provider)
@@ -164,12 +246,19 @@ async def _execute(run: _Run, started: float) -> str:
             "failed", "provider_unavailable", f"provider {job.provider!r} is not configured"
         )
         return "failed"
+    remaining = _remaining_seconds(res, job)
+    if remaining <= 0:
+        await run.finish("failed", "timeout", "The job did not finish within its time limit.")
+        return "failed"
     media_type: MediaType = job.type  # type: ignore[assignment]
-    request = GenerationRequest(job.id, media_type, job.provider_model, job.input)
     try:
-        async with asyncio.timeout(res.settings.job_timeout_seconds):
+        async with asyncio.timeout(remaining):
+            files = await run.load_files()
+            request = GenerationRequest(
+                job.id, media_type, job.provider_model, job.input, job.provider_task_id, files
+            )
             index = 0
-            async for media in provider.generate(request, run.on_progress):
+            async for media in provider.generate(request, run):
                 await run.store_output(index, media.content_type, media.extension, media.chunks)
                 index += 1
         if index == 0:
@@ -177,23 +266,22 @@ async def _execute(run: _Run, started: float) -> str:
             return "failed"
     except _Stopped:
         log.info("job.stopped job_id=%s", job.id)
+        await _cancel_upstream(run)
         return "canceled"
+    except _InputGone as exc:
+        await run.finish("failed", "invalid_request", f"The input {exc.args[0]} was deleted.")
+        return "failed"
     except TimeoutError:
         await run.finish("failed", "timeout", "The job did not finish within its time limit.")
         log.warning("job.failed job_id=%s code=timeout", job.id)
         return "failed"
     except ProviderError as exc:
-        if exc.retryable and job.attempts < res.settings.job_max_tries:
-            delay = exc.retry_after or retry_delay(job.attempts)
-            log.warning("job.retrying job_id=%s code=%s in=%.1fs", job.id, exc.code, delay)
-            raise Retry(defer=delay) from exc
-        await run.finish("failed", exc.code, exc.message)
-        log.warning("job.failed job_id=%s code=%s", job.id, exc.code)
-        return "failed"
+        return await _after_provider_error(run, exc)
     except asyncio.CancelledError:
         # Either the owner canceled (the API already marked the job) or this worker is stopping,
-        # in which case arq runs the job again and the re-run overwrites what we stored.
+        # in which case arq runs the job again and the re-run resumes what we started.
         log.info("job.interrupted job_id=%s", job.id)
+        await _cancel_upstream(run)
         raise
     except Exception as exc:
         # Type and frames only: an exception's message may quote the prompt.
@@ -210,3 +298,69 @@ async def _execute(run: _Run, started: float) -> str:
         (time.monotonic() - started) * 1000,
     )
     return "succeeded"
+
+
+async def _after_provider_error(run: _Run, exc: ProviderError) -> str:
+    """Retry the same target, fall back to the next one, or fail with the error's code."""
+    res, job = run.res, run.job
+    if exc.retryable:
+        if job.tries < res.settings.max_tries_for(job.type):
+            delay = retry_delay(job.tries, exc.retry_after)
+            log.warning("job.retrying job_id=%s code=%s in=%.1fs", job.id, exc.code, delay)
+            await run.publish("job.retrying", error={"code": exc.code, "message": exc.message})
+            raise Retry(defer=delay) from exc
+        target = _next_target(res, job)
+        if target is not None:
+            index, spec = target
+            try:
+                job_input = validate_input(spec, job.request or job.input)
+            except MediagateError:
+                job_input = None  # validated at submit; a changed catalog may still refuse it
+            if job_input is None:
+                await run.finish("failed", exc.code, exc.message)
+                return "failed"
+            async with res.sessionmaker() as session:
+                moved = await runs.fall_back(session, job.id, index, spec, job_input)
+                await session.commit()
+            if moved:
+                log.warning(
+                    "job.fallback job_id=%s from=%s to=%s code=%s",
+                    job.id,
+                    job.provider,
+                    target[1].provider,
+                    exc.code,
+                )
+                raise Retry(defer=0) from exc
+    await run.finish("failed", exc.code, exc.message)
+    log.warning("job.failed job_id=%s code=%s", job.id, exc.code)
+    return "failed"
+
+
+def _next_target(res: Resources, job: Job) -> tuple[int, ModelSpec] | None:
+    """The next fallback target whose provider this worker has, with its index, if any."""
+    for index in range(job.target_index + 1, len(job.targets)):
+        spec = res.catalog.get(job.targets[index])
+        if spec is not None and spec.provider in res.providers:
+            return index, spec
+    return None
+
+
+async def _cancel_upstream(run: _Run) -> None:
+    """When the owner canceled, stop the upstream task too (a stopping worker leaves it to the
+    re-run instead)."""
+    job = run.job
+    task_id = job.provider_task_id
+    if task_id is None:
+        return
+    async with run.res.sessionmaker() as session:
+        fresh = await session.get(Job, job.id)
+    if fresh is None or fresh.status != "canceled":
+        return
+    provider = run.res.providers.get(job.provider)
+    if provider is None:
+        return
+    try:
+        await asyncio.shield(asyncio.wait_for(provider.cancel(task_id), timeout=10))
+        log.info("job.upstream_canceled job_id=%s provider=%s", job.id, job.provider)
+    except (ProviderError, TimeoutError, asyncio.CancelledError) as exc:
+        log.warning("job.upstream_cancel_failed job_id=%s error=%s", job.id, type(exc).__name__)

@@ -46,7 +46,7 @@ def worker_settings(settings: Settings, *, resources: Resources | None = None) -
         "max_jobs": settings.worker_concurrency,
         "poll_delay": settings.worker_poll_delay,
         # Our own deadline inside the task fails the job cleanly before arq's fires.
-        "job_timeout": settings.job_timeout_seconds + 60,
+        "job_timeout": settings.longest_timeout + 60,
         "keep_result": 0,
         "allow_abort_jobs": True,
         "job_serializer": serialize,

@@ -8,9 +8,10 @@ from typing import Any
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.core.errors import ConflictError, InvalidRequestError, ModelNotFoundError, NotFoundError
+from app.core import routing
+from app.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from app.core.ids import new_id
-from app.core.inputs import validate_input
+from app.core.inputs import references, validate_input
 from app.core.models import (
     JOB_STATUSES,
     TERMINAL_STATUSES,
@@ -20,25 +21,36 @@ from app.core.models import (
     iso,
     utcnow,
 )
+from app.core.routing import Route
 from providers.base import MEDIA_TYPES
-from providers.registry import Catalog, ModelSpec
+from providers.registry import Catalog
 
 MAX_PAGE = 100
 
 
-def resolve_model(catalog: Catalog, media_type: str, model: str) -> ModelSpec:
+async def resolve_model(
+    session: AsyncSession, catalog: Catalog, media_type: str, model: str
+) -> Route:
     if media_type not in MEDIA_TYPES:
         raise InvalidRequestError(
             f"type must be one of {', '.join(MEDIA_TYPES)}; got {media_type!r}", param="type"
         )
-    spec = catalog.get(model)
-    if spec is None:
-        raise ModelNotFoundError(f"The model {model!r} does not exist.", param="model")
-    if spec.type != media_type:
+    route = await routing.resolve(session, catalog, model)
+    if route.type != media_type:
         raise InvalidRequestError(
-            f"model {model!r} makes {spec.type}, not {media_type}", param="model"
+            f"model {model!r} makes {route.type}, not {media_type}", param="model"
         )
-    return spec
+    return route
+
+
+async def check_references(session: AsyncSession, key_id: str, params: Mapping[str, Any]) -> None:
+    """Every media id the input names must be a live object of the same key."""
+    for name, media_id in references(params).items():
+        media = await session.get(MediaObject, media_id)
+        if media is None or media.key_id != key_id or media.deleted_at is not None:
+            raise InvalidRequestError(
+                f"No media found with id {media_id!r}.", param=f"input.{name}", code="not_found"
+            )
 
 
 async def create_job(
@@ -49,15 +61,21 @@ async def create_job(
     model: str,
     params: Mapping[str, Any],
 ) -> Job:
-    spec = resolve_model(catalog, media_type, model)
+    route = await resolve_model(session, catalog, media_type, model)
+    # Valid for every fallback target, so moving to the next one cannot fail on the input.
+    validated = [validate_input(spec, params) for spec in route.targets]
+    await check_references(session, key.id, validated[0])
+    spec = route.targets[0]
     job = Job(
         id=new_id("job"),
         key_id=key.id,
         type=spec.type,
-        model=spec.name,
+        model=route.name,
         provider=spec.provider,
         provider_model=spec.provider_model,
-        input=validate_input(spec, params),
+        targets=[target.name for target in route.targets],
+        input=validated[0],
+        request=dict(params),
     )
     session.add(job)
     await session.flush()
@@ -120,7 +138,11 @@ async def outputs_of(session: AsyncSession, job_ids: Iterable[str]) -> dict[str,
         return found
     rows = await session.exec(
         select(MediaObject)
-        .where(col(MediaObject.job_id).in_(ids), col(MediaObject.deleted_at).is_(None))
+        .where(
+            col(MediaObject.job_id).in_(ids),
+            col(MediaObject.variant) == "output",
+            col(MediaObject.deleted_at).is_(None),
+        )
         .order_by(col(MediaObject.index))
     )
     for media in rows:

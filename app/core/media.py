@@ -30,14 +30,21 @@ def verify(secret: bytes, media_id: str, expires: int, signature: str, now: floa
     return hmac.compare_digest(sign(secret, media_id, expires), signature)
 
 
-def storage_key_for(key_id: str, job_id: str, index: int, extension: str) -> str:
-    return f"{key_id}/{job_id}/{index}.{extension}"
+def storage_key_for(
+    key_id: str, job_id: str, index: int, extension: str, variant: str = "output"
+) -> str:
+    suffix = "" if variant == "output" else f".{variant}"
+    return f"{key_id}/{job_id}/{index}{suffix}.{extension}"
+
+
+def input_storage_key(key_id: str, media_id: str, extension: str) -> str:
+    return f"{key_id}/inputs/{media_id}.{extension}"
 
 
 def download_name(storage_key: str) -> str:
-    """`{key}/{job}/{index}.{ext}` downloads as `{job}-{index}.{ext}`."""
-    *_, job_id, leaf = storage_key.split("/")
-    return f"{job_id}-{leaf}"
+    """`{key}/{job}/{index}.{ext}` downloads as `{job}-{index}.{ext}`, an input as its id."""
+    *_, parent, leaf = storage_key.split("/")
+    return leaf if parent == "inputs" else f"{parent}-{leaf}"
 
 
 async def get_media(session: AsyncSession, media_id: str, key_id: str | None) -> MediaObject:
@@ -70,17 +77,23 @@ async def record_output(
     content_type: str,
     size: int,
     sha256: str,
+    variant: str = "output",
 ) -> MediaObject:
-    """Insert the (job, index) row, or update it on a re-run; usage moves by the difference.
+    """Insert the (job, variant, index) row, or update it on a re-run; usage moves by the
+    difference.
 
-    The unique (job_id, index) constraint is the source of truth: a re-run after a crash overwrote
-    the same storage key, so it must replace the row, never add a second one.
+    The unique (job_id, variant, index) constraint is the source of truth: a re-run after a crash
+    overwrote the same storage key, so it must replace the row, never add a second one.
     """
     for _ in range(2):
         existing = (
             await session.exec(
                 select(MediaObject)
-                .where(MediaObject.job_id == job_id, MediaObject.index == index)
+                .where(
+                    MediaObject.job_id == job_id,
+                    MediaObject.variant == variant,
+                    MediaObject.index == index,
+                )
                 .with_for_update()
             )
         ).first()
@@ -89,6 +102,7 @@ async def record_output(
                 id=new_id("med"),
                 job_id=job_id,
                 key_id=key_id,
+                variant=variant,
                 index=index,
                 storage_key=storage_key,
                 content_type=content_type,
@@ -117,3 +131,62 @@ async def record_output(
         await _move_usage(session, key_id, delta_bytes, 0 if was_counted else 1)
         return existing
     raise RuntimeError(f"media row ({job_id}, {index}) neither inserted nor found")
+
+
+async def record_input(
+    session: AsyncSession,
+    *,
+    media_id: str,
+    key_id: str,
+    storage_key: str,
+    content_type: str,
+    size: int,
+    sha256: str,
+) -> MediaObject:
+    """An uploaded input: a media object of the key with no job, counted in its usage."""
+    media = MediaObject(
+        id=media_id,
+        job_id=None,
+        key_id=key_id,
+        variant="input",
+        storage_key=storage_key,
+        content_type=content_type,
+        bytes=size,
+        sha256=sha256,
+    )
+    session.add(media)
+    await session.flush()
+    await _move_usage(session, key_id, size, 1)
+    return media
+
+
+async def media_of_job(session: AsyncSession, job_id: str, variant: str) -> list[MediaObject]:
+    rows = await session.exec(
+        select(MediaObject)
+        .where(
+            MediaObject.job_id == job_id,
+            MediaObject.variant == variant,
+            col(MediaObject.deleted_at).is_(None),
+        )
+        .order_by(col(MediaObject.index))
+    )
+    return list(rows)
+
+
+async def mark_job_media_deleted(session: AsyncSession, job_id: str) -> list[str]:
+    """Mark every live object of the job deleted and move usage down; returns their storage keys
+    (the caller deletes them from storage after committing)."""
+    rows = (
+        await session.exec(
+            select(MediaObject)
+            .where(MediaObject.job_id == job_id, col(MediaObject.deleted_at).is_(None))
+            .with_for_update()
+        )
+    ).all()
+    now = utcnow()
+    for media in rows:
+        media.deleted_at = now
+        session.add(media)
+        await _move_usage(session, media.key_id, -media.bytes, -1)
+    await session.flush()
+    return [media.storage_key for media in rows]

@@ -52,11 +52,20 @@ class Job(SQLModel, table=True):
     provider: str = Field(max_length=64)
     provider_model: str = Field(max_length=200)
     input: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    """The input as the serving model takes it (validated, defaults filled in)."""
+    request: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    """The input as the client sent it: a fallback target validates it afresh."""
     status: str = Field(default="queued", max_length=16, index=True)
     progress: int = 0
     error_code: str | None = Field(default=None, max_length=64)
     error_message: str | None = Field(default=None, max_length=2000)
     attempts: int = 0
+    """Every attempt on every target."""
+    tries: int = 0
+    """Attempts on the current target; fallback to the next target starts it again."""
+    targets: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    """Catalog names of the models that may serve the job, in order (an alias's targets)."""
+    target_index: int = 0
     provider_task_id: str | None = Field(default=None, max_length=200)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     started_at: datetime | None = _ts(nullable=True)
@@ -64,16 +73,22 @@ class Job(SQLModel, table=True):
     cancel_requested_at: datetime | None = _ts(nullable=True)
 
 
+MEDIA_VARIANTS = ("output", "thumbnail", "input")
+
+
 class MediaObject(SQLModel, table=True):
     __tablename__ = "media_objects"
     __table_args__ = (
-        UniqueConstraint("job_id", "index", name="uq_media_objects_job_id_index"),
+        UniqueConstraint("job_id", "variant", "index", name="uq_media_objects_job_variant_index"),
         Index("ix_media_objects_key_id", "key_id"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
     job_id: str | None = Field(default=None, foreign_key="jobs.id", max_length=40)
     key_id: str = Field(foreign_key="virtual_keys.id", max_length=40)
+    variant: str = Field(default="output", max_length=16)
+    """`output` (a job's result), `thumbnail` (of the output with the same index) or `input`
+    (an upload, with no job)."""
     index: int = 0
     storage_key: str = Field(max_length=512)
     content_type: str = Field(max_length=128)
@@ -91,4 +106,16 @@ class KeyUsage(SQLModel, table=True):
     key_id: str = Field(primary_key=True, foreign_key="virtual_keys.id", max_length=40)
     bytes: int = Field(default=0, sa_type=BigInteger)
     objects: int = 0
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class ModelAlias(SQLModel, table=True):
+    """An operator's name for one or more catalog models, tried in order (fallback)."""
+
+    __tablename__ = "model_aliases"
+
+    name: str = Field(primary_key=True, max_length=200)
+    type: str = Field(max_length=16)
+    targets: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))

@@ -7,16 +7,22 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import httpx
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.contract import deserialize, queue_name, serialize
 from app.core.database import SessionMaker, create_engine, create_sessionmaker
 from app.core.events import EventBus
+from app.core.routing import ModelsFile, load_models_file
 from app.core.settings import Settings
 from providers.base import Provider
 from providers.local import LocalProvider
-from providers.registry import Catalog, default_catalog
+from providers.minimax import MiniMaxProvider
+from providers.openai import OpenAIProvider
+from providers.registry import Catalog, build_catalog
+from providers.replicate import ReplicateProvider
+from providers.upstream import UpstreamConfig
 from storage.base import MediaStore
 from storage.memory import MemoryStore
 from storage.s3 import S3Config, open_s3_store
@@ -32,6 +38,7 @@ class Resources:
     store: MediaStore
     catalog: Catalog
     providers: dict[str, Provider] = field(default_factory=dict)
+    models_file: ModelsFile = field(default_factory=ModelsFile)
 
     @property
     def queue_name(self) -> str:
@@ -68,13 +75,41 @@ async def open_redis(settings: Settings) -> ArqRedis:
     )
 
 
-def build_providers(settings: Settings) -> dict[str, Provider]:
-    return {
+def open_http_client(settings: Settings) -> httpx.AsyncClient:
+    """The one client every upstream provider shares (one connection pool per process)."""
+    timeout = settings.provider_request_timeout_seconds
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=40),
+        follow_redirects=False,
+        headers={"User-Agent": "mediagate"},
+    )
+
+
+def build_providers(settings: Settings, http: httpx.AsyncClient) -> dict[str, Provider]:
+    """The local provider, and each upstream whose credentials are configured."""
+    providers: dict[str, Provider] = {
         "local": LocalProvider(
             latency_seconds=settings.local_latency_seconds,
             progress_steps=settings.local_progress_steps,
         )
     }
+    polling = {
+        "poll_initial_seconds": settings.poll_initial_seconds,
+        "poll_max_seconds": settings.poll_max_seconds,
+    }
+    if settings.openai_api_key:
+        config = UpstreamConfig(settings.openai_api_key, settings.openai_base_url, **polling)
+        providers["openai"] = OpenAIProvider(http, config)
+    if settings.minimax_api_key:
+        config = UpstreamConfig(settings.minimax_api_key, settings.minimax_base_url, **polling)
+        providers["minimax"] = MiniMaxProvider(http, config)
+    if settings.replicate_api_token:
+        config = UpstreamConfig(
+            settings.replicate_api_token, settings.replicate_base_url, **polling
+        )
+        providers["replicate"] = ReplicateProvider(http, config)
+    return providers
 
 
 @contextlib.asynccontextmanager
@@ -90,7 +125,10 @@ async def open_resources(
         if store is None:
             store = await open_store(settings)
             stack.push_async_callback(store.close)
-        providers = build_providers(settings)
+        models_file = load_models_file(settings.models_file)
+        http = open_http_client(settings)
+        stack.push_async_callback(http.aclose)
+        providers = build_providers(settings, http)
         for provider in providers.values():
             stack.push_async_callback(provider.aclose)
         yield Resources(
@@ -100,6 +138,7 @@ async def open_resources(
             redis=redis,
             bus=EventBus(redis, settings.redis_namespace, ttl_seconds=settings.events_ttl_seconds),
             store=store,
-            catalog=default_catalog(),
+            catalog=build_catalog(providers, models_file.models),
             providers=providers,
+            models_file=models_file,
         )

@@ -3,10 +3,13 @@ canceled by its owner (or finished by another attempt) is never flipped back."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.models import TERMINAL_STATUSES, Job, utcnow
+from providers.registry import ModelSpec
 
 
 async def start_attempt(session: AsyncSession, job_id: str) -> Job | None:
@@ -16,6 +19,7 @@ async def start_attempt(session: AsyncSession, job_id: str) -> Job | None:
         return None
     job.status = "running"
     job.attempts += 1
+    job.tries += 1
     if job.started_at is None:
         job.started_at = utcnow()
     session.add(job)
@@ -34,6 +38,36 @@ async def set_progress(session: AsyncSession, job_id: str, progress: int) -> boo
         update(Job)
         .where(col(Job.id) == job_id, col(Job.status) == "running", col(Job.progress) < progress)
         .values(progress=progress)
+    )
+    return bool(result.rowcount)
+
+
+async def set_task(session: AsyncSession, job_id: str, task_id: str | None) -> bool:
+    """Remember (or forget) the job's upstream task; False if the job no longer runs."""
+    result = await session.exec(
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.status) == "running")
+        .values(provider_task_id=task_id)
+    )
+    return bool(result.rowcount)
+
+
+async def fall_back(
+    session: AsyncSession, job_id: str, index: int, target: ModelSpec, job_input: dict[str, Any]
+) -> bool:
+    """Move a running job to its fallback target `index`: its own input, a fresh count of tries,
+    no upstream task."""
+    result = await session.exec(
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.status) == "running")
+        .values(
+            target_index=index,
+            provider=target.provider,
+            provider_model=target.provider_model,
+            provider_task_id=None,
+            tries=0,
+            input=job_input,
+        )
     )
     return bool(result.rowcount)
 

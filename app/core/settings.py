@@ -40,10 +40,35 @@ class Settings:
     max_body_bytes: int = 1_048_576
     worker_concurrency: int = 10
     worker_poll_delay: float = 0.05
-    job_timeout_seconds: int = 3600
+    image_timeout_seconds: int = 600
+    """A job not finished this long after it first started fails with `timeout` (per type)."""
+    video_timeout_seconds: int = 3600
+    speech_timeout_seconds: int = 300
+    image_max_tries: int = 4
+    """Attempts per target model for retryable errors, before fallback or failure (per type)."""
+    video_max_tries: int = 3
+    speech_max_tries: int = 4
     job_lease_seconds: int = 30
     """A running job whose worker stops refreshing its lease for this long is picked up again."""
-    job_max_tries: int = 5
+    openai_api_key: str | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    minimax_api_key: str | None = None
+    minimax_base_url: str = "https://api.minimax.io"
+    replicate_api_token: str | None = None
+    replicate_base_url: str = "https://api.replicate.com/v1"
+    provider_request_timeout_seconds: float = 60.0
+    poll_initial_seconds: float = 2.0
+    """First wait between polls of an upstream task; it grows by half each poll."""
+    poll_max_seconds: float = 30.0
+    models_file: str | None = None
+    """YAML file of extra models and aliases, loaded at start (aliases upserted into the DB)."""
+    default_image_model: str = "local-image"
+    """Used by the OpenAI-compatible endpoints when a request names no model."""
+    default_video_model: str = "local-video"
+    default_speech_model: str = "local-speech"
+    sync_wait_seconds: float = 120.0
+    """How long /v1/images/generations and /v1/audio/speech wait before answering 202."""
+    max_upload_bytes: int = 26_214_400
     local_latency_seconds: float = 0.0
     local_progress_steps: int = 4
     sse_ping_seconds: float = 15.0
@@ -88,14 +113,39 @@ class Settings:
             "media_url_ttl_seconds",
             "max_body_bytes",
             "worker_concurrency",
-            "job_timeout_seconds",
+            "image_timeout_seconds",
+            "video_timeout_seconds",
+            "speech_timeout_seconds",
+            "image_max_tries",
+            "video_max_tries",
+            "speech_max_tries",
             "job_lease_seconds",
-            "job_max_tries",
+            "max_upload_bytes",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
-        if self.worker_poll_delay <= 0:
-            raise SettingsError("MEDIAGATE_WORKER_POLL_DELAY must be greater than 0")
+        for name in (
+            "worker_poll_delay",
+            "poll_initial_seconds",
+            "poll_max_seconds",
+            "provider_request_timeout_seconds",
+        ):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be greater than 0")
+        if self.sync_wait_seconds < 0:
+            raise SettingsError("MEDIAGATE_SYNC_WAIT_SECONDS must not be negative")
+
+    def timeout_for(self, media_type: str) -> int:
+        value: int = getattr(self, f"{media_type}_timeout_seconds")
+        return value
+
+    def max_tries_for(self, media_type: str) -> int:
+        value: int = getattr(self, f"{media_type}_max_tries")
+        return value
+
+    @property
+    def longest_timeout(self) -> int:
+        return max(self.timeout_for(t) for t in ("image", "video", "speech"))
 
     @property
     def signing_secret(self) -> bytes:

@@ -82,10 +82,11 @@ async def test_job_whose_workers_keep_dying_fails_with_worker_lost(api_only_stac
         engine = create_engine(settings.database_url)
         try:
             async with create_sessionmaker(engine)() as session:
-                await session.execute(
+                tries = settings.max_tries_for("image")
+                await session.exec(
                     update(Job)
-                    .where(Job.id == job["id"])
-                    .values(status="running", attempts=settings.job_max_tries)
+                    .where(Job.id == job["id"])  # type: ignore[arg-type]
+                    .values(status="running", attempts=tries, tries=tries)
                 )
                 await session.commit()
         finally:

@@ -17,7 +17,14 @@ from app.core.database import create_engine
 from app.core.migrate import alembic_config, upgrade
 from tests.infra import postgres_database
 
-TABLES = {"virtual_keys", "jobs", "media_objects", "key_usage", "alembic_version"}
+TABLES = {
+    "virtual_keys",
+    "jobs",
+    "media_objects",
+    "key_usage",
+    "model_aliases",
+    "alembic_version",
+}
 
 
 def _inspect(conn: Connection) -> tuple[set[str], list[object]]:

@@ -1,0 +1,177 @@
+"""What every HTTP provider shares: its configuration, sending a request with transport errors
+translated into the ProviderError tree, mapping HTTP statuses, polling with backoff, and streaming
+an output file down from the upstream before its URL expires."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from providers.base import (
+    GeneratedMedia,
+    ProviderAuthError,
+    ProviderError,
+    ProviderInvalidRequestError,
+    ProviderRetryableError,
+    ProviderTimeoutError,
+    extension_for,
+    sniff_content_type,
+)
+
+DOWNLOAD_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    """One provider's account and manners. `base_url` is overridable so tests use an emulator."""
+
+    api_key: str
+    base_url: str
+    poll_initial_seconds: float = 2.0
+    poll_max_seconds: float = 30.0
+
+    def url(self, path: str) -> str:
+        return self.base_url.rstrip("/") + path
+
+
+class PollSchedule:
+    """Waits between status polls: starting at `initial`, growing by half each time to `maximum`."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self._next = initial
+        self._maximum = maximum
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self._next)
+        self._next = min(self._maximum, self._next * 1.5)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: either a number or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def json_body(response: httpx.Response) -> dict[str, Any]:
+    """The response's JSON object, or an empty dict when it is not one."""
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def error_for_status(provider: str, response: httpx.Response, detail: str) -> ProviderError:
+    """The ProviderError an HTTP error status means; `detail` is the upstream's own message."""
+    status = response.status_code
+    message = (
+        f"{provider} answered {status}: {detail}" if detail else f"{provider} answered {status}"
+    )
+    if status in (401, 403):
+        return ProviderAuthError(message)
+    if status == 429:
+        return ProviderRetryableError(
+            message, retry_after=parse_retry_after(response.headers.get("retry-after"))
+        )
+    if status in (408, 504):
+        return ProviderTimeoutError(message)
+    if status >= 500:
+        return ProviderRetryableError(
+            message, retry_after=parse_retry_after(response.headers.get("retry-after"))
+        )
+    return ProviderInvalidRequestError(message)
+
+
+async def send(
+    client: httpx.AsyncClient,
+    provider: str,
+    method: str,
+    url: str,
+    *,
+    stream: bool = False,
+    follow_redirects: bool = False,
+    **kwargs: Any,
+) -> httpx.Response:
+    """One request, with transport failures translated (retryable: the request may be repeated)."""
+    request = client.build_request(method, url, **kwargs)
+    try:
+        return await client.send(request, stream=stream, follow_redirects=follow_redirects)
+    except httpx.TimeoutException as exc:
+        raise ProviderTimeoutError(f"{provider} did not answer in time") from exc
+    except httpx.HTTPError as exc:
+        raise ProviderRetryableError(
+            f"{provider} could not be reached ({type(exc).__name__})"
+        ) from exc
+
+
+async def _read_stream(provider: str, response: httpx.Response) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.aiter_bytes(DOWNLOAD_CHUNK):
+            yield chunk
+    except httpx.HTTPError as exc:
+        raise ProviderRetryableError(f"{provider}: the download broke off") from exc
+    finally:
+        await response.aclose()
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk
+
+
+async def stream_media(
+    provider: str, response: httpx.Response, fallback_type: str
+) -> GeneratedMedia:
+    """Wrap a streaming response as an output. The content type comes from the first bytes when
+    they say, else the header, else `fallback_type`: providers do not always label files."""
+    chunks = _read_stream(provider, response)
+    first = b""
+    async for chunk in chunks:
+        first = chunk
+        break
+    declared = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if declared in ("", "application/octet-stream", "binary/octet-stream"):
+        declared = fallback_type
+    content_type = sniff_content_type(first[:16]) or declared
+    return GeneratedMedia(content_type, extension_for(content_type), _prepend(first, chunks))
+
+
+async def download(
+    client: httpx.AsyncClient,
+    provider: str,
+    url: str,
+    *,
+    fallback_type: str,
+    headers: Mapping[str, str] | None = None,
+) -> GeneratedMedia:
+    """Stream an output file down from the provider (its URLs expire, ours must not)."""
+    response = await send(
+        client, provider, "GET", url, stream=True, follow_redirects=True, headers=headers
+    )
+    if response.status_code >= 400:
+        await response.aread()
+        await response.aclose()
+        # An expired or not-yet-ready link: a later attempt asks the provider for a fresh one.
+        raise ProviderRetryableError(
+            f"{provider}: downloading an output failed with {response.status_code}",
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+        )
+    return await stream_media(provider, response, fallback_type)

@@ -5,23 +5,29 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import cast
+from typing import Any, cast
 
-from litestar import Litestar
+from litestar import Litestar, Request
+from litestar.exceptions import HTTPException
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import Message, Scope
 
+from app.api.audio import create_speech
 from app.api.dependencies import DEPENDENCIES
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.events import job_events
 from app.api.health import healthz, readyz
+from app.api.images import create_images, edit_images
 from app.api.jobs import JobController
 from app.api.keys import AdminKeyController
 from app.api.media import get_media_file
+from app.api.models import AdminModelController, ModelController
+from app.api.videos import VideoController
 from app.core.events import EventHub
 from app.core.resources import Resources, open_resources
+from app.core.routing import seed_aliases
 from app.core.settings import Settings
 from storage.base import MediaStore
 
@@ -46,6 +52,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_resources(settings, store=store) as resources:
+            await _seed_aliases(resources)
             hub = EventHub(resources.redis, resources.bus)
             await hub.start()
             app.state.resources = resources
@@ -63,14 +70,22 @@ def create_app(
             JobController,
             job_events,
             get_media_file,
+            ModelController,
+            create_images,
+            edit_images,
+            VideoController,
+            create_speech,
             AdminKeyController,
+            AdminModelController,
             healthz,
             readyz,
         ],
         lifespan=[lifespan],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
-        request_max_body_size=settings.max_body_bytes,
+        # Uploads may be this large; other bodies are held to max_body_bytes by _limit_body.
+        request_max_body_size=max(settings.max_body_bytes, settings.max_upload_bytes),
+        before_request=_limit_body,
         before_send=[_security_headers],
         openapi_config=OpenAPIConfig(
             title="mediagate",
@@ -87,6 +102,28 @@ def create_app(
         logging_config=None,
         debug=False,
     )
+
+
+async def _seed_aliases(resources: Resources) -> None:
+    aliases = resources.models_file.aliases
+    if not aliases:
+        return
+    async with resources.sessionmaker() as session:
+        seeded = await seed_aliases(session, resources.catalog, aliases)
+        await session.commit()
+    log.info("models.aliases_seeded count=%d", seeded)
+
+
+async def _limit_body(request: Request[Any, Any, Any]) -> None:
+    """Only multipart uploads may use the larger upload limit."""
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        return
+    settings: Settings = request.app.state.resources.settings
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
+        raise HTTPException(
+            status_code=413, detail="The request body is larger than this server accepts."
+        )
 
 
 async def _security_headers(message: Message, scope: Scope) -> None:

@@ -17,7 +17,7 @@ from app.api.schemas import JobCreate, JobList, JobObject
 from app.core import jobs as job_service
 from app.core.contract import GENERATE_TASK, deserialize
 from app.core.jobs import job_snapshot
-from app.core.models import Job, VirtualKey
+from app.core.models import Job, MediaObject, VirtualKey
 from app.core.resources import Resources
 
 log = logging.getLogger("mediagate.api")
@@ -30,15 +30,36 @@ async def enqueue(resources: Resources, job: Job) -> None:
 
 
 async def submit(
-    resources: Resources, session: AsyncSession, key: VirtualKey, data: JobCreate
+    resources: Resources,
+    session: AsyncSession,
+    key: VirtualKey,
+    media_type: str,
+    model: str,
+    params: dict[str, Any],
 ) -> Job:
-    job = await job_service.create_job(
-        session, key, resources.catalog, data.type, data.model, data.input
-    )
+    job = await job_service.create_job(session, key, resources.catalog, media_type, model, params)
     await session.commit()  # commit, then enqueue: a worker must find the row
     await enqueue(resources, job)
     log.info("job.queued job_id=%s key_id=%s type=%s model=%s", job.id, key.id, job.type, job.model)
     return job
+
+
+async def abort_running(
+    resources: Resources, job: Job, outputs: list[MediaObject] | None = None
+) -> None:
+    """After the database says canceled: tell followers, and stop the worker's task. Queued: arq
+    skips it; running: the task is cancelled. The worker's writes are conditional on `running`."""
+    await resources.bus.publish(job.id, "job.canceled", job_snapshot(job, outputs or []))
+    arq_job = ArqJob(
+        job.id, resources.redis, _queue_name=resources.queue_name, _deserializer=deserialize
+    )
+    try:
+        await arq_job.abort(timeout=0.05, poll_delay=0.05)
+    except TimeoutError:
+        pass  # abort is asynchronous: the worker picks it up on its next poll
+    except RedisError as exc:
+        log.warning("job.abort_failed job_id=%s error=%s", job.id, type(exc).__name__)
+    log.info("job.canceled job_id=%s", job.id)
 
 
 class JobController(Controller):
@@ -55,7 +76,7 @@ class JobController(Controller):
         session: AsyncSession,
         resources: Resources,
     ) -> Response[JobObject]:
-        job = await submit(resources, session, key, data)
+        job = await submit(resources, session, key, data.type, data.model, data.input)
         return Response(
             render_job(request, resources.settings, job, []),  # type: ignore[arg-type]
             status_code=202,
@@ -114,17 +135,5 @@ class JobController(Controller):
         job = await job_service.cancel_job(session, key.id, job_id)
         await session.commit()
         outputs = (await job_service.outputs_of(session, [job.id]))[job.id]
-        await resources.bus.publish(job.id, "job.canceled", job_snapshot(job, outputs))
-        # Queued: arq skips it; running: the worker's task is cancelled. Either way the database
-        # already says canceled, and the worker's writes are conditional on `running`.
-        arq_job = ArqJob(
-            job.id, resources.redis, _queue_name=resources.queue_name, _deserializer=deserialize
-        )
-        try:
-            await arq_job.abort(timeout=0.05, poll_delay=0.05)
-        except TimeoutError:
-            pass  # abort is asynchronous: the worker picks it up on its next poll
-        except RedisError as exc:
-            log.warning("job.abort_failed job_id=%s error=%s", job.id, type(exc).__name__)
-        log.info("job.canceled job_id=%s", job.id)
+        await abort_running(resources, job, outputs)
         return JobObject.model_validate(render_job(request, resources.settings, job, outputs))

@@ -35,6 +35,7 @@ class JobObject(BaseModel):
     type: str
     model: str
     provider: str
+    served_by: str
     status: Literal["queued", "running", "succeeded", "failed", "canceled"]
     progress: int
     attempts: int
@@ -77,3 +78,11 @@ class KeyCreated(KeyObject):
 class KeyList(BaseModel):
     object: Literal["list"] = "list"
     data: list[KeyObject]
+
+
+class AliasCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+    targets: list[str] = Field(min_length=1, max_length=8)
+    """Catalog model names, tried in order: the next one serves when one keeps failing."""

@@ -12,6 +12,7 @@ from app.core import routing
 from app.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from app.core.ids import new_id
 from app.core.inputs import references, validate_input
+from app.core.media import mark_job_media_deleted
 from app.core.models import (
     JOB_STATUSES,
     TERMINAL_STATUSES,
@@ -84,7 +85,7 @@ async def create_job(
 
 async def get_job(session: AsyncSession, key_id: str, job_id: str) -> Job:
     job = await session.get(Job, job_id)
-    if job is None or job.key_id != key_id:
+    if job is None or job.key_id != key_id or job.deleted_at is not None:
         raise NotFoundError(f"No job found with id {job_id!r}.", param="id")
     return job
 
@@ -94,23 +95,45 @@ async def list_jobs(
     key_id: str,
     *,
     status: str | None = None,
+    media_type: str | None = None,
     limit: int = 20,
     after: str | None = None,
+    oldest_first: bool = False,
 ) -> tuple[Sequence[Job], bool]:
-    """Newest first; `after` is the last id of the previous page. Returns (page, has_more)."""
+    """Newest first (or oldest first); `after` is the last id of the previous page.
+    Returns (page, has_more)."""
     if status is not None and status not in JOB_STATUSES:
         raise InvalidRequestError(
             f"status must be one of {', '.join(JOB_STATUSES)}", param="status"
         )
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidRequestError(f"limit must be between 1 and {MAX_PAGE}", param="limit")
-    query = select(Job).where(Job.key_id == key_id)
+    query = select(Job).where(Job.key_id == key_id, col(Job.deleted_at).is_(None))
+    if media_type is not None:
+        query = query.where(Job.type == media_type)
     if status is not None:
         query = query.where(Job.status == status)
     if after is not None:
-        query = query.where(col(Job.id) < after)
-    rows = (await session.exec(query.order_by(col(Job.id).desc()).limit(limit + 1))).all()
+        query = query.where(col(Job.id) > after if oldest_first else col(Job.id) < after)
+    order = col(Job.id).asc() if oldest_first else col(Job.id).desc()
+    rows = (await session.exec(query.order_by(order).limit(limit + 1))).all()
     return rows[:limit], len(rows) > limit
+
+
+async def delete_job(session: AsyncSession, key_id: str, job_id: str) -> tuple[Job, list[str]]:
+    """Mark the job deleted (canceling it if it still runs) and its media too; returns the storage
+    keys to remove once the transaction commits."""
+    job = await get_job(session, key_id, job_id)
+    now = utcnow()
+    await session.exec(
+        update(Job)
+        .where(col(Job.id) == job.id, col(Job.status).in_(("queued", "running")))
+        .values(status="canceled", finished_at=now, cancel_requested_at=now)
+    )
+    await session.exec(update(Job).where(col(Job.id) == job.id).values(deleted_at=now))
+    storage_keys = await mark_job_media_deleted(session, job.id)
+    await session.refresh(job)
+    return job, storage_keys
 
 
 async def cancel_job(session: AsyncSession, key_id: str, job_id: str) -> Job:
@@ -162,6 +185,7 @@ def job_snapshot(job: Job, outputs: Sequence[MediaObject]) -> dict[str, Any]:
         "type": job.type,
         "model": job.model,
         "provider": job.provider,
+        "served_by": job.targets[job.target_index] if job.targets else job.model,
         "status": job.status,
         "progress": job.progress,
         "attempts": job.attempts,

@@ -71,6 +71,8 @@ class Job(SQLModel, table=True):
     started_at: datetime | None = _ts(nullable=True)
     finished_at: datetime | None = _ts(nullable=True)
     cancel_requested_at: datetime | None = _ts(nullable=True)
+    deleted_at: datetime | None = _ts(nullable=True)
+    """Deleted by its owner (with its media); it answers 404 from then on."""
 
 
 MEDIA_VARIANTS = ("output", "thumbnail", "input")

@@ -1,4 +1,4 @@
-"""model aliases, job routing (targets, tries) and media variants
+"""model aliases, job routing (targets, tries, request), deleted jobs and media variants
 
 Revision ID: 0002
 Revises: 0001
@@ -30,6 +30,7 @@ def upgrade() -> None:
     # Batch mode: SQLite rebuilds the table; PostgreSQL alters it in place.
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("request", sa.JSON(), nullable=False, server_default="{}"))
+        batch.add_column(sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("tries", sa.Integer(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("targets", sa.JSON(), nullable=False, server_default="[]"))
         batch.add_column(
@@ -60,4 +61,5 @@ def downgrade() -> None:
         batch.drop_column("targets")
         batch.drop_column("tries")
         batch.drop_column("request")
+        batch.drop_column("deleted_at")
     op.drop_table("model_aliases")

@@ -1,0 +1,82 @@
+"""OpenAI-compatible speech: `POST /v1/audio/speech` answers with the audio itself, once the job
+ends (or 202 with the job, past `sync_wait_seconds` or with `Prefer: respond-async`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, post
+from litestar.response import Stream
+from pydantic import BaseModel, ConfigDict, Field
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.api.compat import (
+    accepted,
+    failed,
+    job_outputs,
+    prefers_async,
+    read_body,
+    submit_compat,
+    wait_for_job,
+)
+from app.api.dependencies import KEY_DEPENDENCY
+from app.core.events import EventHub
+from app.core.media import download_name
+from app.core.models import VirtualKey
+from app.core.resources import Resources
+
+
+class SpeechRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: str
+    model: str | None = None
+    voice: str | None = None
+    response_format: str | None = None
+    speed: float | None = None
+    instructions: str | None = None
+    stream_format: str | None = Field(default=None, pattern="^audio$")
+
+
+@post(
+    "/v1/audio/speech",
+    dependencies=KEY_DEPENDENCY,
+    tags=["openai"],
+    summary="Create speech (OpenAI-compatible)",
+    status_code=200,
+)
+async def create_speech(
+    request: Request[Any, Any, Any],
+    key: VirtualKey,
+    session: AsyncSession,
+    resources: Resources,
+    hub: EventHub,
+) -> Response[Any]:
+    body, _ = await read_body(request, SpeechRequest)
+    params: dict[str, Any] = {"input": body.input}
+    for ours, theirs in (
+        ("voice", body.voice),
+        ("format", body.response_format),
+        ("speed", body.speed),
+        ("instructions", body.instructions),
+    ):
+        if theirs is not None:
+            params[ours] = theirs
+    model = body.model or resources.settings.default_speech_model
+    job = await submit_compat(resources, session, key, "speech", model, params)
+    if prefers_async(request):
+        return accepted(request, resources, job)
+    job = await wait_for_job(resources, hub, job.id, resources.settings.sync_wait_seconds)
+    if job.status in ("failed", "canceled"):
+        return failed(job)
+    if job.status != "succeeded":
+        return accepted(request, resources, job)
+    media = (await job_outputs(resources, job))[0]
+    return Stream(
+        resources.store.iter_bytes(media.storage_key),
+        media_type=media.content_type,
+        headers={
+            "Content-Length": str(media.bytes),
+            "Content-Disposition": f'inline; filename="{download_name(media.storage_key)}"',
+        },
+    )

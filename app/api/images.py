@@ -1,0 +1,127 @@
+"""OpenAI-compatible images: `POST /v1/images/generations` and `POST /v1/images/edits`.
+
+Each request runs as a job and the response waits for it (up to `sync_wait_seconds`; past that,
+or with `Prefer: respond-async`, the answer is 202 with the job). `url` outputs are mediagate's own
+signed links, never the provider's."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Literal
+
+from litestar import Request, Response, post
+from pydantic import BaseModel, ConfigDict, Field
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.api.compat import (
+    accepted,
+    failed,
+    job_outputs,
+    prefers_async,
+    read_body,
+    store_uploads,
+    submit_with_uploads,
+    wait_for_job,
+)
+from app.api.dependencies import KEY_DEPENDENCY
+from app.api.render import media_url
+from app.core.errors import InvalidRequestError
+from app.core.events import EventHub
+from app.core.models import Job, MediaObject, VirtualKey, as_utc
+from app.core.resources import Resources
+
+
+class ImageRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str
+    model: str | None = None
+    n: int | None = Field(default=None, ge=1, le=10)
+    size: str | None = None
+    quality: str | None = None
+    style: str | None = None
+    response_format: Literal["url", "b64_json"] | None = None
+    user: str | None = Field(default=None, max_length=256)
+
+
+async def _images_response(
+    request: Request[Any, Any, Any], resources: Resources, job: Job, response_format: str
+) -> dict[str, Any]:
+    data: list[dict[str, Any]] = []
+    for media in await job_outputs(resources, job):
+        if response_format == "b64_json":
+            raw = b"".join([c async for c in resources.store.iter_bytes(media.storage_key)])
+            data.append({"b64_json": base64.b64encode(raw).decode()})
+        else:
+            data.append({"url": media_url(request, resources.settings, media.id)})
+    return {"created": int(as_utc(job.created_at).timestamp()), "data": data}
+
+
+async def _run(
+    request: Request[Any, Any, Any],
+    resources: Resources,
+    hub: EventHub,
+    session: AsyncSession,
+    key: VirtualKey,
+    body: ImageRequest,
+    uploads: dict[str, MediaObject],
+) -> Response[Any]:
+    params: dict[str, Any] = {"prompt": body.prompt}
+    for name in ("n", "size", "quality", "style"):
+        value = getattr(body, name)
+        if value is not None:
+            params[name] = value
+    model = body.model or resources.settings.default_image_model
+    job = await submit_with_uploads(resources, session, key, "image", model, params, uploads)
+    if prefers_async(request):
+        return accepted(request, resources, job)
+    job = await wait_for_job(resources, hub, job.id, resources.settings.sync_wait_seconds)
+    if job.status == "succeeded":
+        fmt = body.response_format or "url"
+        return Response(await _images_response(request, resources, job, fmt))
+    if job.status in ("failed", "canceled"):
+        return failed(job)
+    return accepted(request, resources, job)
+
+
+@post(
+    "/v1/images/generations",
+    dependencies=KEY_DEPENDENCY,
+    tags=["openai"],
+    summary="Create images (OpenAI-compatible)",
+    status_code=200,
+)
+async def create_images(
+    request: Request[Any, Any, Any],
+    key: VirtualKey,
+    session: AsyncSession,
+    resources: Resources,
+    hub: EventHub,
+) -> Response[Any]:
+    body, files = await read_body(request, ImageRequest)
+    if files:
+        raise InvalidRequestError("image generations take no files; use /v1/images/edits")
+    return await _run(request, resources, hub, session, key, body, {})
+
+
+@post(
+    "/v1/images/edits",
+    dependencies=KEY_DEPENDENCY,
+    tags=["openai"],
+    summary="Edit an image (OpenAI-compatible, multipart)",
+    status_code=200,
+)
+async def edit_images(
+    request: Request[Any, Any, Any],
+    key: VirtualKey,
+    session: AsyncSession,
+    resources: Resources,
+    hub: EventHub,
+) -> Response[Any]:
+    body, files = await read_body(request, ImageRequest)
+    if "image" not in files:
+        raise InvalidRequestError(
+            "image is required: send the image to edit as a file", param="image"
+        )
+    uploads = await store_uploads(resources, session, key, files, ("image",))
+    return await _run(request, resources, hub, session, key, body, uploads)

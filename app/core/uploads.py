@@ -1,0 +1,55 @@
+"""Uploaded inputs (reference images for edits and image-to-video): checked by their bytes, stored
+under the key like outputs, recorded as `input` media objects that count toward the key's usage."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.core.errors import InvalidRequestError
+from app.core.ids import new_id
+from app.core.media import download_name, input_storage_key, record_input
+from app.core.models import MediaObject
+from providers.base import extension_for, sniff_content_type
+from storage.base import MediaStore
+
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def save_upload(
+    session: AsyncSession,
+    store: MediaStore,
+    key_id: str,
+    data: bytes,
+    *,
+    param: str,
+    allowed: tuple[str, ...] = IMAGE_TYPES,
+) -> MediaObject:
+    """Store an upload and record it; the caller commits. The type comes from the bytes."""
+    if not data:
+        raise InvalidRequestError(f"{param} is empty", param=param)
+    content_type = sniff_content_type(data[:16])
+    if content_type not in allowed:
+        raise InvalidRequestError(
+            f"{param} must be one of {', '.join(allowed)} (judged by its content)", param=param
+        )
+    media_id = new_id("med")
+    storage_key = input_storage_key(key_id, media_id, extension_for(content_type))
+    await store.put(
+        storage_key, _one(data), content_type=content_type, filename=download_name(storage_key)
+    )
+    return await record_input(
+        session,
+        media_id=media_id,
+        key_id=key_id,
+        storage_key=storage_key,
+        content_type=content_type,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )

@@ -7,9 +7,15 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from app.core.settings import Settings
+from tests.emulators.base import API_KEY, serve
+from tests.emulators.minimax import MiniMaxEmulator
+from tests.emulators.openai import OpenAIEmulator
+from tests.emulators.replicate import ReplicateEmulator
 from tests.infra import (
     Stack,
     base_settings,
@@ -85,3 +91,67 @@ def api_only_stack(pg_url: str) -> Iterator[Stack]:
 @pytest.fixture(scope="session")
 def tmp_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("mediagate")
+
+
+@pytest.fixture(scope="session")
+def emulators() -> Iterator[dict[str, Any]]:
+    """The three upstream APIs, emulated on loopback ports for the whole run."""
+    with (
+        serve(OpenAIEmulator()) as openai,
+        serve(MiniMaxEmulator()) as minimax,
+        serve(ReplicateEmulator()) as replicate,
+    ):
+        yield {"openai": openai, "minimax": minimax, "replicate": replicate}
+
+
+MODELS_FILE = """
+aliases:
+  my-dalle: openai/dall-e-3
+  minimax-image: [minimax/image-01]
+  fallback-image: [openai/dall-e-2, minimax/image-01]
+"""
+
+
+def upstream_settings(
+    database_url: str, emulators: dict[str, Any], models_file: Path, **changes: Any
+) -> Settings:
+    return base_settings(
+        database_url,
+        openai_api_key=API_KEY,
+        openai_base_url=emulators["openai"].url + "/v1",
+        minimax_api_key=API_KEY,
+        minimax_base_url=emulators["minimax"].url,
+        replicate_api_token=API_KEY,
+        replicate_base_url=emulators["replicate"].url + "/v1",
+        poll_initial_seconds=0.05,
+        poll_max_seconds=0.2,
+        retry_base_seconds=0.05,
+        image_max_tries=2,
+        video_timeout_seconds=8,
+        models_file=str(models_file),
+        **changes,
+    )
+
+
+@pytest.fixture(scope="session")
+def models_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "models.yaml"
+    path.write_text(MODELS_FILE)
+    return path
+
+
+@pytest.fixture(scope="session")
+def upstream_stack(pg_url: str, emulators: dict[str, Any], models_file: Path) -> Iterator[Stack]:
+    """API + embedded worker with every upstream provider pointed at its emulator."""
+    settings = upstream_settings(pg_url, emulators, models_file)
+    yield from _run_stack(start_stack(settings, embedded_worker=True))
+
+
+@pytest.fixture
+def emu(emulators: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The emulators, reset before and after a test."""
+    for emulator in emulators.values():
+        emulator.reset()
+    yield emulators
+    for emulator in emulators.values():
+        emulator.reset()

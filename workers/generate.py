@@ -68,12 +68,12 @@ async def _keep_lease(res: Resources, job_id: str) -> None:
 MAX_RETRY_AFTER = 300.0
 
 
-def retry_delay(attempt: int, retry_after: float | None = None) -> float:
+def retry_delay(attempt: int, base: float, retry_after: float | None = None) -> float:
     """The upstream's Retry-After when it gave one (within reason), else exponential backoff with
     jitter, capped at a minute."""
     if retry_after is not None:
         return min(MAX_RETRY_AFTER, retry_after)
-    return float(min(60.0, 2.0**attempt) * random.uniform(0.5, 1.0))
+    return float(min(60.0, base * 2.0 ** max(0, attempt - 1)) * random.uniform(0.5, 1.0))
 
 
 class _Run:
@@ -305,7 +305,7 @@ async def _after_provider_error(run: _Run, exc: ProviderError) -> str:
     res, job = run.res, run.job
     if exc.retryable:
         if job.tries < res.settings.max_tries_for(job.type):
-            delay = retry_delay(job.tries, exc.retry_after)
+            delay = retry_delay(job.tries, res.settings.retry_base_seconds, exc.retry_after)
             log.warning("job.retrying job_id=%s code=%s in=%.1fs", job.id, exc.code, delay)
             await run.publish("job.retrying", error={"code": exc.code, "message": exc.message})
             raise Retry(defer=delay) from exc

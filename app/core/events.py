@@ -27,6 +27,7 @@ EVENT_NAMES = (
     "job.started",
     "job.progress",
     "job.output",
+    "job.retrying",
     "job.succeeded",
     "job.failed",
     "job.canceled",

@@ -48,6 +48,9 @@ class Settings:
     """Attempts per target model for retryable errors, before fallback or failure (per type)."""
     video_max_tries: int = 3
     speech_max_tries: int = 4
+    retry_base_seconds: float = 1.0
+    """Backoff before retry n is about base * 2**(n-1) (jittered, at most a minute), unless the
+    provider said Retry-After."""
     job_lease_seconds: int = 30
     """A running job whose worker stops refreshing its lease for this long is picked up again."""
     openai_api_key: str | None = None
@@ -129,6 +132,7 @@ class Settings:
             "poll_initial_seconds",
             "poll_max_seconds",
             "provider_request_timeout_seconds",
+            "retry_base_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be greater than 0")

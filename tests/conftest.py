@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from app.core.settings import Settings
-from tests.emulators.base import API_KEY, serve
+from tests.emulators.base import serve
 from tests.emulators.minimax import MiniMaxEmulator
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.replicate import ReplicateEmulator
 from tests.infra import (
+    MODELS_FILE,
     Stack,
     base_settings,
     drop_namespace,
@@ -25,6 +25,7 @@ from tests.infra import (
     s3_changes,
     sqlite_database,
     start_stack,
+    upstream_settings,
 )
 
 
@@ -102,35 +103,6 @@ def emulators() -> Iterator[dict[str, Any]]:
         serve(ReplicateEmulator()) as replicate,
     ):
         yield {"openai": openai, "minimax": minimax, "replicate": replicate}
-
-
-MODELS_FILE = """
-aliases:
-  my-dalle: openai/dall-e-3
-  minimax-image: [minimax/image-01]
-  fallback-image: [openai/dall-e-2, minimax/image-01]
-"""
-
-
-def upstream_settings(
-    database_url: str, emulators: dict[str, Any], models_file: Path, **changes: Any
-) -> Settings:
-    return base_settings(
-        database_url,
-        openai_api_key=API_KEY,
-        openai_base_url=emulators["openai"].url + "/v1",
-        minimax_api_key=API_KEY,
-        minimax_base_url=emulators["minimax"].url,
-        replicate_api_token=API_KEY,
-        replicate_base_url=emulators["replicate"].url + "/v1",
-        poll_initial_seconds=0.05,
-        poll_max_seconds=0.2,
-        retry_base_seconds=0.05,
-        image_max_tries=2,
-        video_timeout_seconds=8,
-        models_file=str(models_file),
-        **changes,
-    )
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from app.core.migrate import upgrade
 from app.core.settings import Settings
 from app.dev import embedded_worker as worker_companion
 from app.dev import free_port
+from tests.emulators.base import API_KEY as UPSTREAM_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_HOST = os.environ.get("MEDIAGATE_TEST_PG_HOST", "127.0.0.1")
@@ -104,6 +105,35 @@ def base_settings(database_url: str, **changes: Any) -> Settings:
         sse_ping_seconds=1.0,
     )
     return replace(settings, **changes)
+
+
+MODELS_FILE = """
+aliases:
+  my-dalle: openai/dall-e-3
+  minimax-image: [minimax/image-01]
+  fallback-image: [openai/dall-e-2, minimax/image-01]
+"""
+
+
+def upstream_settings(
+    database_url: str, emulators: dict[str, Any], models_file: Path, **changes: Any
+) -> Settings:
+    return base_settings(
+        database_url,
+        openai_api_key=UPSTREAM_KEY,
+        openai_base_url=emulators["openai"].url + "/v1",
+        minimax_api_key=UPSTREAM_KEY,
+        minimax_base_url=emulators["minimax"].url,
+        replicate_api_token=UPSTREAM_KEY,
+        replicate_base_url=emulators["replicate"].url + "/v1",
+        poll_initial_seconds=0.05,
+        poll_max_seconds=0.2,
+        retry_base_seconds=0.05,
+        image_max_tries=2,
+        video_timeout_seconds=8,
+        models_file=str(models_file),
+        **changes,
+    )
 
 
 def s3_changes(endpoint: str, bucket: str) -> dict[str, Any]:

@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import secrets
 import signal
+import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -21,6 +24,7 @@ from tests.infra import (
     s3_changes,
     start_stack,
     start_worker_process,
+    upstream_settings,
     wait_for_job,
 )
 
@@ -92,3 +96,60 @@ async def test_killed_worker_job_still_succeeds_once(s3_api_stack: Stack) -> Non
         await store.close()
         await engine.dispose()
     await asyncio.sleep(0)
+
+
+@pytest.fixture
+def upstream_api_stack(
+    pg_url: str, emulators: dict[str, Any], models_file: Path
+) -> Iterator[Stack]:
+    settings = upstream_settings(pg_url, emulators, models_file, job_lease_seconds=1)
+    stack = start_stack(settings, embedded_worker=False)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        drop_namespace(settings.redis_namespace)
+
+
+async def test_worker_killed_while_polling_resumes_the_same_upstream_task(
+    upstream_api_stack: Stack, emu: dict[str, Any]
+) -> None:
+    replicate = emu["replicate"]
+    replicate.hold()  # the prediction stays `processing` until released
+    settings = upstream_api_stack.settings
+    key = upstream_api_stack.new_key()
+    first = start_worker_process(settings)
+    try:
+        async with upstream_api_stack.client(key) as client:
+            resp = await client.post(
+                "/v1/jobs",
+                json={
+                    "type": "video",
+                    "model": "replicate/minimax/video-01",
+                    "input": {"prompt": "resume me"},
+                },
+            )
+            job_id = resp.json()["id"]
+            # `processing` reported: the prediction exists and its id is saved on the job.
+            await wait_for_job(client, job_id, timeout=30, predicate=lambda j: j["progress"] >= 50)
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+            polls_before = replicate.count("GET", "/v1/predictions/")
+            second = start_worker_process(settings)
+            try:
+                deadline = time.monotonic() + 30
+                while replicate.count("GET", "/v1/predictions/") == polls_before:
+                    assert time.monotonic() < deadline, "the new worker never polled"
+                    await asyncio.sleep(0.05)
+                replicate.release()
+                done = await wait_for_job(client, job_id, timeout=30)
+            finally:
+                second.terminate()
+                second.wait(20)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 2
+    assert len(replicate.created) == 1  # no second (paid) prediction
+    assert replicate.count("POST", "/v1/models/") == 1

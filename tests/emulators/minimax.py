@@ -45,7 +45,7 @@ class MiniMaxEmulator(Emulator):
             return denied
         body = await request.json()
         prompt = body.get("prompt")
-        if body.get("model") != "image-01" or not prompt:
+        if body.get("model") != "image-01" or not prompt or not 1 <= body.get("n", 1) <= 9:
             return JSONResponse({"base_resp": base(2013, "invalid params")})
         if "forbidden" in prompt:
             return JSONResponse({"base_resp": base(1026, "input new_sensitive")})

@@ -63,7 +63,9 @@ async def create_speech(
         if theirs is not None:
             params[ours] = theirs
     model = body.model or resources.settings.default_speech_model
-    job = await submit_compat(resources, session, key, "speech", model, params)
+    job = await submit_compat(
+        resources, session, key, "speech", model, params, {"format": "response_format"}
+    )
     if prefers_async(request):
         return accepted(request, resources, job)
     job = await wait_for_job(resources, hub, job.id, resources.settings.sync_wait_seconds)

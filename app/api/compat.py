@@ -140,13 +140,16 @@ async def submit_compat(
     media_type: str,
     model: str,
     params: dict[str, Any],
+    openai_names: Mapping[str, str] | None = None,
 ) -> Job:
-    """Submit a job; input errors name OpenAI's parameter (`size`), not ours (`input.size`)."""
+    """Submit a job; input errors name OpenAI's parameter (`size`, `response_format`), not ours
+    (`input.size`, `input.format`)."""
     try:
         return await submit(resources, session, key, media_type, model, params)
     except MediagateError as exc:
         if exc.param and exc.param.startswith("input."):
-            exc.param = exc.param.removeprefix("input.")
+            ours = exc.param.removeprefix("input.")
+            exc.param = (openai_names or {}).get(ours, ours)
         raise
 
 

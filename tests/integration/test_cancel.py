@@ -18,10 +18,10 @@ async def _media_rows(database_url: str, job_id: str) -> int:
     engine = create_engine(database_url)
     try:
         async with create_sessionmaker(engine)() as session:
-            result = await session.execute(
+            result = await session.exec(
                 select(func.count()).select_from(MediaObject).where(MediaObject.job_id == job_id)
             )
-            return int(result.scalar_one())
+            return int(result.one()[0])
     finally:
         await engine.dispose()
 

@@ -163,6 +163,11 @@ def test_speech_returns_audio_bytes(pg_s3_stack: Stack) -> None:
     with pytest.raises(openai.BadRequestError) as bad_voice:
         client.audio.speech.create(model="local-speech", voice="nobody", input="hi")  # type: ignore[arg-type]
     assert bad_voice.value.param == "voice"
+    with pytest.raises(openai.BadRequestError) as bad_format:
+        client.audio.speech.create(
+            model="local-speech", voice="alloy", input="hi", response_format="aac"
+        )
+    assert bad_format.value.param == "response_format"
 
 
 def test_models_list_and_aliases(pg_s3_stack: Stack) -> None:

@@ -25,12 +25,11 @@ from providers.base import (
     RunHooks,
 )
 from providers.upstream import (
+    HTTPProvider,
     PollSchedule,
-    UpstreamConfig,
     download,
     error_for_status,
     json_body,
-    send,
 )
 
 NAME = "minimax"
@@ -73,25 +72,16 @@ def data_url(content_type: str, data: bytes) -> str:
     return f"data:{content_type};base64,{base64.b64encode(data).decode()}"
 
 
-class MiniMaxProvider:
+class MiniMaxProvider(HTTPProvider):
     name = NAME
 
-    def __init__(self, client: httpx.AsyncClient, config: UpstreamConfig) -> None:
-        self._client = client
-        self._config = config
-        self._auth = {"Authorization": f"Bearer {config.api_key}"}
+    def error_from(self, response: httpx.Response) -> ProviderError:
+        return base_error(json_body(response)) or error_for_status(NAME, response, "")
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        response = await send(
-            self._client, NAME, method, self._config.url(path), headers=self._auth, **kwargs
-        )
-        body = json_body(response)
-        if response.status_code >= 400:
-            raise base_error(body) or error_for_status(NAME, response, "")
-        error = base_error(body)
+    def check(self, body: dict[str, Any]) -> None:
+        error = base_error(body)  # MiniMax reports most errors in HTTP 200 bodies
         if error is not None:
             raise error
-        return body
 
     async def generate(
         self, request: GenerationRequest, hooks: RunHooks
@@ -188,6 +178,3 @@ class MiniMaxProvider:
 
     async def cancel(self, task_id: str) -> None:
         return None  # MiniMax's video API offers no cancel
-
-    async def aclose(self) -> None:
-        return None

@@ -23,8 +23,8 @@ from providers.base import (
     sniff_content_type,
 )
 from providers.upstream import (
+    HTTPProvider,
     PollSchedule,
-    UpstreamConfig,
     download,
     error_for_status,
     json_body,
@@ -44,7 +44,7 @@ SPEECH_TYPES = {
 }
 
 
-def _error(response: httpx.Response) -> ProviderError:
+def openai_error(response: httpx.Response) -> ProviderError:
     error = json_body(response).get("error")
     error = error if isinstance(error, dict) else {}
     message = str(error.get("message") or "")
@@ -64,21 +64,11 @@ def _failed_video(video: dict[str, Any]) -> ProviderError:
     return ProviderRetryableError(f"openai: the video failed ({code or 'unknown'}): {message}")
 
 
-class OpenAIProvider:
+class OpenAIProvider(HTTPProvider):
     name = NAME
 
-    def __init__(self, client: httpx.AsyncClient, config: UpstreamConfig) -> None:
-        self._client = client
-        self._config = config
-        self._auth = {"Authorization": f"Bearer {config.api_key}"}
-
-    async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        response = await send(
-            self._client, NAME, method, self._config.url(path), headers=self._auth, **kwargs
-        )
-        if response.status_code >= 400:
-            raise _error(response)
-        return json_body(response)
+    def error_from(self, response: httpx.Response) -> ProviderError:
+        return openai_error(response)
 
     async def generate(
         self, request: GenerationRequest, hooks: RunHooks
@@ -204,7 +194,7 @@ class OpenAIProvider:
         if response.status_code >= 400:
             await response.aread()
             await response.aclose()
-            raise _error(response)
+            raise openai_error(response)
         yield await stream_media(NAME, response, SPEECH_TYPES.get(p["format"], "audio/mpeg"))
 
     async def cancel(self, task_id: str) -> None:
@@ -212,6 +202,3 @@ class OpenAIProvider:
         # Best effort: our job is canceled whatever the upstream says.
         with contextlib.suppress(ProviderError):
             await self._call("DELETE", f"/videos/{task_id}")
-
-    async def aclose(self) -> None:
-        return None  # the shared client is closed by its owner

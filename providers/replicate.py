@@ -23,12 +23,11 @@ from providers.base import (
     RunHooks,
 )
 from providers.upstream import (
+    HTTPProvider,
     PollSchedule,
-    UpstreamConfig,
     download,
     error_for_status,
     json_body,
-    send,
 )
 
 NAME = "replicate"
@@ -38,7 +37,7 @@ FALLBACK_TYPES = {"image": "image/png", "video": "video/mp4", "speech": "audio/m
 POLICY_WORDS = ("nsfw", "safety", "sensitive", "content policy", "flagged")
 
 
-def _error(response: httpx.Response) -> ProviderError:
+def replicate_error(response: httpx.Response) -> ProviderError:
     body = json_body(response)
     detail = str(body.get("detail") or body.get("title") or "")
     return error_for_status(NAME, response, detail)
@@ -96,21 +95,11 @@ def _output_urls(output: Any) -> list[str]:
     return []
 
 
-class ReplicateProvider:
+class ReplicateProvider(HTTPProvider):
     name = NAME
 
-    def __init__(self, client: httpx.AsyncClient, config: UpstreamConfig) -> None:
-        self._client = client
-        self._config = config
-        self._auth = {"Authorization": f"Bearer {config.api_key}"}
-
-    async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        response = await send(
-            self._client, NAME, method, self._config.url(path), headers=self._auth, **kwargs
-        )
-        if response.status_code >= 400:
-            raise _error(response)
-        return json_body(response)
+    def error_from(self, response: httpx.Response) -> ProviderError:
+        return replicate_error(response)
 
     async def _create(self, request: GenerationRequest) -> dict[str, Any]:
         model, _, version = request.model.partition(":")
@@ -157,6 +146,3 @@ class ReplicateProvider:
 
     async def cancel(self, task_id: str) -> None:
         await self._call("POST", f"/predictions/{task_id}/cancel")
-
-    async def aclose(self) -> None:
-        return None

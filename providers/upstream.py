@@ -175,3 +175,35 @@ async def download(
             retry_after=parse_retry_after(response.headers.get("retry-after")),
         )
     return await stream_media(provider, response, fallback_type)
+
+
+class HTTPProvider:
+    """The part every HTTP provider shares: its client and account, and one JSON call with errors
+    translated. Subclasses say how their API reports errors (`error_from`, `check`)."""
+
+    name = "upstream"
+
+    def __init__(self, client: httpx.AsyncClient, config: UpstreamConfig) -> None:
+        self._client = client
+        self._config = config
+        self._auth = {"Authorization": f"Bearer {config.api_key}"}
+
+    def error_from(self, response: httpx.Response) -> ProviderError:
+        """The error an HTTP error status means for this API."""
+        return error_for_status(self.name, response, "")
+
+    def check(self, body: dict[str, Any]) -> None:
+        """Raise the error a successful (2xx) answer may still report."""
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = await send(
+            self._client, self.name, method, self._config.url(path), headers=self._auth, **kwargs
+        )
+        if response.status_code >= 400:
+            raise self.error_from(response)
+        body = json_body(response)
+        self.check(body)
+        return body
+
+    async def aclose(self) -> None:
+        return None  # the shared client is closed by its owner

@@ -86,7 +86,13 @@ async def _keys(args: argparse.Namespace) -> None:
             elif args.keys_command == "list":
                 for key in await keys.list_keys(session):
                     row = render_key(key)
-                    state = "revoked" if row["revoked_at"] else "active"
+                    state = (
+                        "deleted"
+                        if row["deleted_at"]
+                        else "revoked"
+                        if row["revoked_at"]
+                        else "active"
+                    )
                     print(
                         f"{row['id']}\t{row['name']}\t{row['prefix']}...\t{state}\t{row['created_at']}"
                     )

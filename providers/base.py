@@ -165,6 +165,28 @@ class Provider(Protocol):
     async def aclose(self) -> None: ...
 
 
+async def prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`first`, then the rest of a stream whose first chunk was read to look at it."""
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk
+
+
+async def sniffed(media: GeneratedMedia) -> GeneratedMedia:
+    """The output with the content type its first bytes announce, when they announce one:
+    providers do not always say (or say right) what they send."""
+    first = b""
+    async for chunk in media.chunks:
+        first = chunk
+        break
+    content_type = sniff_content_type(first[:16]) or media.content_type
+    extension = (
+        media.extension if content_type == media.content_type else extension_for(content_type)
+    )
+    return GeneratedMedia(content_type, extension, prepend(first, media.chunks))
+
+
 async def iter_chunks(data: bytes, size: int = 64 * 1024) -> AsyncIterator[bytes]:
     """Stream an in-memory blob in chunks."""
     for offset in range(0, len(data), size):

@@ -22,7 +22,7 @@ from providers.base import (
     ProviderRetryableError,
     ProviderTimeoutError,
     extension_for,
-    sniff_content_type,
+    sniffed,
 )
 
 DOWNLOAD_CHUNK = 256 * 1024
@@ -130,28 +130,16 @@ async def _read_stream(provider: str, response: httpx.Response) -> AsyncIterator
         await response.aclose()
 
 
-async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    if first:
-        yield first
-    async for chunk in rest:
-        yield chunk
-
-
 async def stream_media(
     provider: str, response: httpx.Response, fallback_type: str
 ) -> GeneratedMedia:
     """Wrap a streaming response as an output. The content type comes from the first bytes when
     they say, else the header, else `fallback_type`: providers do not always label files."""
-    chunks = _read_stream(provider, response)
-    first = b""
-    async for chunk in chunks:
-        first = chunk
-        break
     declared = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if declared in ("", "application/octet-stream", "binary/octet-stream"):
         declared = fallback_type
-    content_type = sniff_content_type(first[:16]) or declared
-    return GeneratedMedia(content_type, extension_for(content_type), _prepend(first, chunks))
+    media = GeneratedMedia(declared, extension_for(declared), _read_stream(provider, response))
+    return await sniffed(media)
 
 
 async def download(

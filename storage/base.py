@@ -21,11 +21,17 @@ class StorageNotFoundError(StorageError):
     """The object does not exist."""
 
 
+DELETE_BATCH = 1000
+"""Keys per delete request (S3's DeleteObjects takes at most 1,000)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
     key: str
     size: int
     content_type: str
+    modified: float = 0.0
+    """Last modified, as a Unix time (listings carry it; 0 when unknown)."""
 
 
 @runtime_checkable
@@ -56,8 +62,16 @@ class MediaStore(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
+    async def delete_many(self, keys: list[str]) -> int:
+        """Delete these objects (missing ones are fine), in batches; return how many were asked."""
+        ...
+
     async def delete_prefix(self, prefix: str) -> int:
         """Delete every object whose key starts with `prefix`; return how many."""
+        ...
+
+    def list_objects(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """Every object whose key starts with `prefix`, with size and modification time."""
         ...
 
     async def url(self, key: str, *, expires_in: int, filename: str | None = None) -> str | None:

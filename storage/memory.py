@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ from storage.base import CHUNK_SIZE, ObjectInfo, StorageNotFoundError
 class _Object:
     data: bytes
     content_type: str
+    modified: float
 
 
 class MemoryStore:
@@ -34,7 +36,7 @@ class MemoryStore:
         parts = [chunk async for chunk in data]
         blob = b"".join(parts)
         async with self._lock:
-            self._objects[key] = _Object(blob, content_type)
+            self._objects[key] = _Object(blob, content_type, time.time())
         return len(blob)
 
     async def iter_bytes(
@@ -55,6 +57,17 @@ class MemoryStore:
     async def delete(self, key: str) -> None:
         async with self._lock:
             self._objects.pop(key, None)
+
+    async def delete_many(self, keys: list[str]) -> int:
+        async with self._lock:
+            for key in keys:
+                self._objects.pop(key, None)
+        return len(keys)
+
+    async def list_objects(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        for key, obj in sorted(self._objects.items()):
+            if key.startswith(prefix):
+                yield ObjectInfo(key, len(obj.data), obj.content_type, obj.modified)
 
     async def delete_prefix(self, prefix: str) -> int:
         async with self._lock:

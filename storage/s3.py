@@ -16,10 +16,9 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from storage.base import CHUNK_SIZE, ObjectInfo, StorageError, StorageNotFoundError
+from storage.base import CHUNK_SIZE, DELETE_BATCH, ObjectInfo, StorageError, StorageNotFoundError
 
 PART_SIZE = 8 * 1024 * 1024  # S3 needs >= 5 MiB for every part but the last
-DELETE_BATCH = 1000  # DeleteObjects accepts at most 1000 keys per request
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,16 +149,31 @@ class S3Store:
         except ClientError as exc:
             raise StorageError(f"delete of {key!r} failed: {exc}") from exc
 
-    async def list_keys(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+    async def list_objects(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         paginator = self._client.get_paginator("list_objects_v2")
-        async for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                yield ObjectInfo(str(item["Key"]), int(item["Size"]), "")
+        try:
+            async for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    modified = item.get("LastModified")
+                    yield ObjectInfo(
+                        str(item["Key"]),
+                        int(item["Size"]),
+                        "",
+                        modified.timestamp() if modified is not None else 0.0,
+                    )
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"listing {prefix!r} failed: {exc}") from exc
+
+    async def delete_many(self, keys: list[str]) -> int:
+        deleted = 0
+        for start in range(0, len(keys), DELETE_BATCH):
+            deleted += await self._delete_batch(keys[start : start + DELETE_BATCH])
+        return deleted
 
     async def delete_prefix(self, prefix: str) -> int:
         deleted = 0
         batch: list[str] = []
-        async for info in self.list_keys(prefix):
+        async for info in self.list_objects(prefix):
             batch.append(info.key)
             if len(batch) == DELETE_BATCH:
                 deleted += await self._delete_batch(batch)
@@ -169,10 +183,13 @@ class S3Store:
         return deleted
 
     async def _delete_batch(self, keys: list[str]) -> int:
-        resp = await self._client.delete_objects(
-            Bucket=self._bucket,
-            Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True},
-        )
+        try:
+            resp = await self._client.delete_objects(
+                Bucket=self._bucket,
+                Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"deleting {len(keys)} objects failed: {exc}") from exc
         if errors := resp.get("Errors"):
             raise StorageError(f"{len(errors)} of {len(keys)} deletes failed")
         return len(keys)

@@ -7,62 +7,26 @@ rows, so outputs and usage are never counted twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
 import random
 import time
 import traceback
-from collections.abc import AsyncIterator
 from typing import Any
 
 from arq import Retry
-from arq.constants import in_progress_key_prefix
 
 from app.core import runs
 from app.core.errors import MediagateError
-from app.core.inputs import references, validate_input
-from app.core.jobs import job_snapshot, outputs_of
-from app.core.media import download_name, record_output, storage_key_for
-from app.core.models import Job, MediaObject, as_utc, utcnow
+from app.core.inputs import validate_input
+from app.core.jobs import outputs_of
+from app.core.models import Job, VirtualKey, as_utc, utcnow
 from app.core.resources import Resources
-from providers.base import GenerationRequest, InputFile, MediaType, ProviderError
+from providers.base import GenerationRequest, MediaType, ProviderError
 from providers.registry import ModelSpec
-from storage.base import StorageError
-from workers.thumbnails import Spool, thumbnail_of
+from workers.lease import held_lease
+from workers.run import InputGone, JobRun, QuotaCrossed, Stopped
 
 log = logging.getLogger("mediagate.worker")
-
-
-class _Stopped(Exception):
-    """The job stopped running under us (canceled by its owner)."""
-
-
-class _InputGone(Exception):
-    """An input the job names was deleted before the job ran."""
-
-
-class _Digest:
-    def __init__(self) -> None:
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    async def wrap(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        async for chunk in chunks:
-            self.sha.update(chunk)
-            self.size += len(chunk)
-            yield chunk
-
-
-async def _keep_lease(res: Resources, job_id: str) -> None:
-    """Hold arq's in-progress lock for a short lease, renewed while we live: if this worker dies,
-    the lock lapses within one lease and another worker picks the job up again."""
-    lease_ms = res.settings.job_lease_seconds * 1000
-    key = in_progress_key_prefix + job_id
-    while True:
-        with contextlib.suppress(Exception):
-            await res.redis.pexpire(key, lease_ms)
-        await asyncio.sleep(res.settings.job_lease_seconds / 3)
 
 
 MAX_RETRY_AFTER = 300.0
@@ -76,126 +40,6 @@ def retry_delay(attempt: int, base: float, retry_after: float | None = None) -> 
     return float(min(60.0, base * 2.0 ** max(0, attempt - 1)) * random.uniform(0.5, 1.0))
 
 
-class _Run:
-    def __init__(self, res: Resources, job: Job, outputs: list[MediaObject]) -> None:
-        self.res = res
-        self.job = job
-        self.outputs = outputs
-
-    def snapshot(self, **changes: Any) -> dict[str, Any]:
-        data = job_snapshot(self.job, self.outputs)
-        data.update(changes)
-        return data
-
-    async def publish(self, event: str, **changes: Any) -> None:
-        await self.res.bus.publish(self.job.id, event, self.snapshot(**changes))
-
-    # RunHooks, for the provider:
-
-    async def progress(self, percent: int) -> None:
-        percent = max(0, min(99, percent))
-        async with self.res.sessionmaker() as session:
-            changed = await runs.set_progress(session, self.job.id, percent)
-            await session.commit()
-        if changed:
-            self.job.progress = percent
-            await self.publish("job.progress")
-
-    async def task_started(self, task_id: str | None) -> None:
-        async with self.res.sessionmaker() as session:
-            saved = await runs.set_task(session, self.job.id, task_id)
-            await session.commit()
-        if not saved:
-            raise _Stopped
-        self.job.provider_task_id = task_id
-
-    async def _store(
-        self, variant: str, index: int, content_type: str, ext: str, chunks: AsyncIterator[bytes]
-    ) -> MediaObject:
-        key = storage_key_for(self.job.key_id, self.job.id, index, ext, variant)
-        digest = _Digest()
-        await self.res.store.put(
-            key, digest.wrap(chunks), content_type=content_type, filename=download_name(key)
-        )
-        async with self.res.sessionmaker() as session:
-            if await runs.lock_running(session, self.job.id) is None:
-                await session.rollback()
-                await self.res.store.delete(key)  # no row will ever point at it
-                raise _Stopped
-            media = await record_output(
-                session,
-                job_id=self.job.id,
-                key_id=self.job.key_id,
-                index=index,
-                storage_key=key,
-                content_type=content_type,
-                size=digest.size,
-                sha256=digest.sha.hexdigest(),
-                variant=variant,
-            )
-            await session.commit()
-        return media
-
-    async def store_output(
-        self, index: int, content_type: str, ext: str, chunks: AsyncIterator[bytes]
-    ) -> None:
-        spool = Spool() if self.job.type == "video" else None
-        if spool is not None:
-            chunks = spool.tee(chunks)
-        try:
-            media = await self._store("output", index, content_type, ext, chunks)
-            self.outputs = [m for m in self.outputs if m.index != index] + [media]
-            self.outputs.sort(key=lambda m: m.index)
-            if spool is not None:
-                await self._store_thumbnail(index, spool)
-        finally:
-            if spool is not None:
-                spool.close()
-        await self.publish("job.output")
-
-    async def _store_thumbnail(self, index: int, spool: Spool) -> None:
-        """A still of a video output, as OpenAI's `variant=thumbnail` serves; a video that cannot
-        be decoded simply has none."""
-        still = await asyncio.to_thread(thumbnail_of, spool)
-        if still is None:
-            log.warning("job.no_thumbnail job_id=%s index=%d", self.job.id, index)
-            return
-
-        async def chunks() -> AsyncIterator[bytes]:
-            yield still
-
-        await self._store("thumbnail", index, "image/webp", "webp", chunks())
-
-    async def load_files(self) -> dict[str, InputFile]:
-        """The uploaded inputs the job refers to, read from storage."""
-        files: dict[str, InputFile] = {}
-        for name, media_id in references(self.job.input).items():
-            async with self.res.sessionmaker() as session:
-                media = await session.get(MediaObject, media_id)
-            if media is None or media.deleted_at is not None or media.key_id != self.job.key_id:
-                raise _InputGone(name)
-            try:
-                data = b"".join([c async for c in self.res.store.iter_bytes(media.storage_key)])
-            except StorageError as exc:
-                raise _InputGone(name) from exc
-            files[name] = InputFile(download_name(media.storage_key), media.content_type, data)
-        return files
-
-    async def finish(
-        self, status: str, code: str | None = None, message: str | None = None
-    ) -> None:
-        async with self.res.sessionmaker() as session:
-            done = await runs.finish(
-                session, self.job.id, status, error_code=code, error_message=message
-            )
-            await session.commit()
-            fresh = await session.get(Job, self.job.id)
-        if fresh is not None:
-            self.job = fresh
-        if done:
-            await self.publish(f"job.{status}")
-
-
 async def generate_media(ctx: dict[str, Any], job_id: str) -> str:
     res: Resources = ctx["resources"]
     started = time.monotonic()
@@ -207,8 +51,10 @@ async def generate_media(ctx: dict[str, Any], job_id: str) -> str:
             return "skipped"
         # A re-run keeps what an earlier attempt recorded until it overwrites it.
         outputs = (await outputs_of(session, [job_id]))[job_id]
+        key = await session.get(VirtualKey, job.key_id)
         await session.commit()
-    run = _Run(res, job, outputs)
+    assert key is not None
+    run = JobRun(res, job, key, outputs)
     if job.tries > res.settings.max_tries_for(job.type):
         # Earlier attempts died with their workers (killed, out of memory): stop trying.
         await run.finish("failed", "worker_lost", "The job's workers stopped repeatedly.")
@@ -222,13 +68,8 @@ async def generate_media(ctx: dict[str, Any], job_id: str) -> str:
         job.tries,
     )
     await run.publish("job.started")
-    lease = asyncio.create_task(_keep_lease(res, job_id))
-    try:
+    async with held_lease(res, job_id):
         return await _execute(run, started)
-    finally:
-        lease.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await lease
 
 
 def _remaining_seconds(res: Resources, job: Job) -> float:
@@ -238,7 +79,7 @@ def _remaining_seconds(res: Resources, job: Job) -> float:
     return res.settings.timeout_for(job.type) - elapsed
 
 
-async def _execute(run: _Run, started: float) -> str:
+async def _execute(run: JobRun, started: float) -> str:
     res, job = run.res, run.job
     provider = res.providers.get(job.provider)
     if provider is None:
@@ -259,17 +100,27 @@ async def _execute(run: _Run, started: float) -> str:
             )
             index = 0
             async for media in provider.generate(request, run):
-                await run.store_output(index, media.content_type, media.extension, media.chunks)
+                await run.store_output(index, media)
                 index += 1
         if index == 0:
             await run.finish("failed", "provider_error", "The provider returned no output.")
             return "failed"
-    except _Stopped:
+    except Stopped:
         log.info("job.stopped job_id=%s", job.id)
         await _cancel_upstream(run)
         return "canceled"
-    except _InputGone as exc:
-        await run.finish("failed", "invalid_request", f"The input {exc.args[0]} was deleted.")
+    except InputGone as exc:
+        await run.finish("failed", "invalid_request", str(exc))
+        return "failed"
+    except QuotaCrossed:
+        await run.discard_outputs("quota")
+        await run.finish(
+            "failed",
+            "storage_quota_exceeded",
+            f"The outputs would take the key over its storage quota "
+            f"({run.key.max_bytes} bytes, {run.key.max_objects} objects); nothing was stored.",
+        )
+        log.warning("job.failed job_id=%s code=storage_quota_exceeded", job.id)
         return "failed"
     except TimeoutError:
         await run.finish("failed", "timeout", "The job did not finish within its time limit.")
@@ -300,7 +151,7 @@ async def _execute(run: _Run, started: float) -> str:
     return "succeeded"
 
 
-async def _after_provider_error(run: _Run, exc: ProviderError) -> str:
+async def _after_provider_error(run: JobRun, exc: ProviderError) -> str:
     """Retry the same target, fall back to the next one, or fail with the error's code."""
     res, job = run.res, run.job
     if exc.retryable:
@@ -345,7 +196,7 @@ def _next_target(res: Resources, job: Job) -> tuple[int, ModelSpec] | None:
     return None
 
 
-async def _cancel_upstream(run: _Run) -> None:
+async def _cancel_upstream(run: JobRun) -> None:
     """When the owner canceled, stop the upstream task too (a stopping worker leaves it to the
     re-run instead)."""
     job = run.job

@@ -5,14 +5,20 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from arq import func
+from arq import cron, func
 from arq.connections import RedisSettings
 from arq.worker import Worker
 
-from app.core.contract import GENERATE_TASK, deserialize, queue_name, serialize
+from app.core.contract import GENERATE_TASK, PURGE_KEY_TASK, deserialize, queue_name, serialize
 from app.core.resources import Resources, open_resources
 from app.core.settings import Settings
 from workers.generate import generate_media
+from workers.lifecycle import (
+    purge_key_media,
+    reconcile_storage,
+    resume_purges,
+    sweep_expired_media,
+)
 
 # Our own attempt counter (jobs.attempts) decides when to give up; arq's must never fire first,
 # or it would drop a job without telling the database.
@@ -38,7 +44,16 @@ def worker_settings(settings: Settings, *, resources: Resources | None = None) -
 
     redis = RedisSettings.from_dsn(settings.redis_url)
     return {
-        "functions": [func(generate_media, name=GENERATE_TASK, max_tries=ARQ_MAX_TRIES)],
+        "functions": [
+            func(generate_media, name=GENERATE_TASK, max_tries=ARQ_MAX_TRIES),
+            func(purge_key_media, name=PURGE_KEY_TASK, max_tries=ARQ_MAX_TRIES),
+        ],
+        # Cron jobs run once per schedule across all workers (arq gives each run one job id).
+        "cron_jobs": [
+            cron(sweep_expired_media, second={0}, unique=True, run_at_startup=True),
+            cron(resume_purges, second={30}, unique=True, run_at_startup=True),
+            cron(reconcile_storage, minute={17}, second={0}, unique=True),
+        ],
         "queue_name": queue_name(settings.redis_namespace),
         "redis_settings": redis,
         "on_startup": on_startup,

@@ -21,8 +21,8 @@ from app.api.events import job_events
 from app.api.health import healthz, readyz
 from app.api.images import create_images, edit_images
 from app.api.jobs import JobController
-from app.api.keys import AdminKeyController
-from app.api.media import get_media_file
+from app.api.keys import AdminKeyController, all_usage
+from app.api.media import MediaController, key_usage
 from app.api.models import AdminModelController, ModelController
 from app.api.videos import VideoController
 from app.core.events import EventHub
@@ -69,7 +69,8 @@ def create_app(
         route_handlers=[
             JobController,
             job_events,
-            get_media_file,
+            MediaController,
+            key_usage,
             ModelController,
             create_images,
             edit_images,
@@ -77,6 +78,7 @@ def create_app(
             create_speech,
             AdminKeyController,
             AdminModelController,
+            all_usage,
             healthz,
             readyz,
         ],

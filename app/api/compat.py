@@ -24,6 +24,7 @@ from app.core.jobs import is_terminal, outputs_of
 from app.core.models import Job, MediaObject, VirtualKey
 from app.core.resources import Resources
 from app.core.uploads import save_upload
+from app.core.usage import expiry
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -102,7 +103,14 @@ async def store_uploads(
             data = await upload.read(limit + 1)
             if len(data) > limit:
                 raise InvalidRequestError(f"{name} is larger than {limit} bytes", param=name)
-            saved[name] = await save_upload(session, resources.store, key.id, data, param=name)
+            saved[name] = await save_upload(
+                session,
+                resources.store,
+                key.id,
+                data,
+                param=name,
+                expires_at=expiry(key, resources.settings.retention_days),
+            )
     except BaseException:
         await discard_uploads(resources, saved)
         raise

@@ -13,9 +13,11 @@ from litestar.types import ExceptionHandlersMap
 from app.core.errors import (
     AuthenticationError,
     ConflictError,
+    GoneError,
     InvalidRequestError,
     MediagateError,
     NotFoundError,
+    QuotaExceededError,
     UnavailableError,
 )
 
@@ -26,6 +28,8 @@ STATUS_BY_ERROR: tuple[tuple[type[MediagateError], int], ...] = (
     (AuthenticationError, 401),
     (NotFoundError, 404),
     (ConflictError, 409),
+    (GoneError, 410),
+    (QuotaExceededError, 429),
     (UnavailableError, 503),
 )
 
@@ -36,6 +40,7 @@ TYPE_BY_STATUS = {
     404: "not_found_error",
     405: "invalid_request_error",
     409: "conflict_error",
+    410: "invalid_request_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
     422: "invalid_request_error",

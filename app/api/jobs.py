@@ -6,7 +6,7 @@ import logging
 from typing import Annotated, Any
 
 from arq.jobs import Job as ArqJob
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 from redis.exceptions import RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -37,7 +37,15 @@ async def submit(
     model: str,
     params: dict[str, Any],
 ) -> Job:
-    job = await job_service.create_job(session, key, resources.catalog, media_type, model, params)
+    job = await job_service.create_job(
+        session,
+        key,
+        resources.catalog,
+        media_type,
+        model,
+        params,
+        allow_private_urls=resources.settings.allow_private_urls,
+    )
     await session.commit()  # commit, then enqueue: a worker must find the row
     await enqueue(resources, job)
     log.info("job.queued job_id=%s key_id=%s type=%s model=%s", job.id, key.id, job.type, job.model)
@@ -137,3 +145,16 @@ class JobController(Controller):
         outputs = (await job_service.outputs_of(session, [job.id]))[job.id]
         await abort_running(resources, job, outputs)
         return JobObject.model_validate(render_job(request, resources.settings, job, outputs))
+
+    @delete("/{job_id:str}", status_code=200, summary="Delete a job and its media")
+    async def delete_job(
+        self, job_id: str, key: VirtualKey, session: AsyncSession, resources: Resources
+    ) -> dict[str, Any]:
+        job = await job_service.get_job(session, key.id, job_id)
+        running = job.status in ("queued", "running")
+        job, storage_keys = await job_service.delete_job(session, key.id, job_id)
+        await session.commit()
+        if running:
+            await abort_running(resources, job)
+        await resources.store.delete_many(storage_keys)
+        return {"id": job.id, "object": "job.deleted", "deleted": True}

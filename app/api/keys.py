@@ -1,14 +1,22 @@
-"""/admin/keys: create, list and revoke virtual keys (admin key required)."""
+"""/admin/keys: create, list, change and delete virtual keys, and every key's usage (admin key
+required). Deleting a key revokes it at once; a worker then deletes all of its media, and the
+key's `purge` field shows how far that has got."""
 
 from __future__ import annotations
 
-from litestar import Controller, delete, get, post
+from typing import Annotated, Any, Literal
+
+from litestar import Controller, delete, get, patch, post
+from litestar.params import Parameter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.api.dependencies import admin_guard
 from app.api.render import render_key
-from app.api.schemas import KeyCreate, KeyCreated, KeyList, KeyObject
+from app.api.schemas import KeyCreate, KeyCreated, KeyList, KeyObject, KeyPatch
 from app.core import keys as key_service
+from app.core import lifecycle, usage
+from app.core.contract import PURGE_KEY_TASK, purge_job_id
+from app.core.resources import Resources
 
 
 class AdminKeyController(Controller):
@@ -18,7 +26,8 @@ class AdminKeyController(Controller):
 
     @post("/", status_code=201, summary="Create a virtual key (the key is shown once)")
     async def create(self, data: KeyCreate, session: AsyncSession) -> KeyCreated:
-        key, plaintext = await key_service.create_key(session, data.name)
+        limits = data.model_dump(exclude={"name"})
+        key, plaintext = await key_service.create_key(session, data.name, limits)
         await session.commit()
         return KeyCreated.model_validate({**render_key(key), "key": plaintext})
 
@@ -27,12 +36,36 @@ class AdminKeyController(Controller):
         keys = await key_service.list_keys(session)
         return KeyList.model_validate({"data": [render_key(k) for k in keys]})
 
-    @get("/{key_id:str}", summary="Get a virtual key")
+    @get("/{key_id:str}", summary="Get a virtual key (with its purge progress once deleted)")
     async def get_key(self, key_id: str, session: AsyncSession) -> KeyObject:
         return KeyObject.model_validate(render_key(await key_service.get_key(session, key_id)))
 
-    @delete("/{key_id:str}", status_code=200, summary="Revoke a virtual key at once")
-    async def revoke(self, key_id: str, session: AsyncSession) -> KeyObject:
-        key = await key_service.revoke_key(session, key_id)
+    @patch("/{key_id:str}", summary="Change a key's name, quotas or retention")
+    async def update(self, key_id: str, data: KeyPatch, session: AsyncSession) -> KeyObject:
+        key = await key_service.update_key(session, key_id, data.model_dump(exclude_unset=True))
         await session.commit()
         return KeyObject.model_validate(render_key(key))
+
+    @delete(
+        "/{key_id:str}", status_code=200, summary="Delete a key and, in the background, its media"
+    )
+    async def delete_key(
+        self, key_id: str, session: AsyncSession, resources: Resources
+    ) -> KeyObject:
+        key = await lifecycle.delete_key(session, key_id)
+        await session.commit()
+        await resources.redis.enqueue_job(PURGE_KEY_TASK, key.id, _job_id=purge_job_id(key.id))
+        return KeyObject.model_validate(render_key(key))
+
+    @get("/{key_id:str}/usage", summary="A key's storage usage and quota")
+    async def key_usage(self, key_id: str, session: AsyncSession) -> dict[str, Any]:
+        return await usage.usage_of(session, await key_service.get_key(session, key_id))
+
+
+@get("/admin/usage", guards=[admin_guard], tags=["admin"], summary="Every key's usage, by bytes")
+async def all_usage(
+    session: AsyncSession,
+    order: Literal["asc", "desc"] = "desc",
+    limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    return {"object": "list", "data": await usage.all_usage(session, order=order, limit=limit)}

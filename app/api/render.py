@@ -47,4 +47,16 @@ def render_key(key: VirtualKey) -> dict[str, Any]:
         "prefix": key.prefix,
         "created_at": iso(key.created_at),
         "revoked_at": iso(key.revoked_at),
+        "deleted_at": iso(key.deleted_at),
+        "max_bytes": key.max_bytes,
+        "max_objects": key.max_objects,
+        "max_concurrent_jobs": key.max_concurrent_jobs,
+        "retention_days": key.retention_days,
+        "purge": None
+        if key.purge_status is None
+        else {
+            "status": key.purge_status,
+            "deleted_objects": key.purge_deleted_objects,
+            "finished_at": iso(key.purge_finished_at),
+        },
     }

@@ -55,10 +55,31 @@ class JobList(BaseModel):
     last_id: str | None
 
 
-class KeyCreate(BaseModel):
+class KeyLimits(BaseModel):
+    """Quotas and retention; null means unlimited (retention: the global default)."""
+
     model_config = ConfigDict(extra="forbid")
 
+    max_bytes: int | None = Field(default=None, ge=0)
+    max_objects: int | None = Field(default=None, ge=0)
+    max_concurrent_jobs: int | None = Field(default=None, ge=1)
+    retention_days: int | None = Field(default=None, ge=1, le=36500)
+
+
+class KeyCreate(KeyLimits):
     name: str = Field(min_length=1, max_length=200)
+
+
+class KeyPatch(KeyLimits):
+    """Only the fields sent change; send null to lift a limit."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class KeyPurge(BaseModel):
+    status: Literal["pending", "running", "done"]
+    deleted_objects: int
+    finished_at: str | None
 
 
 class KeyObject(BaseModel):
@@ -68,6 +89,13 @@ class KeyObject(BaseModel):
     prefix: str
     created_at: str
     revoked_at: str | None
+    deleted_at: str | None
+    max_bytes: int | None
+    max_objects: int | None
+    max_concurrent_jobs: int | None
+    retention_days: int | None
+    purge: KeyPurge | None
+    """Progress of deleting the key's media, once the key is deleted."""
 
 
 class KeyCreated(KeyObject):

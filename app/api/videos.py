@@ -146,8 +146,7 @@ class VideoController(Controller):
         await session.commit()
         if running:
             await abort_running(resources, job)
-        for storage_key in storage_keys:
-            await resources.store.delete(storage_key)
+        await resources.store.delete_many(storage_keys)
         return {"id": job.id, "object": "video.deleted", "deleted": True}
 
     @get("/{video_id:str}/content", summary="Download a video's content")

@@ -9,6 +9,12 @@ from typing import Any
 import orjson
 
 GENERATE_TASK = "generate_media"
+PURGE_KEY_TASK = "purge_key_media"
+
+
+def purge_job_id(key_id: str) -> str:
+    """One purge per key at a time: arq does not enqueue a job id that is queued or running."""
+    return f"purge-{key_id}"
 
 
 def queue_name(namespace: str) -> str:

@@ -6,6 +6,8 @@ MediagateError                 code, message, param
  ├── AuthenticationError       no key, or an unknown or revoked one
  ├── NotFoundError             missing, or another key's (never told apart)
  ├── ConflictError             the resource's state does not allow this
+ ├── GoneError                 it existed, and has expired
+ ├── QuotaExceededError        the key is at a storage or concurrency limit
  └── UnavailableError          a dependency (database, Redis, storage) does not answer
 """
 
@@ -41,6 +43,14 @@ class NotFoundError(MediagateError):
 
 class ConflictError(MediagateError):
     code = "conflict"
+
+
+class GoneError(MediagateError):
+    code = "gone"
+
+
+class QuotaExceededError(MediagateError):
+    code = "storage_quota_exceeded"
 
 
 class UnavailableError(MediagateError):

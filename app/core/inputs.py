@@ -55,16 +55,20 @@ def _optional_choice(params: Mapping[str, Any], name: str, choices: tuple[str, .
 
 
 def _reference(spec: ModelSpec, params: Mapping[str, Any], name: str) -> dict[str, str] | None:
-    """An uploaded input named by id: `{"media_id": "med_..."}`."""
+    """An input file: an upload named by id, `{"media_id": "med_..."}`, or `{"url": "https://..."}`
+    that the worker fetches."""
     value = params.get(name)
     if value is None:
         return None
     if not spec.edits:
         raise _err(f"model {spec.name!r} does not take an input {name}", name)
-    media_id = value.get("media_id") if isinstance(value, dict) else None
-    if not isinstance(media_id, str) or set(value) != {"media_id"}:
-        raise _err(f'{name} must be {{"media_id": "med_..."}}', name)
-    return {"media_id": media_id}
+    if isinstance(value, dict) and len(value) == 1:
+        (field_name, field_value), *_ = value.items()
+        if field_name in ("media_id", "url") and isinstance(field_value, str) and field_value:
+            if len(field_value) > 2048:
+                raise _err(f"{name}.{field_name} is too long", name)
+            return {field_name: field_value}
+    raise _err(f'{name} must be {{"media_id": "med_..."}} or {{"url": "https://..."}}', name)
 
 
 def _drop_none(values: dict[str, Any], *names: str) -> dict[str, Any]:
@@ -156,10 +160,6 @@ def validate_input(spec: ModelSpec, params: Mapping[str, Any]) -> dict[str, Any]
 REFERENCE_PARAMS = ("image", "input_reference")
 
 
-def references(params: Mapping[str, Any]) -> dict[str, str]:
-    """The media ids a validated input refers to, by parameter name."""
-    return {
-        name: params[name]["media_id"]
-        for name in REFERENCE_PARAMS
-        if isinstance(params.get(name), dict)
-    }
+def references(params: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """The input files a validated input refers to (`{"media_id"}` or `{"url"}`), by name."""
+    return {name: params[name] for name in REFERENCE_PARAMS if isinstance(params.get(name), dict)}

@@ -23,6 +23,8 @@ from app.core.models import (
     utcnow,
 )
 from app.core.routing import Route
+from app.core.urls import check_url
+from app.core.usage import check_submit
 from providers.base import MEDIA_TYPES
 from providers.registry import Catalog
 
@@ -44,9 +46,16 @@ async def resolve_model(
     return route
 
 
-async def check_references(session: AsyncSession, key_id: str, params: Mapping[str, Any]) -> None:
-    """Every media id the input names must be a live object of the same key."""
-    for name, media_id in references(params).items():
+async def check_references(
+    session: AsyncSession, key_id: str, params: Mapping[str, Any], *, allow_private_urls: bool
+) -> None:
+    """Every media id the input names must be a live object of the same key; URLs must be https
+    and not point at private addresses (checked again, after DNS, when fetched)."""
+    for name, ref in references(params).items():
+        if "url" in ref:
+            check_url(ref["url"], f"input.{name}", allow_private=allow_private_urls)
+            continue
+        media_id = ref["media_id"]
         media = await session.get(MediaObject, media_id)
         if media is None or media.key_id != key_id or media.deleted_at is not None:
             raise InvalidRequestError(
@@ -61,11 +70,18 @@ async def create_job(
     media_type: str,
     model: str,
     params: Mapping[str, Any],
+    *,
+    allow_private_urls: bool = False,
 ) -> Job:
     route = await resolve_model(session, catalog, media_type, model)
     # Valid for every fallback target, so moving to the next one cannot fail on the input.
     validated = [validate_input(spec, params) for spec in route.targets]
-    await check_references(session, key.id, validated[0])
+    await check_references(session, key.id, validated[0], allow_private_urls=allow_private_urls)
+    # The key's row, locked: concurrent submits of one key check its limits one after another.
+    locked = (
+        await session.exec(select(VirtualKey).where(VirtualKey.id == key.id).with_for_update())
+    ).one()
+    await check_submit(session, locked)
     spec = route.targets[0]
     job = Job(
         id=new_id("job"),
@@ -131,7 +147,7 @@ async def delete_job(session: AsyncSession, key_id: str, job_id: str) -> tuple[J
         .values(status="canceled", finished_at=now, cancel_requested_at=now)
     )
     await session.exec(update(Job).where(col(Job.id) == job.id).values(deleted_at=now))
-    storage_keys = await mark_job_media_deleted(session, job.id)
+    storage_keys = await mark_job_media_deleted(session, job.id, "owner")
     await session.refresh(job)
     return job, storage_keys
 

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.errors import InvalidRequestError, NotFoundError
 from app.core.ids import hash_key, new_api_key, new_id
-from app.core.models import KeyUsage, VirtualKey, utcnow
+from app.core.models import VirtualKey, utcnow
+from app.core.usage import create_usage_rows
+
+LIMIT_FIELDS = ("max_bytes", "max_objects", "max_concurrent_jobs", "retention_days")
 
 
-async def create_key(session: AsyncSession, name: str) -> tuple[VirtualKey, str]:
+async def create_key(
+    session: AsyncSession, name: str, limits: Mapping[str, int | None] | None = None
+) -> tuple[VirtualKey, str]:
     name = name.strip()
     if not name or len(name) > 200:
         raise InvalidRequestError("name must be 1 to 200 characters", param="name")
@@ -21,10 +27,12 @@ async def create_key(session: AsyncSession, name: str) -> tuple[VirtualKey, str]
     key = VirtualKey(
         id=new_id("key"), name=name, prefix=plaintext[:8], key_hash=hash_key(plaintext)
     )
+    for field_name, value in (limits or {}).items():
+        if field_name in LIMIT_FIELDS:
+            setattr(key, field_name, value)
     session.add(key)
-    await session.flush()  # the usage row's foreign key needs the key first
-    session.add(KeyUsage(key_id=key.id))
-    await session.flush()
+    await session.flush()  # the usage rows' foreign key needs the key first
+    await create_usage_rows(session, key.id)
     return key, plaintext
 
 
@@ -37,6 +45,23 @@ async def get_key(session: AsyncSession, key_id: str) -> VirtualKey:
     key = await session.get(VirtualKey, key_id)
     if key is None:
         raise NotFoundError(f"no key {key_id!r}", param="id")
+    return key
+
+
+async def update_key(session: AsyncSession, key_id: str, changes: Mapping[str, Any]) -> VirtualKey:
+    """Change a key's name or limits; a deleted key cannot change."""
+    key = await get_key(session, key_id)
+    if key.deleted_at is not None:
+        raise NotFoundError(f"no key {key_id!r}", param="id")
+    for name, value in changes.items():
+        if name == "name":
+            if value is None or not str(value).strip():
+                raise InvalidRequestError("name must be 1 to 200 characters", param="name")
+            key.name = str(value).strip()
+        elif name in LIMIT_FIELDS:
+            setattr(key, name, value)
+    session.add(key)
+    await session.flush()
     return key
 
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select, update
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.core.errors import NotFoundError
+from app.core import usage
+from app.core.errors import GoneError, NotFoundError
 from app.core.ids import new_id
-from app.core.models import KeyUsage, MediaObject, utcnow
+from app.core.models import MediaObject, as_utc, media_kind, utcnow
 
 
 def sign(secret: bytes, media_id: str, expires: int) -> str:
@@ -47,24 +50,22 @@ def download_name(storage_key: str) -> str:
     return leaf if parent == "inputs" else f"{parent}-{leaf}"
 
 
+def is_expired(media: MediaObject, now: datetime | None = None) -> bool:
+    return media.expires_at is not None and as_utc(media.expires_at) <= (now or utcnow())
+
+
 async def get_media(session: AsyncSession, media_id: str, key_id: str | None) -> MediaObject:
-    """A live media object; with `key_id`, only if that key owns it."""
+    """A live media object; with `key_id`, only if that key owns it. Expired media is gone:
+    its owner hears so (410 `media_expired`), anyone else that it does not exist."""
     media = await session.get(MediaObject, media_id)
-    if media is None or media.deleted_at is not None or (key_id and media.key_id != key_id):
+    if media is None or (key_id and media.key_id != key_id):
+        raise NotFoundError(f"No media found with id {media_id!r}.", param="id")
+    expired = media.deleted_reason == "expired" or (media.deleted_at is None and is_expired(media))
+    if expired and key_id:
+        raise GoneError(f"Media {media_id!r} has expired.", code="media_expired", param="id")
+    if media.deleted_at is not None or expired:
         raise NotFoundError(f"No media found with id {media_id!r}.", param="id")
     return media
-
-
-async def _move_usage(session: AsyncSession, key_id: str, bytes_: int, objects: int) -> None:
-    await session.exec(
-        update(KeyUsage)
-        .where(col(KeyUsage.key_id) == key_id)
-        .values(
-            bytes=KeyUsage.bytes + bytes_,
-            objects=KeyUsage.objects + objects,
-            updated_at=utcnow(),
-        )
-    )
 
 
 async def record_output(
@@ -78,6 +79,7 @@ async def record_output(
     size: int,
     sha256: str,
     variant: str = "output",
+    expires_at: datetime | None = None,
 ) -> MediaObject:
     """Insert the (job, variant, index) row, or update it on a re-run; usage moves by the
     difference.
@@ -108,6 +110,8 @@ async def record_output(
                 content_type=content_type,
                 bytes=size,
                 sha256=sha256,
+                kind=media_kind(content_type),
+                expires_at=expires_at,
             )
             session.add(media)
             try:
@@ -117,18 +121,22 @@ async def record_output(
                 # Another attempt recorded it between our read and write: update that row.
                 session.expunge(media)
                 continue
-            await _move_usage(session, key_id, size, 1)
+            await usage.count_write(session, key_id, media.kind, size)
             return media
-        was_counted = existing.deleted_at is None
-        delta_bytes = size - (existing.bytes if was_counted else 0)
+        if existing.deleted_at is None:
+            # The re-run replaced the object: the old one is gone, the new one written.
+            await usage.count_delete(session, key_id, existing.kind, existing.bytes)
         existing.storage_key = storage_key
         existing.content_type = content_type
+        existing.kind = media_kind(content_type)
         existing.bytes = size
         existing.sha256 = sha256
+        existing.expires_at = expires_at
         existing.deleted_at = None
+        existing.deleted_reason = None
         session.add(existing)
         await session.flush()
-        await _move_usage(session, key_id, delta_bytes, 0 if was_counted else 1)
+        await usage.count_write(session, key_id, existing.kind, size)
         return existing
     raise RuntimeError(f"media row ({job_id}, {index}) neither inserted nor found")
 
@@ -142,6 +150,7 @@ async def record_input(
     content_type: str,
     size: int,
     sha256: str,
+    expires_at: datetime | None = None,
 ) -> MediaObject:
     """An uploaded input: a media object of the key with no job, counted in its usage."""
     media = MediaObject(
@@ -153,10 +162,12 @@ async def record_input(
         content_type=content_type,
         bytes=size,
         sha256=sha256,
+        kind=media_kind(content_type),
+        expires_at=expires_at,
     )
     session.add(media)
     await session.flush()
-    await _move_usage(session, key_id, size, 1)
+    await usage.count_write(session, key_id, media.kind, size)
     return media
 
 
@@ -173,9 +184,27 @@ async def media_of_job(session: AsyncSession, job_id: str, variant: str) -> list
     return list(rows)
 
 
-async def mark_job_media_deleted(session: AsyncSession, job_id: str) -> list[str]:
-    """Mark every live object of the job deleted and move usage down; returns their storage keys
-    (the caller deletes them from storage after committing)."""
+async def mark_deleted(
+    session: AsyncSession, rows: Sequence[MediaObject], reason: str
+) -> list[str]:
+    """Mark live rows deleted and move usage down; returns their storage keys, which the caller
+    deletes from storage (a crash in between leaves orphans that reconciliation removes)."""
+    now = utcnow()
+    keys: list[str] = []
+    for media in rows:
+        if media.deleted_at is not None:
+            continue
+        media.deleted_at = now
+        media.deleted_reason = reason
+        session.add(media)
+        await usage.count_delete(session, media.key_id, media.kind, media.bytes)
+        keys.append(media.storage_key)
+    await session.flush()
+    return keys
+
+
+async def mark_job_media_deleted(session: AsyncSession, job_id: str, reason: str) -> list[str]:
+    """Mark every live object of the job deleted; returns their storage keys."""
     rows = (
         await session.exec(
             select(MediaObject)
@@ -183,10 +212,4 @@ async def mark_job_media_deleted(session: AsyncSession, job_id: str) -> list[str
             .with_for_update()
         )
     ).all()
-    now = utcnow()
-    for media in rows:
-        media.deleted_at = now
-        session.add(media)
-        await _move_usage(session, media.key_id, -media.bytes, -1)
-    await session.flush()
-    return [media.storage_key for media in rows]
+    return await mark_deleted(session, rows, reason)

@@ -39,6 +39,17 @@ class VirtualKey(SQLModel, table=True):
     key_hash: str = Field(max_length=64, unique=True, index=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     revoked_at: datetime | None = _ts(nullable=True)
+    # Quotas and retention; null means unlimited (or, for retention, the global default).
+    max_bytes: int | None = Field(default=None, sa_type=BigInteger)
+    max_objects: int | None = None
+    max_concurrent_jobs: int | None = None
+    retention_days: int | None = None
+    # Deletion: the key is revoked at once, then a worker task deletes all of its media.
+    deleted_at: datetime | None = _ts(nullable=True)
+    purge_status: str | None = Field(default=None, max_length=16)
+    """`pending`, `running` or `done` once the key's media is gone."""
+    purge_deleted_objects: int = 0
+    purge_finished_at: datetime | None = _ts(nullable=True)
 
 
 class Job(SQLModel, table=True):
@@ -76,6 +87,13 @@ class Job(SQLModel, table=True):
 
 
 MEDIA_VARIANTS = ("output", "thumbnail", "input")
+MEDIA_KINDS = ("image", "video", "audio", "other")
+"""Usage is kept per kind of media, judged by content type."""
+
+
+def media_kind(content_type: str) -> str:
+    major = content_type.split("/", 1)[0].lower()
+    return major if major in ("image", "video", "audio") else "other"
 
 
 class MediaObject(SQLModel, table=True):
@@ -83,6 +101,7 @@ class MediaObject(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("job_id", "variant", "index", name="uq_media_objects_job_variant_index"),
         Index("ix_media_objects_key_id", "key_id"),
+        Index("ix_media_objects_expires_at", "expires_at"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
@@ -96,18 +115,28 @@ class MediaObject(SQLModel, table=True):
     content_type: str = Field(max_length=128)
     bytes: int = Field(sa_type=BigInteger)
     sha256: str = Field(max_length=64)
+    kind: str = Field(default="other", max_length=16)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    expires_at: datetime | None = _ts(nullable=True)
     deleted_at: datetime | None = _ts(nullable=True)
+    deleted_reason: str | None = Field(default=None, max_length=16)
+    """`owner`, `expired`, `key_deleted`, `quota` or `missing` (found gone by reconciliation)."""
 
 
 class KeyUsage(SQLModel, table=True):
-    """Running totals of what a key stores; moved in the same transaction as media rows."""
+    """Running totals of what a key stores, one row per kind of media; moved in the same
+    transaction as the media rows. `bytes == bytes_written - bytes_deleted` at all times."""
 
     __tablename__ = "key_usage"
 
     key_id: str = Field(primary_key=True, foreign_key="virtual_keys.id", max_length=40)
+    kind: str = Field(primary_key=True, max_length=16)
     bytes: int = Field(default=0, sa_type=BigInteger)
-    objects: int = 0
+    objects: int = Field(default=0, sa_type=BigInteger)
+    bytes_written: int = Field(default=0, sa_type=BigInteger)
+    objects_written: int = Field(default=0, sa_type=BigInteger)
+    bytes_deleted: int = Field(default=0, sa_type=BigInteger)
+    objects_deleted: int = Field(default=0, sa_type=BigInteger)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 

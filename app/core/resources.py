@@ -37,6 +37,7 @@ class Resources:
     bus: EventBus
     store: MediaStore
     catalog: Catalog
+    http: httpx.AsyncClient
     providers: dict[str, Provider] = field(default_factory=dict)
     models_file: ModelsFile = field(default_factory=ModelsFile)
 
@@ -139,6 +140,7 @@ async def open_resources(
             bus=EventBus(redis, settings.redis_namespace, ttl_seconds=settings.events_ttl_seconds),
             store=store,
             catalog=build_catalog(providers, models_file.models),
+            http=http,
             providers=providers,
             models_file=models_file,
         )

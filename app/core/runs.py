@@ -8,7 +8,8 @@ from typing import Any
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.core.models import TERMINAL_STATUSES, Job, utcnow
+from app.core import usage
+from app.core.models import TERMINAL_STATUSES, Job, MediaObject, VirtualKey, utcnow
 from providers.registry import ModelSpec
 
 
@@ -90,3 +91,29 @@ async def finish(
         update(Job).where(col(Job.id) == job_id, col(Job.status) == "running").values(**values)
     )
     return bool(result.rowcount)
+
+
+async def over_quota(
+    session: AsyncSession, key: VirtualKey, job_id: str, variant: str, index: int, size: int
+) -> bool:
+    """Would recording this output take the key over its storage quota? Locks the key's row, so
+    concurrent jobs of one key decide one after another."""
+    if key.max_bytes is None and key.max_objects is None:
+        return False
+    await session.exec(select(VirtualKey).where(VirtualKey.id == key.id).with_for_update())
+    used_bytes, used_objects = await usage.totals(session, key.id)
+    replaced = (
+        await session.exec(
+            select(MediaObject).where(
+                MediaObject.job_id == job_id,
+                MediaObject.variant == variant,
+                MediaObject.index == index,
+                col(MediaObject.deleted_at).is_(None),
+            )
+        )
+    ).first()
+    after_bytes = used_bytes + size - (replaced.bytes if replaced else 0)
+    after_objects = used_objects + (0 if replaced else 1)
+    return (key.max_bytes is not None and after_bytes > key.max_bytes) or (
+        key.max_objects is not None and after_objects > key.max_objects
+    )

@@ -72,6 +72,15 @@ class Settings:
     sync_wait_seconds: float = 120.0
     """How long /v1/images/generations and /v1/audio/speech wait before answering 202."""
     max_upload_bytes: int = 26_214_400
+    """Largest upload, and largest input fetched by URL."""
+    retention_days: int | None = None
+    """Media expires this many days after it is stored (a key's own retention_days wins);
+    unset keeps media until it is deleted."""
+    allow_private_urls: bool = False
+    """Let input URLs be http:// and point at private or loopback addresses (tests, intranets)."""
+    input_url_timeout_seconds: float = 30.0
+    reconcile_grace_seconds: int = 3600
+    """Objects without a row are deleted by reconciliation only once older than this."""
     local_latency_seconds: float = 0.0
     local_progress_steps: int = 4
     sse_ping_seconds: float = 15.0
@@ -124,6 +133,7 @@ class Settings:
             "speech_max_tries",
             "job_lease_seconds",
             "max_upload_bytes",
+            "reconcile_grace_seconds",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
@@ -133,9 +143,12 @@ class Settings:
             "poll_max_seconds",
             "provider_request_timeout_seconds",
             "retry_base_seconds",
+            "input_url_timeout_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be greater than 0")
+        if self.retention_days is not None and self.retention_days < 1:
+            raise SettingsError("MEDIAGATE_RETENTION_DAYS must be at least 1 (or unset)")
         if self.sync_wait_seconds < 0:
             raise SettingsError("MEDIAGATE_SYNC_WAIT_SECONDS must not be negative")
 

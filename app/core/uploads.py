@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -12,10 +13,19 @@ from app.core.errors import InvalidRequestError
 from app.core.ids import new_id
 from app.core.media import download_name, input_storage_key, record_input
 from app.core.models import MediaObject
+from app.core.usage import check_room
 from providers.base import extension_for, sniff_content_type
 from storage.base import MediaStore
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
+MEDIA_TYPES = (
+    *IMAGE_TYPES,
+    "video/mp4",
+    "audio/mpeg",
+    "audio/wav",
+    "audio/ogg",
+    "audio/flac",
+)
 
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:
@@ -30,8 +40,10 @@ async def save_upload(
     *,
     param: str,
     allowed: tuple[str, ...] = IMAGE_TYPES,
+    expires_at: datetime | None = None,
 ) -> MediaObject:
-    """Store an upload and record it; the caller commits. The type comes from the bytes."""
+    """Store an upload and record it; the caller commits. The type comes from the bytes, and the
+    key's storage quota applies as to outputs."""
     if not data:
         raise InvalidRequestError(f"{param} is empty", param=param)
     content_type = sniff_content_type(data[:16])
@@ -39,6 +51,7 @@ async def save_upload(
         raise InvalidRequestError(
             f"{param} must be one of {', '.join(allowed)} (judged by its content)", param=param
         )
+    await check_room(session, key_id, len(data))
     media_id = new_id("med")
     storage_key = input_storage_key(key_id, media_id, extension_for(content_type))
     await store.put(
@@ -52,4 +65,5 @@ async def save_upload(
         content_type=content_type,
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
+        expires_at=expires_at,
     )

@@ -84,11 +84,13 @@ async def test_killed_worker_job_still_succeeds_once(s3_api_stack: Stack) -> Non
                 await session.exec(select(MediaObject).where(MediaObject.job_id == job_id))
             ).all()
             key_id = rows[0][0].key_id
-            usage = await session.get(KeyUsage, key_id)
+            usage = await session.get(KeyUsage, (key_id, "image"))
         media = [r[0] for r in rows]
         assert sorted(m.index for m in media) == [0, 1]
         assert usage is not None and usage.objects == 2
         assert usage.bytes == sum(m.bytes for m in media)
+        # The re-run overwrote nothing it had not counted: written - deleted == stored.
+        assert usage.bytes_written - usage.bytes_deleted == usage.bytes
         for m in media:
             info = await store.head(m.storage_key)
             assert info is not None and info.size == m.bytes

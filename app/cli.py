@@ -1,4 +1,5 @@
-"""The `mediagate` command: api, worker, migrate, dev and keys. All read MEDIAGATE_* settings."""
+"""The `mediagate` command: api, worker, migrate, dev, keys and storage. All read MEDIAGATE_*
+settings."""
 
 from __future__ import annotations
 
@@ -108,6 +109,22 @@ def cmd_keys(args: argparse.Namespace) -> None:
     asyncio.run(_keys(args))
 
 
+async def _reconcile(fix: bool) -> dict[str, int]:
+    from app.core.lifecycle import reconcile
+    from app.core.resources import open_resources
+
+    async with open_resources(_settings()) as resources:
+        return (await reconcile(resources, fix=fix)).as_dict()
+
+
+def cmd_storage(args: argparse.Namespace) -> None:
+    counts = asyncio.run(_reconcile(args.fix))
+    for name, value in counts.items():
+        print(f"{name}\t{value}")
+    if not args.fix and (counts["orphans"] or counts["missing"]):
+        print("run again with --fix to delete orphans and mark missing rows", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mediagate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -138,6 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke")
     revoke.add_argument("id")
     keys.set_defaults(func=cmd_keys)
+
+    storage = sub.add_parser("storage", help="storage maintenance")
+    storage_sub = storage.add_subparsers(dest="storage_command", required=True)
+    reconcile = storage_sub.add_parser(
+        "reconcile", help="compare the bucket with the database and print the counts"
+    )
+    reconcile.add_argument(
+        "--fix",
+        action="store_true",
+        help="delete orphans older than the grace period and mark rows whose object is missing",
+    )
+    storage.set_defaults(func=cmd_storage)
     return parser
 
 

@@ -132,6 +132,7 @@ def upstream_settings(
         image_max_tries=2,
         video_timeout_seconds=8,
         models_file=str(models_file),
+        allow_private_urls=True,
         **changes,
     )
 

@@ -133,7 +133,6 @@ class Settings:
             "speech_max_tries",
             "job_lease_seconds",
             "max_upload_bytes",
-            "reconcile_grace_seconds",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
@@ -147,6 +146,8 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be greater than 0")
+        if self.reconcile_grace_seconds < 0:
+            raise SettingsError("MEDIAGATE_RECONCILE_GRACE_SECONDS must not be negative")
         if self.retention_days is not None and self.retention_days < 1:
             raise SettingsError("MEDIAGATE_RETENTION_DAYS must be at least 1 (or unset)")
         if self.sync_wait_seconds < 0:

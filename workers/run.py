@@ -25,7 +25,7 @@ from app.core.media import (
 from app.core.models import Job, MediaObject, VirtualKey
 from app.core.resources import Resources
 from app.core.urls import fetch_input
-from providers.base import GeneratedMedia, InputFile, sniffed
+from providers.base import GeneratedMedia, InputFile, iter_chunks, sniffed
 from storage.base import StorageError
 from workers.thumbnails import Spool, thumbnail_of
 
@@ -180,11 +180,7 @@ class JobRun:
         if still is None:
             log.warning("job.no_thumbnail job_id=%s index=%d", self.job.id, index)
             return
-
-        async def chunks() -> AsyncIterator[bytes]:
-            yield still
-
-        await self._store("thumbnail", index, "image/webp", "webp", chunks())
+        await self._store("thumbnail", index, "image/webp", "webp", iter_chunks(still))
 
     async def discard_outputs(self, reason: str) -> None:
         """Delete everything the job stored (a job over quota stores nothing)."""

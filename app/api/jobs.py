@@ -70,6 +70,18 @@ async def abort_running(
     log.info("job.canceled job_id=%s", job.id)
 
 
+async def delete_with_media(
+    resources: Resources, session: AsyncSession, key: VirtualKey, job: Job
+) -> None:
+    """Delete the job (stopping it if it still runs), then its objects once that is committed."""
+    active = job.status in ("queued", "running")
+    job, storage_keys = await job_service.delete_job(session, key.id, job.id)
+    await session.commit()
+    if active:
+        await abort_running(resources, job)
+    await resources.store.delete_many(storage_keys)
+
+
 class JobController(Controller):
     path = "/v1/jobs"
     tags = ["jobs"]
@@ -151,10 +163,5 @@ class JobController(Controller):
         self, job_id: str, key: VirtualKey, session: AsyncSession, resources: Resources
     ) -> dict[str, Any]:
         job = await job_service.get_job(session, key.id, job_id)
-        running = job.status in ("queued", "running")
-        job, storage_keys = await job_service.delete_job(session, key.id, job_id)
-        await session.commit()
-        if running:
-            await abort_running(resources, job)
-        await resources.store.delete_many(storage_keys)
+        await delete_with_media(resources, session, key, job)
         return {"id": job.id, "object": "job.deleted", "deleted": True}

@@ -15,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.api.compat import read_body, store_uploads, submit_with_uploads
 from app.api.dependencies import KEY_DEPENDENCY
-from app.api.jobs import abort_running
+from app.api.jobs import delete_with_media
 from app.core import jobs as job_service
 from app.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from app.core.media import download_name, media_of_job
@@ -141,12 +141,7 @@ class VideoController(Controller):
         self, video_id: str, key: VirtualKey, session: AsyncSession, resources: Resources
     ) -> dict[str, Any]:
         job = await _get_video(session, key, video_id)
-        running = job.status in ("queued", "running")
-        job, storage_keys = await job_service.delete_job(session, key.id, job.id)
-        await session.commit()
-        if running:
-            await abort_running(resources, job)
-        await resources.store.delete_many(storage_keys)
+        await delete_with_media(resources, session, key, job)
         return {"id": job.id, "object": "video.deleted", "deleted": True}
 
     @get("/{video_id:str}/content", summary="Download a video's content")

@@ -4,7 +4,6 @@ under the key like outputs, recorded as `input` media objects that count toward 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -14,7 +13,7 @@ from app.core.ids import new_id
 from app.core.media import download_name, input_storage_key, record_input
 from app.core.models import MediaObject
 from app.core.usage import check_room
-from providers.base import extension_for, sniff_content_type
+from providers.base import extension_for, iter_chunks, sniff_content_type
 from storage.base import MediaStore
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
@@ -26,10 +25,6 @@ MEDIA_TYPES = (
     "audio/ogg",
     "audio/flac",
 )
-
-
-async def _one(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 async def save_upload(
@@ -55,7 +50,10 @@ async def save_upload(
     media_id = new_id("med")
     storage_key = input_storage_key(key_id, media_id, extension_for(content_type))
     await store.put(
-        storage_key, _one(data), content_type=content_type, filename=download_name(storage_key)
+        storage_key,
+        iter_chunks(data),
+        content_type=content_type,
+        filename=download_name(storage_key),
     )
     return await record_input(
         session,

@@ -141,7 +141,7 @@ class JobRun:
                 await session.rollback()
                 await self.res.store.delete(key)
                 raise QuotaCrossed
-            media = await record_output(
+            media, replaced = await record_output(
                 session,
                 job_id=self.job.id,
                 key_id=self.job.key_id,
@@ -154,6 +154,10 @@ class JobRun:
                 expires_at=self.expires_at,
             )
             await session.commit()
+        if replaced is not None:
+            # An earlier attempt's output in another format (a crash here leaves an orphan that
+            # reconciliation removes).
+            await self.res.store.delete(replaced)
         return media
 
     async def store_output(self, index: int, output: GeneratedMedia) -> None:

@@ -80,12 +80,14 @@ async def record_output(
     sha256: str,
     variant: str = "output",
     expires_at: datetime | None = None,
-) -> MediaObject:
+) -> tuple[MediaObject, str | None]:
     """Insert the (job, variant, index) row, or update it on a re-run; usage moves by the
-    difference.
+    difference. Also returns the storage key of the object the re-run replaced when it is not the
+    one just written (the output came back as another format), which the caller deletes once the
+    transaction commits.
 
     The unique (job_id, variant, index) constraint is the source of truth: a re-run after a crash
-    overwrote the same storage key, so it must replace the row, never add a second one.
+    replaces the row, never adds a second one.
     """
     for _ in range(2):
         existing = (
@@ -122,10 +124,13 @@ async def record_output(
                 session.expunge(media)
                 continue
             await usage.count_write(session, key_id, media.kind, size)
-            return media
+            return media, None
+        replaced: str | None = None
         if existing.deleted_at is None:
             # The re-run replaced the object: the old one is gone, the new one written.
             await usage.count_delete(session, key_id, existing.kind, existing.bytes)
+            if existing.storage_key != storage_key:
+                replaced = existing.storage_key
         existing.storage_key = storage_key
         existing.content_type = content_type
         existing.kind = media_kind(content_type)
@@ -137,7 +142,7 @@ async def record_output(
         session.add(existing)
         await session.flush()
         await usage.count_write(session, key_id, existing.kind, size)
-        return existing
+        return existing, replaced
     raise RuntimeError(f"media row ({job_id}, {index}) neither inserted nor found")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from arq import Retry
 
 from app.core import runs
-from app.core.errors import MediagateError
+from app.core.errors import OUTAGE_ERRORS, MediagateError, unavailable_part
 from app.core.inputs import validate_input
 from app.core.jobs import outputs_of
 from app.core.models import Job, VirtualKey, as_utc, utcnow
@@ -30,6 +30,7 @@ log = logging.getLogger("mediagate.worker")
 
 
 MAX_RETRY_AFTER = 300.0
+OUTAGE_RETRY_SECONDS = 5.0
 
 
 def retry_delay(attempt: int, base: float, retry_after: float | None = None) -> float:
@@ -43,16 +44,21 @@ def retry_delay(attempt: int, base: float, retry_after: float | None = None) -> 
 async def generate_media(ctx: dict[str, Any], job_id: str) -> str:
     res: Resources = ctx["resources"]
     started = time.monotonic()
-    async with res.sessionmaker() as session:
-        job = await runs.start_attempt(session, job_id)
-        if job is None:
+    try:
+        async with res.sessionmaker() as session:
+            job = await runs.start_attempt(session, job_id)
+            if job is None:
+                await session.commit()
+                log.info("job.skipped job_id=%s", job_id)
+                return "skipped"
+            # A re-run keeps what an earlier attempt recorded until it overwrites it.
+            outputs = (await outputs_of(session, [job_id]))[job_id]
+            key = await session.get(VirtualKey, job.key_id)
             await session.commit()
-            log.info("job.skipped job_id=%s", job_id)
-            return "skipped"
-        # A re-run keeps what an earlier attempt recorded until it overwrites it.
-        outputs = (await outputs_of(session, [job_id]))[job_id]
-        key = await session.get(VirtualKey, job.key_id)
-        await session.commit()
+    except OUTAGE_ERRORS as exc:
+        # Nothing started (the attempt was not counted): try again once the database is back.
+        log.warning("job.deferred job_id=%s part=%s", job_id, unavailable_part(exc))
+        raise Retry(defer=OUTAGE_RETRY_SECONDS) from exc
     assert key is not None
     run = JobRun(res, job, key, outputs)
     if job.tries > res.settings.max_tries_for(job.type):
@@ -128,6 +134,12 @@ async def _execute(run: JobRun, started: float) -> str:
         return "failed"
     except ProviderError as exc:
         return await _after_provider_error(run, exc)
+    except OUTAGE_ERRORS as exc:
+        # The database, Redis or storage is down: not the job's fault, so not its failure. The
+        # attempt counts (a job cannot retry forever); what it stored is overwritten next time.
+        delay = retry_delay(job.tries, res.settings.retry_base_seconds)
+        log.warning("job.retrying job_id=%s part=%s in=%.1fs", job.id, unavailable_part(exc), delay)
+        raise Retry(defer=delay) from exc
     except asyncio.CancelledError:
         # Either the owner canceled (the API already marked the job) or this worker is stopping,
         # in which case arq runs the job again and the re-run resumes what we started.

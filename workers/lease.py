@@ -1,6 +1,7 @@
-"""A short lease on arq's in-progress lock, renewed while the task runs: if its worker dies, the
-lock lapses within one lease and another worker runs the job again (arq's own lock lasts the
-whole job timeout, which is hours for video)."""
+"""A short lease on a running job, renewed while the task runs: arq's in-progress lock in Redis
+(arq's own lasts the whole job timeout, hours for video) and the job's heartbeat in the database.
+If the worker dies, the lock lapses within one lease and another worker runs the job again; if
+Redis lost the job too, the outbox reconciler sees the silent heartbeat and queues it again."""
 
 from __future__ import annotations
 
@@ -10,21 +11,29 @@ from collections.abc import AsyncIterator
 
 from arq.constants import in_progress_key_prefix
 
+from app.core.outbox import beat
 from app.core.resources import Resources
 
 
-async def _renew(res: Resources, job_id: str) -> None:
+async def _renew(res: Resources, job_id: str, heartbeat: bool) -> None:
     lease_ms = res.settings.job_lease_seconds * 1000
     key = in_progress_key_prefix + job_id
+    first = True
     while True:
+        # Either store may be down for a while; the next round tries again.
         with contextlib.suppress(Exception):
-            await res.redis.pexpire(key, lease_ms)
+            await res.redis.pexpire(key, lease_ms)  # at once: arq set it for the whole timeout
+        if heartbeat and not first:
+            with contextlib.suppress(Exception):
+                await beat(res, job_id)
+        first = False
         await asyncio.sleep(res.settings.job_lease_seconds / 3)
 
 
 @contextlib.asynccontextmanager
-async def held_lease(res: Resources, job_id: str) -> AsyncIterator[None]:
-    renewer = asyncio.create_task(_renew(res, job_id))
+async def held_lease(res: Resources, job_id: str, *, heartbeat: bool = True) -> AsyncIterator[None]:
+    """`heartbeat=False` for tasks that are not generation jobs (no job row to beat)."""
+    renewer = asyncio.create_task(_renew(res, job_id, heartbeat))
     try:
         yield
     finally:

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from app.core import runs, usage
 from app.core.errors import InvalidRequestError
 from app.core.inputs import references
@@ -77,7 +79,14 @@ class JobRun:
         return data
 
     async def publish(self, event: str, **changes: Any) -> None:
-        await self.res.bus.publish(self.job.id, event, self.snapshot(**changes))
+        """Events are the live view; the database is the record. A job carries on through a
+        Redis outage (followers re-read the job), so a failed publish is only logged."""
+        try:
+            await self.res.bus.publish(self.job.id, event, self.snapshot(**changes))
+        except (RedisError, OSError) as exc:
+            log.warning(
+                "job.event_lost job_id=%s event=%s error=%s", self.job.id, event, type(exc).__name__
+            )
 
     async def finish(
         self, status: str, code: str | None = None, message: str | None = None

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from typing import Any
 
 from arq import cron, func
 from arq.connections import RedisSettings
 from arq.worker import Worker
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.core.contract import GENERATE_TASK, PURGE_KEY_TASK, deserialize, queue_name, serialize
 from app.core.resources import Resources, open_resources
@@ -19,6 +23,9 @@ from workers.lifecycle import (
     resume_purges,
     sweep_expired_media,
 )
+from workers.recovery import forget_idempotency_keys, recover_lost_jobs
+
+log = logging.getLogger("mediagate.worker")
 
 # Our own attempt counter (jobs.attempts) decides when to give up; arq's must never fire first,
 # or it would drop a job without telling the database.
@@ -53,6 +60,9 @@ def worker_settings(settings: Settings, *, resources: Resources | None = None) -
             cron(sweep_expired_media, second={0}, unique=True, run_at_startup=True),
             cron(resume_purges, second={30}, unique=True, run_at_startup=True),
             cron(reconcile_storage, minute={17}, second={0}, unique=True),
+            # The outbox: jobs Redis lost are queued again within seconds (and on every start).
+            cron(recover_lost_jobs, second=set(range(5, 60, 10)), unique=True, run_at_startup=True),
+            cron(forget_idempotency_keys, minute={41}, second={0}, unique=True),
         ],
         "queue_name": queue_name(settings.redis_namespace),
         "redis_settings": redis,
@@ -70,6 +80,18 @@ def worker_settings(settings: Settings, *, resources: Resources | None = None) -
     }
 
 
+class ResilientWorker(Worker):
+    """arq's worker, which ends its run on the first Redis error of its polling loop; ours waits
+    for Redis to come back (running jobs carry on meanwhile) and polls again."""
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError) as exc:
+            log.warning("worker.redis_unavailable error=%s", type(exc).__name__)
+            await asyncio.sleep(1.0)
+
+
 def build_worker(
     settings: Settings,
     *,
@@ -77,8 +99,11 @@ def build_worker(
     handle_signals: bool = True,
     burst: bool = False,
 ) -> Worker:
-    return Worker(
+    return ResilientWorker(
         **worker_settings(settings, resources=resources),
         handle_signals=handle_signals,
         burst=burst,
+        # SIGTERM: take no new jobs, give running ones this long, then interrupt them (arq runs
+        # an interrupted job again, and the re-run resumes its upstream task).
+        job_completion_wait=settings.worker_shutdown_grace_seconds,
     )

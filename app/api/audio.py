@@ -16,7 +16,7 @@ from app.api.compat import (
     job_outputs,
     prefers_async,
     read_body,
-    submit_compat,
+    submit_request,
     wait_for_job,
 )
 from app.api.dependencies import KEY_DEPENDENCY
@@ -52,7 +52,8 @@ async def create_speech(
     resources: Resources,
     hub: EventHub,
 ) -> Response[Any]:
-    body, _ = await read_body(request, SpeechRequest)
+    request_body = await read_body(request, SpeechRequest, resources.settings.max_upload_bytes)
+    body = request_body.fields
     params: dict[str, Any] = {"input": body.input}
     for ours, theirs in (
         ("voice", body.voice),
@@ -63,8 +64,15 @@ async def create_speech(
         if theirs is not None:
             params[ours] = theirs
     model = body.model or resources.settings.default_speech_model
-    job = await submit_compat(
-        resources, session, key, "speech", model, params, {"format": "response_format"}
+    job = await submit_request(
+        resources,
+        session,
+        key,
+        "speech",
+        model,
+        params,
+        request_body,
+        openai_names={"format": "response_format"},
     )
     if prefers_async(request):
         return accepted(request, resources, job)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import orjson
 from litestar import Request, Response
@@ -18,9 +19,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.api.errors import error_response
 from app.api.jobs import submit
 from app.api.render import render_job
+from app.core import idempotency
 from app.core.errors import InvalidRequestError, MediagateError
 from app.core.events import EventHub
-from app.core.jobs import is_terminal, outputs_of
+from app.core.idempotency import Claim
+from app.core.jobs import get_job, is_terminal, outputs_of
 from app.core.models import Job, MediaObject, VirtualKey
 from app.core.resources import Resources
 from app.core.uploads import save_upload
@@ -48,11 +51,20 @@ def is_multipart(request: Request[Any, Any, Any]) -> bool:
     return request.headers.get("content-type", "").lower().startswith("multipart/form-data")
 
 
+@dataclass(frozen=True, slots=True)
+class Body(Generic[Model]):
+    """A request body: its fields, its files (read, size-checked) and its idempotency claim."""
+
+    fields: Model
+    files: dict[str, bytes]
+    claim: Claim | None
+
+
 async def read_body(
-    request: Request[Any, Any, Any], schema: type[Model]
-) -> tuple[Model, dict[str, UploadFile]]:
+    request: Request[Any, Any, Any], schema: type[Model], max_file_bytes: int
+) -> Body[Model]:
     """Parse a JSON or multipart body into `schema`; uploaded files are returned apart."""
-    files: dict[str, UploadFile] = {}
+    files: dict[str, bytes] = {}
     fields: dict[str, Any] = {}
     if is_multipart(request):
         form = await request.form()
@@ -61,7 +73,12 @@ async def read_body(
             if isinstance(value, UploadFile):
                 if name in files:
                     raise InvalidRequestError(f"send one file as {name}", param=name)
-                files[name] = value
+                data = await value.read(max_file_bytes + 1)
+                if len(data) > max_file_bytes:
+                    raise InvalidRequestError(
+                        f"{name} is larger than {max_file_bytes} bytes", param=name
+                    )
+                files[name] = data
             else:
                 fields[name] = value
     else:
@@ -75,34 +92,29 @@ async def read_body(
             raise InvalidRequestError("The request body must be a JSON object.")
         fields = raw
     try:
-        return schema.model_validate(fields), files
+        model = schema.model_validate(fields)
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first["loc"]) or None
         raise InvalidRequestError(
             f"Invalid value for {param!r}: {first['msg']}", param=param
         ) from None
+    header = request.headers.get(idempotency.HEADER)
+    claim = idempotency.claim_of(header, request.method, request.url.path, fields, files)
+    return Body(model, files, claim)
 
 
 async def store_uploads(
     resources: Resources,
     session: AsyncSession,
     key: VirtualKey,
-    files: Mapping[str, UploadFile],
-    accepted: tuple[str, ...],
+    files: Mapping[str, bytes],
 ) -> dict[str, MediaObject]:
-    """Save each accepted upload as an input of the key (the caller commits, or calls
-    `discard_uploads` when the request fails after all)."""
-    limit = resources.settings.max_upload_bytes
-    for name in files:
-        if name not in accepted:
-            raise InvalidRequestError(f"{name!r} is not supported here", param=name)
+    """Save each upload as an input of the key (the caller commits, or calls `discard_uploads`
+    when the request fails after all)."""
     saved: dict[str, MediaObject] = {}
     try:
-        for name, upload in files.items():
-            data = await upload.read(limit + 1)
-            if len(data) > limit:
-                raise InvalidRequestError(f"{name} is larger than {limit} bytes", param=name)
+        for name, data in files.items():
             saved[name] = await save_upload(
                 session,
                 resources.store,
@@ -122,43 +134,44 @@ async def discard_uploads(resources: Resources, saved: Mapping[str, MediaObject]
         await resources.store.delete(media.storage_key)
 
 
-async def submit_with_uploads(
+async def submit_request(
     resources: Resources,
     session: AsyncSession,
     key: VirtualKey,
     media_type: str,
     model: str,
     params: dict[str, Any],
-    uploads: Mapping[str, MediaObject],
-) -> Job:
-    """Submit a job whose input names the uploads; a refused job leaves no upload behind."""
-    params = {**params, **{name: {"media_id": m.id} for name, m in uploads.items()}}
-    try:
-        return await submit_compat(resources, session, key, media_type, model, params)
-    except MediagateError:  # refused before anything was committed
-        await session.rollback()
-        await discard_uploads(resources, uploads)
-        raise
-
-
-async def submit_compat(
-    resources: Resources,
-    session: AsyncSession,
-    key: VirtualKey,
-    media_type: str,
-    model: str,
-    params: dict[str, Any],
+    body: Body[Any],
+    *,
+    file_params: tuple[str, ...] = (),
     openai_names: Mapping[str, str] | None = None,
 ) -> Job:
-    """Submit a job; input errors name OpenAI's parameter (`size`, `response_format`), not ours
-    (`input.size`, `input.format`)."""
+    """Store the request's files as inputs and submit the job that names them. A refused job
+    leaves no upload behind; a request repeating an `Idempotency-Key` gets the job the first one
+    created, and stores nothing. Input errors name OpenAI's parameter (`size`,
+    `response_format`), not ours (`input.size`, `input.format`)."""
+    for name in body.files:
+        if name not in file_params:
+            raise InvalidRequestError(f"{name!r} is not supported here", param=name)
+    if body.claim is not None:
+        ttl = resources.settings.idempotency_ttl_seconds
+        earlier = await idempotency.find(session, key.id, body.claim, ttl)
+        if earlier is not None:
+            return await get_job(session, key.id, earlier)
+    uploads = await store_uploads(resources, session, key, body.files)
+    params = {**params, **{name: {"media_id": m.id} for name, m in uploads.items()}}
     try:
-        return await submit(resources, session, key, media_type, model, params)
-    except MediagateError as exc:
-        if exc.param and exc.param.startswith("input."):
+        job, created = await submit(resources, session, key, media_type, model, params, body.claim)
+    except BaseException as exc:  # refused (or failed) before anything was committed
+        await session.rollback()
+        await discard_uploads(resources, uploads)
+        if isinstance(exc, MediagateError) and exc.param and exc.param.startswith("input."):
             ours = exc.param.removeprefix("input.")
             exc.param = (openai_names or {}).get(ours, ours)
         raise
+    if not created:  # a concurrent duplicate won: its job stands, our uploads go
+        await discard_uploads(resources, uploads)
+    return job
 
 
 async def wait_for_job(resources: Resources, hub: EventHub, job_id: str, seconds: float) -> Job:

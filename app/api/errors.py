@@ -11,6 +11,7 @@ from litestar.exceptions import HTTPException, SerializationException, Validatio
 from litestar.types import ExceptionHandlersMap
 
 from app.core.errors import (
+    OUTAGE_ERRORS,
     AuthenticationError,
     ConflictError,
     GoneError,
@@ -19,6 +20,7 @@ from app.core.errors import (
     NotFoundError,
     QuotaExceededError,
     UnavailableError,
+    unavailable_part,
 )
 
 log = logging.getLogger("mediagate.api")
@@ -126,7 +128,27 @@ def handle_http_error(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return error_response(status, str(exc.detail))
 
 
+def handle_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    part = unavailable_part(exc) or "backend"
+    log.warning(
+        "api.unavailable part=%s path=%s error=%s", part, request.url.path, type(exc).__name__
+    )
+    name = {
+        "redis": "The job queue (Redis)",
+        "database": "The database",
+        "storage": "Media storage",
+    }.get(part, "A backend")
+    return error_response(
+        503,
+        f"{name} is unavailable; nothing was changed. Retry shortly.",
+        "service_unavailable",
+        headers={"Retry-After": "5"},
+    )
+
+
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    if unavailable_part(exc) is not None:
+        return handle_unavailable(request, exc)
     # Type only: an exception's message may quote a prompt.
     log.error(
         "api.unhandled path=%s error=%s",
@@ -140,5 +162,6 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     MediagateError: handle_core_error,
     HTTPException: handle_http_error,
+    **dict.fromkeys(OUTAGE_ERRORS, handle_unavailable),
     Exception: handle_unexpected,
 }

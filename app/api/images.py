@@ -14,20 +14,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.api.compat import (
+    Body,
     accepted,
     failed,
     job_outputs,
     prefers_async,
     read_body,
-    store_uploads,
-    submit_with_uploads,
+    submit_request,
     wait_for_job,
 )
 from app.api.dependencies import KEY_DEPENDENCY
 from app.api.render import media_url
 from app.core.errors import InvalidRequestError
 from app.core.events import EventHub
-from app.core.models import Job, MediaObject, VirtualKey, as_utc
+from app.core.models import Job, VirtualKey, as_utc
 from app.core.resources import Resources
 
 
@@ -63,16 +63,19 @@ async def _run(
     hub: EventHub,
     session: AsyncSession,
     key: VirtualKey,
-    body: ImageRequest,
-    uploads: dict[str, MediaObject],
+    request_body: Body[ImageRequest],
+    file_params: tuple[str, ...],
 ) -> Response[Any]:
+    body = request_body.fields
     params: dict[str, Any] = {"prompt": body.prompt}
     for name in ("n", "size", "quality", "style"):
         value = getattr(body, name)
         if value is not None:
             params[name] = value
     model = body.model or resources.settings.default_image_model
-    job = await submit_with_uploads(resources, session, key, "image", model, params, uploads)
+    job = await submit_request(
+        resources, session, key, "image", model, params, request_body, file_params=file_params
+    )
     if prefers_async(request):
         return accepted(request, resources, job)
     job = await wait_for_job(resources, hub, job.id, resources.settings.sync_wait_seconds)
@@ -98,10 +101,10 @@ async def create_images(
     resources: Resources,
     hub: EventHub,
 ) -> Response[Any]:
-    body, files = await read_body(request, ImageRequest)
-    if files:
+    body = await read_body(request, ImageRequest, resources.settings.max_upload_bytes)
+    if body.files:
         raise InvalidRequestError("image generations take no files; use /v1/images/edits")
-    return await _run(request, resources, hub, session, key, body, {})
+    return await _run(request, resources, hub, session, key, body, ())
 
 
 @post(
@@ -118,10 +121,9 @@ async def edit_images(
     resources: Resources,
     hub: EventHub,
 ) -> Response[Any]:
-    body, files = await read_body(request, ImageRequest)
-    if "image" not in files:
+    body = await read_body(request, ImageRequest, resources.settings.max_upload_bytes)
+    if "image" not in body.files:
         raise InvalidRequestError(
             "image is required: send the image to edit as a file", param="image"
         )
-    uploads = await store_uploads(resources, session, key, files, ("image",))
-    return await _run(request, resources, hub, session, key, body, uploads)
+    return await _run(request, resources, hub, session, key, body, ("image",))

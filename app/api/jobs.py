@@ -14,8 +14,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.api.dependencies import KEY_DEPENDENCY
 from app.api.render import render_job
 from app.api.schemas import JobCreate, JobList, JobObject
+from app.core import idempotency
 from app.core import jobs as job_service
 from app.core.contract import GENERATE_TASK, deserialize
+from app.core.idempotency import Claim
+from app.core.ids import new_id
 from app.core.jobs import job_snapshot
 from app.core.models import Job, MediaObject, VirtualKey
 from app.core.resources import Resources
@@ -24,9 +27,13 @@ log = logging.getLogger("mediagate.api")
 
 
 async def enqueue(resources: Resources, job: Job) -> None:
-    """Publish `job.queued` and hand the committed job to arq under its own id."""
-    await resources.bus.publish(job.id, "job.queued", job_snapshot(job, []))
-    await resources.redis.enqueue_job(GENERATE_TASK, job.id, _job_id=job.id)
+    """Publish `job.queued` and hand the committed job to arq under its own id. The job is already
+    safe in the database: if Redis fails now, the outbox reconciler queues it later."""
+    try:
+        await resources.bus.publish(job.id, "job.queued", job_snapshot(job, []))
+        await resources.redis.enqueue_job(GENERATE_TASK, job.id, _job_id=job.id)
+    except (RedisError, OSError) as exc:
+        log.warning("job.enqueue_deferred job_id=%s error=%s", job.id, type(exc).__name__)
 
 
 async def submit(
@@ -36,7 +43,19 @@ async def submit(
     media_type: str,
     model: str,
     params: dict[str, Any],
-) -> Job:
+    claim: Claim | None = None,
+) -> tuple[Job, bool]:
+    """Create and enqueue a job: `(job, True)`. With an `Idempotency-Key` that an earlier (or a
+    concurrent) request already used: `(that request's job, False)`, and nothing is created."""
+    # Refuse while Redis is down rather than accept jobs that only the outbox could start.
+    await resources.redis.ping()
+    job_id = new_id("job")
+    if claim is not None:
+        ttl = resources.settings.idempotency_ttl_seconds
+        earlier = await idempotency.claim_for_job(session, key.id, claim, job_id, ttl)
+        if earlier is not None:
+            await session.rollback()
+            return await job_service.get_job(session, key.id, earlier), False
     job = await job_service.create_job(
         session,
         key,
@@ -45,11 +64,12 @@ async def submit(
         model,
         params,
         allow_private_urls=resources.settings.allow_private_urls,
+        job_id=job_id,
     )
     await session.commit()  # commit, then enqueue: a worker must find the row
     await enqueue(resources, job)
     log.info("job.queued job_id=%s key_id=%s type=%s model=%s", job.id, key.id, job.type, job.model)
-    return job
+    return job, True
 
 
 async def abort_running(
@@ -96,9 +116,16 @@ class JobController(Controller):
         session: AsyncSession,
         resources: Resources,
     ) -> Response[JobObject]:
-        job = await submit(resources, session, key, data.type, data.model, data.input)
+        claim = idempotency.claim_of(
+            request.headers.get(idempotency.HEADER),
+            request.method,
+            request.url.path,
+            data.model_dump(mode="json"),
+        )
+        job, _ = await submit(resources, session, key, data.type, data.model, data.input, claim)
+        outputs = (await job_service.outputs_of(session, [job.id]))[job.id]
         return Response(
-            render_job(request, resources.settings, job, []),  # type: ignore[arg-type]
+            render_job(request, resources.settings, job, outputs),  # type: ignore[arg-type]
             status_code=202,
             headers={"Location": f"/v1/jobs/{job.id}"},
         )

@@ -154,14 +154,10 @@ class MediaController(Controller):
     ) -> dict[str, Any]:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise InvalidRequestError("send the file as multipart/form-data, field 'file'")
-        _, files = await read_body(request, _NoFields)
-        upload = files.get("file")
-        if upload is None or set(files) != {"file"}:
+        files = (await read_body(request, _NoFields, resources.settings.max_upload_bytes)).files
+        data = files.get("file")
+        if data is None or set(files) != {"file"}:
             raise InvalidRequestError("send exactly one file, as the field 'file'", param="file")
-        limit = resources.settings.max_upload_bytes
-        data = await upload.read(limit + 1)
-        if len(data) > limit:
-            raise InvalidRequestError(f"file is larger than {limit} bytes", param="file")
         media = await save_upload(
             session,
             resources.store,

@@ -13,7 +13,7 @@ from litestar.response import Stream
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.api.compat import read_body, store_uploads, submit_with_uploads
+from app.api.compat import read_body, submit_request
 from app.api.dependencies import KEY_DEPENDENCY
 from app.api.jobs import delete_with_media
 from app.core import jobs as job_service
@@ -94,15 +94,24 @@ class VideoController(Controller):
         session: AsyncSession,
         resources: Resources,
     ) -> Response[dict[str, Any]]:
-        body, files = await read_body(request, VideoRequest)
+        request_body = await read_body(request, VideoRequest, resources.settings.max_upload_bytes)
+        body = request_body.fields
         params: dict[str, Any] = {"prompt": body.prompt}
         if body.seconds is not None:
             params["seconds"] = body.seconds
         if body.size is not None:
             params["size"] = body.size
-        uploads = await store_uploads(resources, session, key, files, ("input_reference",))
         model = body.model or resources.settings.default_video_model
-        job = await submit_with_uploads(resources, session, key, "video", model, params, uploads)
+        job = await submit_request(
+            resources,
+            session,
+            key,
+            "video",
+            model,
+            params,
+            request_body,
+            file_params=("input_reference",),
+        )
         return _video(job)
 
     @get("/", summary="List videos")

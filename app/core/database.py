@@ -11,7 +11,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 SessionMaker = async_sessionmaker[AsyncSession]
 
 
-def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+def create_engine(url: str, *, echo: bool = False, timeout: float = 5.0) -> AsyncEngine:
+    """`timeout` bounds connecting to PostgreSQL and waiting for a pooled connection: with the
+    database down, callers fail fast (the API answers 503) instead of hanging."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
 
@@ -25,7 +27,16 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    # pre-ping: after PostgreSQL restarts, stale pooled connections are replaced, not used.
+    return create_async_engine(
+        url,
+        echo=echo,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        pool_timeout=timeout,
+        connect_args={"timeout": timeout},
+    )
 
 
 def create_sessionmaker(engine: AsyncEngine) -> SessionMaker:

@@ -13,6 +13,13 @@ MediagateError                 code, message, param
 
 from __future__ import annotations
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
+
+from storage.base import StorageError
+
 
 class MediagateError(Exception):
     code = "internal_error"
@@ -55,3 +62,32 @@ class QuotaExceededError(MediagateError):
 
 class UnavailableError(MediagateError):
     code = "service_unavailable"
+
+
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OperationalError,
+    InterfaceError,
+    SQLAlchemyTimeoutError,
+    StorageError,
+    ConnectionError,
+    TimeoutError,
+)
+"""What a backend that is down or unreachable raises (a DBAPIError may also say so)."""
+
+
+def unavailable_part(exc: BaseException) -> str | None:
+    """`redis`, `database`, `storage` or `backend` (a bare connection error under some driver)
+    when `exc` says that part is down or unreachable; None for any other error."""
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return "redis"
+    if isinstance(exc, OperationalError | InterfaceError | SQLAlchemyTimeoutError):
+        return "database"
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return "database"
+    if isinstance(exc, StorageError):
+        return "storage"
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return "backend"
+    return None

@@ -72,6 +72,7 @@ async def create_job(
     params: Mapping[str, Any],
     *,
     allow_private_urls: bool = False,
+    job_id: str | None = None,
 ) -> Job:
     route = await resolve_model(session, catalog, media_type, model)
     # Valid for every fallback target, so moving to the next one cannot fail on the input.
@@ -84,7 +85,7 @@ async def create_job(
     await check_submit(session, locked)
     spec = route.targets[0]
     job = Job(
-        id=new_id("job"),
+        id=job_id or new_id("job"),
         key_id=key.id,
         type=spec.type,
         model=route.name,

@@ -84,6 +84,9 @@ class Job(SQLModel, table=True):
     cancel_requested_at: datetime | None = _ts(nullable=True)
     deleted_at: datetime | None = _ts(nullable=True)
     """Deleted by its owner (with its media); it answers 404 from then on."""
+    heartbeat_at: datetime | None = _ts(nullable=True)
+    """Renewed by the worker running the job; a running job whose heartbeat is older than the
+    lease has lost its worker, and the outbox reconciler queues it again."""
 
 
 MEDIA_VARIANTS = ("output", "thumbnail", "input")
@@ -150,3 +153,19 @@ class ModelAlias(SQLModel, table=True):
     targets: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """A client's `Idempotency-Key` for one virtual key: the job it created and a fingerprint of
+    the request that created it. Kept for a day; the primary key makes concurrent duplicates
+    create one job."""
+
+    __tablename__ = "idempotency_keys"
+
+    key_id: str = Field(primary_key=True, foreign_key="virtual_keys.id", max_length=40)
+    idempotency_key: str = Field(primary_key=True, max_length=255)
+    fingerprint: str = Field(max_length=64)
+    job_id: str = Field(max_length=40)
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_type=DateTime(timezone=True), index=True
+    )

@@ -119,7 +119,7 @@ async def open_resources(
 ) -> AsyncIterator[Resources]:
     """Open everything; `store` lets the embedded dev worker share the API's memory store."""
     async with contextlib.AsyncExitStack() as stack:
-        engine = create_engine(settings.database_url)
+        engine = create_engine(settings.database_url, timeout=settings.database_timeout_seconds)
         stack.push_async_callback(engine.dispose)
         redis = await open_redis(settings)
         stack.push_async_callback(redis.aclose)

@@ -21,8 +21,9 @@ async def start_attempt(session: AsyncSession, job_id: str) -> Job | None:
     job.status = "running"
     job.attempts += 1
     job.tries += 1
+    job.heartbeat_at = utcnow()
     if job.started_at is None:
-        job.started_at = utcnow()
+        job.started_at = job.heartbeat_at
     session.add(job)
     await session.flush()
     return job

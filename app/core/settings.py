@@ -53,6 +53,17 @@ class Settings:
     provider said Retry-After."""
     job_lease_seconds: int = 30
     """A running job whose worker stops refreshing its lease for this long is picked up again."""
+    outbox_grace_seconds: int = 10
+    """A queued job with no arq job in Redis this long after it was committed is queued again
+    (Redis lost it, or the enqueue after the commit failed)."""
+    worker_shutdown_grace_seconds: int = 30
+    """On SIGTERM a worker takes no new jobs and gives running ones this long to finish; the rest
+    are interrupted and run again elsewhere."""
+    idempotency_ttl_seconds: int = 86_400
+    """How long an Idempotency-Key maps to the job it created."""
+    database_timeout_seconds: float = 5.0
+    """Connecting to the database, or waiting for a pooled connection, gives up after this long
+    (the API answers 503 instead of hanging)."""
     openai_api_key: str | None = None
     openai_base_url: str = "https://api.openai.com/v1"
     minimax_api_key: str | None = None
@@ -133,6 +144,8 @@ class Settings:
             "speech_max_tries",
             "job_lease_seconds",
             "max_upload_bytes",
+            "outbox_grace_seconds",
+            "idempotency_ttl_seconds",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
@@ -143,9 +156,12 @@ class Settings:
             "provider_request_timeout_seconds",
             "retry_base_seconds",
             "input_url_timeout_seconds",
+            "database_timeout_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be greater than 0")
+        if self.worker_shutdown_grace_seconds < 0:
+            raise SettingsError("MEDIAGATE_WORKER_SHUTDOWN_GRACE_SECONDS must not be negative")
         if self.reconcile_grace_seconds < 0:
             raise SettingsError("MEDIAGATE_RECONCILE_GRACE_SECONDS must not be negative")
         if self.retention_days is not None and self.retention_days < 1:

@@ -1,0 +1,84 @@
+"""The database is the outbox: a job row is committed before its arq job is enqueued, so Redis may
+lose an arq job (a restart without persistence, a flush, an enqueue that failed after the commit)
+but never the job. `recover_jobs` finds unfinished jobs that Redis no longer knows and queues
+them again; workers run it on start and every few seconds. Running jobs are left alone while
+their worker's heartbeat is fresh, so a live worker never has its job run twice."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from arq.constants import job_key_prefix
+from sqlmodel import col, or_, select, update
+
+from app.core.contract import GENERATE_TASK
+from app.core.models import Job, utcnow
+from app.core.resources import Resources
+
+log = logging.getLogger("mediagate.outbox")
+
+BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    queued: int
+    """Queued jobs whose arq job was missing, enqueued again."""
+    running: int
+    """Running jobs whose worker stopped (no heartbeat) and whose arq job was missing."""
+
+
+async def beat(res: Resources, job_id: str) -> None:
+    """The running job's heartbeat, renewed by its worker while it holds the lease."""
+    async with res.sessionmaker() as session:
+        await session.exec(
+            update(Job)
+            .where(col(Job.id) == job_id, col(Job.status) == "running")
+            .values(heartbeat_at=utcnow())
+        )
+        await session.commit()
+
+
+async def _missing_in_redis(res: Resources, job_ids: list[str]) -> set[str]:
+    async with res.redis.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.exists(job_key_prefix + job_id)
+        found = await pipe.execute()
+    return {job_id for job_id, exists in zip(job_ids, found, strict=True) if not exists}
+
+
+async def recover_jobs(res: Resources) -> Recovery:
+    """Queue again every unfinished job that Redis lost; returns how many of each."""
+    now = utcnow()
+    committed_before = now - timedelta(seconds=res.settings.outbox_grace_seconds)
+    silent_since = now - timedelta(seconds=res.settings.job_lease_seconds)
+    async with res.sessionmaker() as session:
+        rows = (
+            await session.exec(
+                select(Job.id, Job.status)
+                .where(
+                    col(Job.deleted_at).is_(None),
+                    or_(
+                        (col(Job.status) == "queued") & (col(Job.created_at) < committed_before),
+                        (col(Job.status) == "running")
+                        & (col(Job.heartbeat_at).is_(None) | (col(Job.heartbeat_at) < silent_since))
+                        & (col(Job.created_at) < committed_before),
+                    ),
+                )
+                .order_by(col(Job.created_at))
+                .limit(BATCH)
+            )
+        ).all()
+    if not rows:
+        return Recovery(0, 0)
+    status_of = dict(rows)
+    missing = await _missing_in_redis(res, list(status_of))
+    counts = {"queued": 0, "running": 0}
+    for job_id in sorted(missing):
+        # arq refuses a job id it already holds, so a race with another worker's run is harmless.
+        if await res.redis.enqueue_job(GENERATE_TASK, job_id, _job_id=job_id) is not None:
+            counts[status_of[job_id]] += 1
+            log.warning("job.requeued job_id=%s status=%s", job_id, status_of[job_id])
+    return Recovery(counts["queued"], counts["running"])

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, delete
+from sqlmodel import col, delete, insert
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.errors import ConflictError, InvalidRequestError
@@ -90,16 +90,19 @@ async def claim_for_job(
             col(IdempotencyKey.key_id) == key_id, col(IdempotencyKey.idempotency_key) == claim.key
         )
     )
-    row = IdempotencyKey(
-        key_id=key_id, idempotency_key=claim.key, fingerprint=claim.fingerprint, job_id=job_id
+    insert_row = insert(IdempotencyKey).values(
+        key_id=key_id,
+        idempotency_key=claim.key,
+        fingerprint=claim.fingerprint,
+        job_id=job_id,
+        created_at=utcnow(),
     )
-    session.add(row)
     try:
+        # A statement, not a flush: a failed flush would spoil the session's transaction.
         async with session.begin_nested():
-            await session.flush()
+            await session.exec(insert_row)
     except IntegrityError:
         # A concurrent duplicate committed first (our insert waited for it): its job wins.
-        session.expunge(row)
         winner = await session.get(IdempotencyKey, (key_id, claim.key), populate_existing=True)
         if winner is None:
             raise

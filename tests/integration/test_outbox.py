@@ -1,0 +1,106 @@
+"""The outbox: jobs whose arq job Redis lost (flushed, restarted empty, or never enqueued after the
+commit) are queued again and finish; running jobs are queued again only once their worker's
+heartbeat has gone silent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+import redis
+from arq.constants import job_key_prefix
+from sqlmodel import col, update
+
+from app.core import outbox
+from app.core.contract import queue_name
+from app.core.models import Job, utcnow
+from app.core.resources import open_resources
+from tests.infra import (
+    REDIS_URL,
+    Stack,
+    base_settings,
+    drop_namespace,
+    start_stack,
+    start_worker_process,
+    wait_for_job,
+)
+
+IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "o", "size": "256x256"}}
+
+
+@pytest.fixture
+def queue_only_stack(pg_url: str) -> Iterator[Stack]:
+    """An API with no worker, on a namespace of its own (the test empties its queue)."""
+    stack = start_stack(base_settings(pg_url, outbox_grace_seconds=1), embedded_worker=False)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        drop_namespace(stack.settings.redis_namespace)
+
+
+def _forget_in_redis(namespace: str, job_ids: list[str]) -> None:
+    """What a Redis restart without persistence does to these jobs."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        for job_id in job_ids:
+            client.delete(job_key_prefix + job_id)
+            client.zrem(queue_name(namespace), job_id)
+    finally:
+        client.close()
+
+
+async def test_lost_jobs_are_queued_again_and_finish(queue_only_stack: Stack) -> None:
+    settings = queue_only_stack.settings
+    token = queue_only_stack.new_key()
+    async with queue_only_stack.client(token) as client:
+        ids = [(await client.post("/v1/jobs", json=IMAGE)).json()["id"] for _ in range(4)]
+    lost_queued, lost_running, alive_running = ids[:2], ids[2], ids[3]
+    _forget_in_redis(settings.redis_namespace, ids)
+    async with open_resources(settings) as res:
+        async with res.sessionmaker() as session:
+            # One "running" job whose worker died long ago, one whose worker still beats.
+            await session.exec(
+                update(Job)
+                .where(col(Job.id) == lost_running)
+                .values(status="running", heartbeat_at=utcnow() - timedelta(minutes=5))
+            )
+            await session.exec(
+                update(Job)
+                .where(col(Job.id) == alive_running)
+                .values(status="running", heartbeat_at=utcnow())
+            )
+            await session.commit()
+        # Committed just now: inside the grace period, nothing is touched yet.
+        fresh = replace(settings, outbox_grace_seconds=3600)
+        async with open_resources(fresh) as early:
+            assert await outbox.recover_jobs(early) == outbox.Recovery(0, 0)
+        await asyncio.sleep(1.1)
+        assert await outbox.recover_jobs(res) == outbox.Recovery(queued=2, running=1)
+        # Queued again once: a second pass finds them in Redis.
+        assert await outbox.recover_jobs(res) == outbox.Recovery(0, 0)
+        async with res.sessionmaker() as session:
+            await session.exec(
+                update(Job).where(col(Job.id) == alive_running).values(status="queued")
+            )
+            await session.commit()
+
+    worker = start_worker_process(settings)
+    try:
+        async with queue_only_stack.client(token) as client:
+            for job_id in [*lost_queued, lost_running]:
+                job = await wait_for_job(client, job_id, timeout=30)
+                assert job["status"] == "succeeded", job
+            # The one that looked alive was put back to queued with no arq job: the worker's
+            # own outbox pass (on start, then every 10 s) picks it up.
+            job = await wait_for_job(client, alive_running, timeout=30)
+            assert job["status"] == "succeeded", job
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        with contextlib.suppress(Exception):
+            worker.wait(timeout=20)

@@ -130,6 +130,8 @@ class S3Store:
             if _is_not_found(exc):
                 raise StorageNotFoundError(f"no object {key!r}") from exc
             raise StorageError(f"download of {key!r} failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"download of {key!r} failed: {exc}") from exc
         async with resp["Body"] as body:
             while chunk := await body.read(CHUNK_SIZE):
                 yield chunk
@@ -141,12 +143,14 @@ class S3Store:
             if _is_not_found(exc):
                 return None
             raise StorageError(f"head of {key!r} failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"head of {key!r} failed: {exc}") from exc
         return ObjectInfo(key, int(resp["ContentLength"]), str(resp.get("ContentType", "")))
 
     async def delete(self, key: str) -> None:
         try:
             await self._client.delete_object(Bucket=self._bucket, Key=key)
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"delete of {key!r} failed: {exc}") from exc
 
     async def list_objects(self, prefix: str) -> AsyncIterator[ObjectInfo]:

@@ -9,6 +9,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -212,14 +213,29 @@ def start_stack(settings: Settings, *, embedded_worker: bool) -> Stack:
 
 
 def start_worker_process(settings: Settings, **env_changes: str) -> subprocess.Popen[bytes]:
+    """`mediagate worker` in a process of its own. Its log goes to an anonymous temporary file
+    (`worker_log()` reads it): a pipe nobody drains would fill and stall the worker."""
     env = {**os.environ, **settings_env(settings), **env_changes}
-    return subprocess.Popen(
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
+    proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "worker"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
+    LOGS[proc.pid] = log
+    return proc
+
+
+LOGS: dict[int, Any] = {}
+
+
+def worker_log(proc: subprocess.Popen[bytes]) -> str:
+    log = LOGS[proc.pid]
+    log.seek(0)
+    text: str = log.read().decode(errors="replace")
+    return text
 
 
 async def wait_for_job(

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import uvicorn
 from starlette.applications import Starlette
@@ -31,6 +31,9 @@ class Fault:
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
     times: int = 1
+    every: int = 1
+    """Fail every n-th matching request (1: each of them), `times` times in all: a flaky API."""
+    matched: int = 0
 
 
 def png_bytes(size: str = "256x256", prompt: str = "emulated") -> bytes:
@@ -69,9 +72,10 @@ class Emulator:
         *,
         times: int = 1,
         headers: dict[str, str] | None = None,
+        every: int = 1,
     ) -> None:
         with self.lock:
-            self.faults.append(Fault(path, status, body or {}, headers or {}, times))
+            self.faults.append(Fault(path, status, body or {}, headers or {}, times, every))
 
     def hold(self) -> None:
         """Tasks created from now on stay in progress until `release`."""
@@ -117,6 +121,9 @@ class Emulator:
                 with self.lock:
                     for fault in self.faults:
                         if fault.times > 0 and request.url.path.startswith(fault.path):
+                            fault.matched += 1
+                            if fault.matched % fault.every:
+                                continue
                             fault.times -= 1
                             return JSONResponse(fault.body, fault.status, headers=fault.headers)
                 response: Response = await endpoint(request)
@@ -133,8 +140,17 @@ class Emulator:
         )
 
 
+class Servable(Protocol):
+    url: str
+
+    def app(self) -> Starlette: ...
+
+
+Served = TypeVar("Served", bound=Servable)
+
+
 @contextlib.contextmanager
-def serve(emulator: Emulator) -> Iterator[Emulator]:
+def serve(emulator: Served) -> Iterator[Served]:
     port = free_port()
     emulator.url = f"http://127.0.0.1:{port}"
     config = uvicorn.Config(emulator.app(), host="127.0.0.1", port=port, log_level="warning")

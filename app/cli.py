@@ -5,21 +5,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
+from app.core.logs import configure_logging
 from app.core.settings import Settings, SettingsError
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    # sse-starlette logs every chunk it sends at DEBUG, and our chunks carry job inputs (prompts).
-    logging.getLogger("sse_starlette").setLevel(max(logging.INFO, logging.getLogger().level))
 
 
 def _settings(**overrides: object) -> Settings:

@@ -37,7 +37,11 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
 }
+# Nothing we serve is a page that runs code, except the API reference under /schema.
+CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'; sandbox"
 
 
 Companion = Callable[[Resources], contextlib.AbstractAsyncContextManager[None]]
@@ -129,9 +133,16 @@ async def _limit_body(request: Request[Any, Any, Any]) -> None:
 
 
 async def _security_headers(message: Message, scope: Scope) -> None:
-    if message["type"] == "http.response.start":
-        headers = cast(list[tuple[bytes, bytes]], message.setdefault("headers", []))
-        present = {name.lower() for name, _ in headers}
-        for name, value in SECURITY_HEADERS.items():
-            if name.lower().encode() not in present:
-                headers.append((name.lower().encode(), value.encode()))
+    if message["type"] != "http.response.start":
+        return
+    headers = cast(list[tuple[bytes, bytes]], message.setdefault("headers", []))
+    present = {name.lower(): value for name, value in headers}
+    wanted = dict(SECURITY_HEADERS)
+    if not str(scope.get("path", "")).startswith("/schema"):
+        wanted["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    # API answers (jobs, keys, usage, errors) are per key and change: no cache may keep them.
+    if present.get(b"content-type", b"").startswith(b"application/json"):
+        wanted["Cache-Control"] = "no-store"
+    for name, value in wanted.items():
+        if name.lower().encode() not in present:
+            headers.append((name.lower().encode(), value.encode()))

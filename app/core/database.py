@@ -15,7 +15,9 @@ def create_engine(url: str, *, echo: bool = False, timeout: float = 5.0) -> Asyn
     """`timeout` bounds connecting to PostgreSQL and waiting for a pooled connection: with the
     database down, callers fail fast (the API answers 503) instead of hanging."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            url, echo=echo, hide_parameters=True, connect_args={"timeout": 30}
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -32,6 +34,8 @@ def create_engine(url: str, *, echo: bool = False, timeout: float = 5.0) -> Asyn
         url,
         echo=echo,
         pool_pre_ping=True,
+        # SQL parameters hold job inputs (prompts): never in logs or exception messages.
+        hide_parameters=True,
         pool_size=10,
         max_overflow=10,
         pool_timeout=timeout,

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, cast
 
+import anyio
 import orjson
 from litestar import Request, get
 from litestar.openapi.datastructures import ResponseSpec
@@ -28,6 +29,9 @@ from app.core.resources import Resources
 Render = Callable[[dict[str, Any]], dict[str, Any]]
 
 
+SHUTDOWN_CHECK_SECONDS = 1.0
+
+
 def _sse(event: JobEvent, render: Render) -> ServerSentEvent:
     return ServerSentEvent(
         data=orjson.dumps(render(event.data)).decode(), event=event.event, id=str(event.id)
@@ -42,8 +46,11 @@ async def job_event_stream(
     fallback: dict[str, Any],
     render: Render,
     max_seconds: float,
+    shutdown: anyio.Event | None = None,
 ) -> AsyncIterator[ServerSentEvent]:
-    """History after `after`, then live events, until the terminal one (or the lifetime cap)."""
+    """History after `after`, then live events, until the terminal one, the lifetime cap, or the
+    server shutting down (`shutdown` set): the stream then ends cleanly, and the client resumes
+    elsewhere with Last-Event-ID."""
     # Subscribe before reading history so nothing published in between is missed.
     async with hub.subscribe(job_id) as sub:
         last = after
@@ -59,7 +66,7 @@ async def job_event_stream(
         deadline = asyncio.get_running_loop().time() + max_seconds
         while True:
             remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
+            if remaining <= 0 or (shutdown is not None and shutdown.is_set()):
                 return
             if sub.resync.is_set():
                 sub.resync.clear()
@@ -69,7 +76,9 @@ async def job_event_stream(
                     if event.terminal:
                         return
             try:
-                live = await asyncio.wait_for(sub.queue.get(), timeout=min(remaining, 5.0))
+                live = await asyncio.wait_for(
+                    sub.queue.get(), timeout=min(remaining, SHUTDOWN_CHECK_SECONDS)
+                )
             except TimeoutError:
                 continue
             if live is None:
@@ -131,6 +140,7 @@ async def job_events(
         outputs = (await job_service.outputs_of(session, [job.id]))[job.id]
     settings = resources.settings
     snapshot = job_service.job_snapshot(job, outputs)
+    shutdown = anyio.Event()
     stream = job_event_stream(
         hub,
         resources.bus,
@@ -139,6 +149,15 @@ async def job_events(
         snapshot,
         lambda data: with_urls(request, settings, data),
         settings.sse_max_seconds,
+        shutdown,
     )
-    response = EventSourceResponse(stream, ping=settings.sse_ping_seconds, send_timeout=30)
+    response = EventSourceResponse(
+        stream,
+        ping=settings.sse_ping_seconds,
+        send_timeout=30,
+        # On SIGTERM the library sets `shutdown`; the stream ends itself within a second and
+        # closes properly (a cancelled one would cut the chunked body short).
+        shutdown_event=shutdown,
+        shutdown_grace_period=SHUTDOWN_CHECK_SECONDS * 3,
+    )
     return cast(ASGIApp, response)  # a Starlette response is an ASGI app; Litestar runs it as is

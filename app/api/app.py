@@ -24,6 +24,7 @@ from app.api.jobs import JobController
 from app.api.keys import AdminKeyController, all_usage
 from app.api.media import MediaController, key_usage
 from app.api.models import AdminModelController, ModelController
+from app.api.openapi import document_errors
 from app.api.videos import VideoController
 from app.core.events import EventHub
 from app.core.resources import Resources, open_resources
@@ -69,7 +70,7 @@ def create_app(
             finally:
                 await hub.stop()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             JobController,
             job_events,
@@ -108,6 +109,8 @@ def create_app(
         logging_config=None,
         debug=False,
     )
+    document_errors(app.openapi_schema)
+    return app
 
 
 async def _seed_aliases(resources: Resources) -> None:

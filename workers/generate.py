@@ -56,6 +56,8 @@ async def generate_media(ctx: dict[str, Any], job_id: str) -> str:
             key = await session.get(VirtualKey, job.key_id)
             await session.commit()
     except OUTAGE_ERRORS as exc:
+        if unavailable_part(exc) is None:
+            raise
         # Nothing started (the attempt was not counted): try again once the database is back.
         log.warning("job.deferred job_id=%s part=%s", job_id, unavailable_part(exc))
         raise Retry(defer=OUTAGE_RETRY_SECONDS) from exc
@@ -75,7 +77,14 @@ async def generate_media(ctx: dict[str, Any], job_id: str) -> str:
     )
     await run.publish("job.started")
     async with held_lease(res, job_id):
-        return await _execute(run, started)
+        try:
+            return await _execute(run, started)
+        except Exception as exc:
+            # Recording the outcome itself met an outage: run the job again once it is over.
+            if unavailable_part(exc) is None:
+                raise
+            log.warning("job.deferred job_id=%s part=%s", job_id, unavailable_part(exc))
+            raise Retry(defer=OUTAGE_RETRY_SECONDS) from exc
 
 
 def _remaining_seconds(res: Resources, job: Job) -> float:
@@ -134,12 +143,6 @@ async def _execute(run: JobRun, started: float) -> str:
         return "failed"
     except ProviderError as exc:
         return await _after_provider_error(run, exc)
-    except OUTAGE_ERRORS as exc:
-        # The database, Redis or storage is down: not the job's fault, so not its failure. The
-        # attempt counts (a job cannot retry forever); what it stored is overwritten next time.
-        delay = retry_delay(job.tries, res.settings.retry_base_seconds)
-        log.warning("job.retrying job_id=%s part=%s in=%.1fs", job.id, unavailable_part(exc), delay)
-        raise Retry(defer=delay) from exc
     except asyncio.CancelledError:
         # Either the owner canceled (the API already marked the job) or this worker is stopping,
         # in which case arq runs the job again and the re-run resumes what we started.
@@ -147,6 +150,12 @@ async def _execute(run: JobRun, started: float) -> str:
         await _cancel_upstream(run)
         raise
     except Exception as exc:
+        if (part := unavailable_part(exc)) is not None:
+            # The database, Redis or storage is down: not the job's fault, so not its failure.
+            # The attempt counts (a job cannot retry forever); its outputs are overwritten next.
+            delay = retry_delay(job.tries, res.settings.retry_base_seconds)
+            log.warning("job.retrying job_id=%s part=%s in=%.1fs", job.id, part, delay)
+            raise Retry(defer=delay) from exc
         # Type and frames only: an exception's message may quote the prompt.
         frames = "".join(traceback.format_tb(exc.__traceback__)[-3:])
         log.error("job.crashed job_id=%s error=%s\n%s", job.id, type(exc).__name__, frames)

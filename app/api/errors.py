@@ -129,7 +129,9 @@ def handle_http_error(request: Request[Any, Any, Any], exc: Exception) -> Respon
 
 
 def handle_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    part = unavailable_part(exc) or "backend"
+    part = unavailable_part(exc)
+    if part is None:  # e.g. an IntegrityError: a bug of ours, not an outage
+        return handle_unexpected(request, exc)
     log.warning(
         "api.unavailable part=%s path=%s error=%s", part, request.url.path, type(exc).__name__
     )

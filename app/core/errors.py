@@ -15,7 +15,15 @@ from __future__ import annotations
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    NotSupportedError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from storage.base import StorageError
@@ -64,17 +72,20 @@ class UnavailableError(MediagateError):
     code = "service_unavailable"
 
 
+NOT_OUTAGES = (IntegrityError, DataError, ProgrammingError, NotSupportedError)
+"""Database errors that are the statement's fault, not the database being away."""
+
 OUTAGE_ERRORS: tuple[type[Exception], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
-    OperationalError,
-    InterfaceError,
+    DBAPIError,
     SQLAlchemyTimeoutError,
     StorageError,
     ConnectionError,
     TimeoutError,
 )
-"""What a backend that is down or unreachable raises (a DBAPIError may also say so)."""
+"""What a backend that is down or unreachable may raise; `unavailable_part` has the last word
+(an IntegrityError is a DBAPIError too, and no outage)."""
 
 
 def unavailable_part(exc: BaseException) -> str | None:
@@ -84,7 +95,9 @@ def unavailable_part(exc: BaseException) -> str | None:
         return "redis"
     if isinstance(exc, OperationalError | InterfaceError | SQLAlchemyTimeoutError):
         return "database"
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+    if isinstance(exc, DBAPIError) and not isinstance(exc, NOT_OUTAGES):
+        # A lost or refused connection, a server shutting down or starting up, a connection left
+        # in a broken state by one of those: drivers report these in several ways.
         return "database"
     if isinstance(exc, StorageError):
         return "storage"

@@ -207,7 +207,9 @@ async def test_postgres_stopped_during_submits(res_for: Any) -> None:
         pg.create_database("mediagate")
         url = pg.url("mediagate")
         await asyncio.to_thread(upgrade, url)
-        settings = base_settings(url, local_latency_seconds=0.2, database_timeout_seconds=2)
+        settings = base_settings(
+            url, local_latency_seconds=0.2, database_timeout_seconds=2, job_lease_seconds=3
+        )
         with running(settings, embedded_worker=True) as stack:
             token = stack.new_key()
             accepted: list[str] = []

@@ -10,8 +10,7 @@ from typing import Any
 from arq import cron, func
 from arq.connections import RedisSettings
 from arq.worker import Worker
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from app.core.contract import GENERATE_TASK, PURGE_KEY_TASK, deserialize, queue_name, serialize
 from app.core.resources import Resources, open_resources
@@ -87,7 +86,8 @@ class ResilientWorker(Worker):
     async def _poll_iteration(self) -> None:
         try:
             await super()._poll_iteration()
-        except (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError) as exc:
+        # Any Redis error: a connection lost mid-transaction surfaces as a WatchError, too.
+        except (RedisError, ConnectionError, TimeoutError) as exc:
             log.warning("worker.redis_unavailable error=%s", type(exc).__name__)
             await asyncio.sleep(1.0)
 

@@ -34,6 +34,7 @@ from tests.infra import (
     start_stack,
     start_worker_process,
     wait_for_job,
+    worker_log,
 )
 from tests.servers import private_postgres, private_redis
 
@@ -169,7 +170,7 @@ async def test_redis_restarted_empty_under_load(pg_url: str, res_for: Any) -> No
             local_latency_seconds=0.5,
         )
         res: Resources = await res_for(settings)
-        with running(settings) as stack, worker(settings):
+        with running(settings) as stack, worker(settings) as worker_proc:
             token = stack.new_key()
             accepted: list[str] = []
             refused: list[httpx.Response] = []
@@ -189,7 +190,11 @@ async def test_redis_restarted_empty_under_load(pg_url: str, res_for: Any) -> No
                 ready = await client.get("/readyz")
                 redis_server.start()  # empty: every queued arq job is gone
                 await burst(30)
-            counts = await _wait_all_done(res, accepted, seconds=90)
+            try:
+                counts = await _wait_all_done(res, accepted, seconds=90)
+            except AssertionError as exc:
+                log = worker_log(worker_proc)[-4000:]
+                raise AssertionError(f"{exc}\nworker log:\n{log}") from None
     print(
         f"\nRedis restarted without persistence: {len(accepted)} accepted, "
         f"{len(refused)} refused with 503 while it was down; in the end {counts}"

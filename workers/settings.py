@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from arq import cron, func
 from arq.connections import RedisSettings
+from arq.typing import WorkerCoroutine
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
@@ -16,6 +19,7 @@ from app.core.contract import GENERATE_TASK, PURGE_KEY_TASK, deserialize, queue_
 from app.core.resources import Resources, open_resources
 from app.core.settings import Settings
 from workers.generate import generate_media
+from workers.lease import held_lease
 from workers.lifecycle import (
     purge_key_media,
     reconcile_storage,
@@ -29,6 +33,20 @@ log = logging.getLogger("mediagate.worker")
 # Our own attempt counter (jobs.attempts) decides when to give up; arq's must never fire first,
 # or it would drop a job without telling the database.
 ARQ_MAX_TRIES = 1000
+
+
+CronTask = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+def leased(task: CronTask) -> WorkerCoroutine:
+    """A cron task that holds the in-progress lease while it runs, as every task must."""
+
+    @functools.wraps(task)
+    async def run(ctx: dict[str, Any]) -> Any:
+        async with held_lease(ctx["resources"], ctx["job_id"], heartbeat=False):
+            return await task(ctx)
+
+    return cast(WorkerCoroutine, run)
 
 
 def worker_settings(settings: Settings, *, resources: Resources | None = None) -> dict[str, Any]:
@@ -56,12 +74,17 @@ def worker_settings(settings: Settings, *, resources: Resources | None = None) -
         ],
         # Cron jobs run once per schedule across all workers (arq gives each run one job id).
         "cron_jobs": [
-            cron(sweep_expired_media, second={0}, unique=True, run_at_startup=True),
-            cron(resume_purges, second={30}, unique=True, run_at_startup=True),
-            cron(reconcile_storage, minute={17}, second={0}, unique=True),
+            cron(leased(sweep_expired_media), second={0}, unique=True, run_at_startup=True),
+            cron(leased(resume_purges), second={30}, unique=True, run_at_startup=True),
+            cron(leased(reconcile_storage), minute={17}, second={0}, unique=True),
             # The outbox: jobs Redis lost are queued again within seconds (and on every start).
-            cron(recover_lost_jobs, second=set(range(5, 60, 10)), unique=True, run_at_startup=True),
-            cron(forget_idempotency_keys, minute={41}, second={0}, unique=True),
+            cron(
+                leased(recover_lost_jobs),
+                second=set(range(5, 60, 10)),
+                unique=True,
+                run_at_startup=True,
+            ),
+            cron(leased(forget_idempotency_keys), minute={41}, second={0}, unique=True),
         ],
         "queue_name": queue_name(settings.redis_namespace),
         "redis_settings": redis,
@@ -80,8 +103,15 @@ def worker_settings(settings: Settings, *, resources: Resources | None = None) -
 
 
 class ResilientWorker(Worker):
-    """arq's worker, which ends its run on the first Redis error of its polling loop; ours waits
-    for Redis to come back (running jobs carry on meanwhile) and polls again."""
+    """arq's worker, with two changes. arq ends its run on the first Redis error of its polling
+    loop; ours waits for Redis to come back (running jobs carry on meanwhile) and polls again.
+    And arq's in-progress lock lasts the longest job timeout (an hour): a worker killed between
+    taking a job and our task's lease would hold it that long. Ours lasts one lease from the
+    start; every task renews it while it runs (`workers.lease`)."""
+
+    def __init__(self, *args: Any, lease_seconds: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.in_progress_timeout_s = lease_seconds
 
     async def _poll_iteration(self) -> None:
         try:
@@ -101,6 +131,7 @@ def build_worker(
 ) -> Worker:
     return ResilientWorker(
         **worker_settings(settings, resources=resources),
+        lease_seconds=settings.job_lease_seconds,
         handle_signals=handle_signals,
         burst=burst,
         # SIGTERM: take no new jobs, give running ones this long, then interrupt them (arq runs

@@ -7,6 +7,7 @@ rows, so outputs and usage are never counted twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -18,8 +19,9 @@ from arq import Retry
 from app.core import runs
 from app.core.errors import OUTAGE_ERRORS, MediagateError, unavailable_part
 from app.core.inputs import validate_input
-from app.core.jobs import outputs_of
-from app.core.models import Job, VirtualKey, as_utc, utcnow
+from app.core.jobs import job_snapshot, outputs_of
+from app.core.limits import acquire_slot, release_slot
+from app.core.models import TERMINAL_STATUSES, Job, VirtualKey, as_utc, utcnow
 from app.core.resources import Resources
 from providers.base import GenerationRequest, MediaType, ProviderError
 from providers.registry import ModelSpec
@@ -43,6 +45,33 @@ def retry_delay(attempt: int, base: float, retry_after: float | None = None) -> 
 
 async def generate_media(ctx: dict[str, Any], job_id: str) -> str:
     res: Resources = ctx["resources"]
+    async with res.sessionmaker() as session:
+        late = await runs.cancel_if_late(session, job_id)
+        await session.commit()
+        waiting = late or await session.get(Job, job_id)
+    if late is not None:
+        await res.bus.publish(job_id, "job.canceled", job_snapshot(late, []))
+        log.info("job.canceled job_id=%s code=deadline_exceeded", job_id)
+        return "canceled"
+    if waiting is None or waiting.status in TERMINAL_STATUSES:
+        log.info("job.skipped job_id=%s", job_id)
+        return "skipped"
+    # The provider's pool-wide cap: without a slot, the job waits in the queue, not in a worker.
+    provider = waiting.provider
+    caps = res.settings.provider_caps()
+    lease = res.settings.job_lease_seconds
+    ns = res.settings.redis_namespace
+    if not await acquire_slot(res.redis, ns, caps, provider, job_id, lease):
+        raise Retry(defer=random.uniform(0.5, 1.5))
+    try:
+        return await _attempt(res, job_id, provider)
+    finally:
+        if provider in caps:
+            with contextlib.suppress(Exception):
+                await release_slot(res.redis, ns, provider, job_id)
+
+
+async def _attempt(res: Resources, job_id: str, provider: str) -> str:
     started = time.monotonic()
     try:
         async with res.sessionmaker() as session:
@@ -76,7 +105,7 @@ async def generate_media(ctx: dict[str, Any], job_id: str) -> str:
         job.tries,
     )
     await run.publish("job.started")
-    async with held_lease(res, job_id):
+    async with held_lease(res, job_id, slot=provider):
         try:
             return await _execute(run, started)
         except Exception as exc:

@@ -17,7 +17,8 @@ async def recover_lost_jobs(ctx: dict[str, Any]) -> dict[str, int]:
     recovery = await outbox.recover_jobs(res)
     if recovery.queued or recovery.running:
         log.warning("outbox.recovered queued=%d running=%d", recovery.queued, recovery.running)
-    return {"queued": recovery.queued, "running": recovery.running}
+    late = await outbox.cancel_late_jobs(res)
+    return {"queued": recovery.queued, "running": recovery.running, "late": late}
 
 
 async def forget_idempotency_keys(ctx: dict[str, Any]) -> int:

@@ -32,7 +32,7 @@ log = logging.getLogger("mediagate.worker")
 
 # Our own attempt counter (jobs.attempts) decides when to give up; arq's must never fire first,
 # or it would drop a job without telling the database.
-ARQ_MAX_TRIES = 1000
+ARQ_MAX_TRIES = 1_000_000  # waiting for a provider slot is a deferral too, and may be long
 
 
 CronTask = Callable[[dict[str, Any]], Awaitable[Any]]

@@ -16,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.core.errors import AuthenticationError
 from app.core.events import EventHub
 from app.core.keys import authenticate
+from app.core.limits import admit_request
 from app.core.models import VirtualKey
 from app.core.resources import Resources
 
@@ -61,6 +62,9 @@ async def provide_key(request: Request[Any, Any, Any], resources: Resources) -> 
     key = await lookup_key(resources, token)
     if key is None:
         raise AuthenticationError("Incorrect API key provided.", code="invalid_api_key")
+    per_minute = key.requests_per_minute or resources.settings.requests_per_minute
+    if per_minute is not None:
+        await admit_request(resources.redis, resources.settings.redis_namespace, key.id, per_minute)
     return key
 
 

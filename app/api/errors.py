@@ -92,8 +92,10 @@ def error_response(
 def handle_core_error(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     assert isinstance(exc, MediagateError)
     status = next((s for cls, s in STATUS_BY_ERROR if isinstance(exc, cls)), 500)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return error_response(status, exc.message, exc.code, exc.param, headers)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    return error_response(status, exc.message, exc.code, exc.param, headers or None)
 
 
 def _validation_param(exc: ValidationException) -> tuple[str | None, str]:

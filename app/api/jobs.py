@@ -16,24 +16,41 @@ from app.api.render import render_job
 from app.api.schemas import JobCreate, JobList, JobObject
 from app.core import idempotency
 from app.core import jobs as job_service
-from app.core.contract import GENERATE_TASK, deserialize
+from app.core.contract import deserialize
+from app.core.errors import QuotaExceededError
 from app.core.idempotency import Claim
 from app.core.ids import new_id
 from app.core.jobs import job_snapshot
 from app.core.models import Job, MediaObject, VirtualKey
+from app.core.queueing import enqueue_generation, queue_length
 from app.core.resources import Resources
 
 log = logging.getLogger("mediagate.api")
 
 
-async def enqueue(resources: Resources, job: Job) -> None:
-    """Publish `job.queued` and hand the committed job to arq under its own id. The job is already
-    safe in the database: if Redis fails now, the outbox reconciler queues it later."""
+async def enqueue(resources: Resources, job: Job, queued_ahead: int) -> None:
+    """Publish `job.queued` and hand the committed job to arq under its own id, placed by its
+    priority and its key's queued jobs. The job is already safe in the database: if Redis fails
+    now, the outbox reconciler queues it later."""
     try:
         await resources.bus.publish(job.id, "job.queued", job_snapshot(job, []))
-        await resources.redis.enqueue_job(GENERATE_TASK, job.id, _job_id=job.id)
+        await enqueue_generation(resources.redis, job.id, job.priority, queued_ahead)
     except (RedisError, OSError) as exc:
         log.warning("job.enqueue_deferred job_id=%s error=%s", job.id, type(exc).__name__)
+
+
+async def check_queue(resources: Resources) -> None:
+    """Refuse at once, rather than queue for hours, when the pool's queue is full."""
+    limit = resources.settings.max_queue_length
+    if limit is None:
+        return
+    waiting = await queue_length(resources.redis, resources.queue_name)
+    if waiting >= limit:
+        raise QuotaExceededError(
+            f"The queue holds {waiting} jobs, its limit is {limit}. Retry later.",
+            code="queue_full",
+            retry_after=30,
+        )
 
 
 async def submit(
@@ -44,11 +61,15 @@ async def submit(
     model: str,
     params: dict[str, Any],
     claim: Claim | None = None,
+    *,
+    priority: str = "normal",
+    deadline_seconds: int | None = None,
 ) -> tuple[Job, bool]:
     """Create and enqueue a job: `(job, True)`. With an `Idempotency-Key` that an earlier (or a
     concurrent) request already used: `(that request's job, False)`, and nothing is created."""
     # Refuse while Redis is down rather than accept jobs that only the outbox could start.
     await resources.redis.ping()
+    await check_queue(resources)
     job_id = new_id("job")
     if claim is not None:
         ttl = resources.settings.idempotency_ttl_seconds
@@ -65,9 +86,12 @@ async def submit(
         params,
         allow_private_urls=resources.settings.allow_private_urls,
         job_id=job_id,
+        priority=priority,
+        deadline_seconds=deadline_seconds,
     )
+    queued_ahead = await job_service.queued_jobs(session, key.id) - 1
     await session.commit()  # commit, then enqueue: a worker must find the row
-    await enqueue(resources, job)
+    await enqueue(resources, job, queued_ahead)
     log.info("job.queued job_id=%s key_id=%s type=%s model=%s", job.id, key.id, job.type, job.model)
     return job, True
 
@@ -122,7 +146,17 @@ class JobController(Controller):
             request.url.path,
             data.model_dump(mode="json"),
         )
-        job, _ = await submit(resources, session, key, data.type, data.model, data.input, claim)
+        job, _ = await submit(
+            resources,
+            session,
+            key,
+            data.type,
+            data.model,
+            data.input,
+            claim,
+            priority=data.priority,
+            deadline_seconds=data.deadline_seconds,
+        )
         outputs = (await job_service.outputs_of(session, [job.id]))[job.id]
         return Response(
             render_job(request, resources.settings, job, outputs),  # type: ignore[arg-type]

@@ -52,6 +52,7 @@ def render_key(key: VirtualKey) -> dict[str, Any]:
         "max_objects": key.max_objects,
         "max_concurrent_jobs": key.max_concurrent_jobs,
         "retention_days": key.retention_days,
+        "requests_per_minute": key.requests_per_minute,
         "purge": None
         if key.purge_status is None
         else {

@@ -13,6 +13,9 @@ class JobCreate(BaseModel):
     type: Literal["image", "video", "speech"]
     model: str = Field(min_length=1, max_length=200)
     input: dict[str, Any]
+    priority: Literal["high", "normal", "low"] = "normal"
+    deadline_seconds: int | None = Field(default=None, ge=1, le=7 * 86_400)
+    """Not started within this many seconds: the job ends `canceled`, `deadline_exceeded`."""
 
 
 class JobOutput(BaseModel):
@@ -39,6 +42,8 @@ class JobObject(BaseModel):
     status: Literal["queued", "running", "succeeded", "failed", "canceled"]
     progress: int
     attempts: int
+    priority: Literal["high", "normal", "low"]
+    deadline_at: str | None
     created_at: str
     started_at: str | None
     finished_at: str | None
@@ -64,6 +69,7 @@ class KeyLimits(BaseModel):
     max_objects: int | None = Field(default=None, ge=0)
     max_concurrent_jobs: int | None = Field(default=None, ge=1)
     retention_days: int | None = Field(default=None, ge=1, le=36500)
+    requests_per_minute: int | None = Field(default=None, ge=1)
 
 
 class KeyCreate(KeyLimits):
@@ -94,6 +100,7 @@ class KeyObject(BaseModel):
     max_objects: int | None
     max_concurrent_jobs: int | None
     retention_days: int | None
+    requests_per_minute: int | None
     purge: KeyPurge | None
     """Progress of deleting the key's media, once the key is deleted."""
 

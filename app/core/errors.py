@@ -32,10 +32,19 @@ from storage.base import StorageError
 class MediagateError(Exception):
     code = "internal_error"
 
-    def __init__(self, message: str, *, code: str | None = None, param: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.retry_after = retry_after
+        """Seconds after which trying again may succeed (a limit's window, a full queue)."""
         if code is not None:
             self.code = code
 

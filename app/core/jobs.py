@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import func
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -73,6 +75,8 @@ async def create_job(
     *,
     allow_private_urls: bool = False,
     job_id: str | None = None,
+    priority: str = "normal",
+    deadline_seconds: int | None = None,
 ) -> Job:
     route = await resolve_model(session, catalog, media_type, model)
     # Valid for every fallback target, so moving to the next one cannot fail on the input.
@@ -94,10 +98,22 @@ async def create_job(
         targets=[target.name for target in route.targets],
         input=validated[0],
         request=dict(params),
+        priority=priority,
+        deadline_at=None
+        if deadline_seconds is None
+        else utcnow() + timedelta(seconds=deadline_seconds),
     )
     session.add(job)
     await session.flush()
     return job
+
+
+async def queued_jobs(session: AsyncSession, key_id: str) -> int:
+    """How many of the key's jobs wait in the queue (fair share places the next one after)."""
+    count = await session.exec(
+        select(func.count()).where(col(Job.key_id) == key_id, col(Job.status) == "queued")
+    )
+    return int(count.one())
 
 
 async def get_job(session: AsyncSession, key_id: str, job_id: str) -> Job:
@@ -206,6 +222,8 @@ def job_snapshot(job: Job, outputs: Sequence[MediaObject]) -> dict[str, Any]:
         "status": job.status,
         "progress": job.progress,
         "attempts": job.attempts,
+        "priority": job.priority,
+        "deadline_at": iso(job.deadline_at),
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),

@@ -14,7 +14,13 @@ from app.core.ids import hash_key, new_api_key, new_id
 from app.core.models import VirtualKey, utcnow
 from app.core.usage import create_usage_rows
 
-LIMIT_FIELDS = ("max_bytes", "max_objects", "max_concurrent_jobs", "retention_days")
+LIMIT_FIELDS = (
+    "max_bytes",
+    "max_objects",
+    "max_concurrent_jobs",
+    "retention_days",
+    "requests_per_minute",
+)
 
 
 async def create_key(

@@ -44,6 +44,8 @@ class VirtualKey(SQLModel, table=True):
     max_objects: int | None = None
     max_concurrent_jobs: int | None = None
     retention_days: int | None = None
+    requests_per_minute: int | None = None
+    """Null: the global default (`MEDIAGATE_REQUESTS_PER_MINUTE`), unlimited if that is unset."""
     # Deletion: the key is revoked at once, then a worker task deletes all of its media.
     deleted_at: datetime | None = _ts(nullable=True)
     purge_status: str | None = Field(default=None, max_length=16)
@@ -84,6 +86,10 @@ class Job(SQLModel, table=True):
     cancel_requested_at: datetime | None = _ts(nullable=True)
     deleted_at: datetime | None = _ts(nullable=True)
     """Deleted by its owner (with its media); it answers 404 from then on."""
+    priority: str = Field(default="normal", max_length=8)
+    """`high`, `normal` or `low`: the order jobs are served in (see app/core/queueing.py)."""
+    deadline_at: datetime | None = _ts(nullable=True)
+    """A job not started by then ends `canceled` with `deadline_exceeded`."""
     heartbeat_at: datetime | None = _ts(nullable=True)
     """Renewed by the worker running the job; a running job whose heartbeat is older than the
     lease has lost its worker, and the outbox reconciler queues it again."""

@@ -13,9 +13,11 @@ from datetime import timedelta
 from arq.constants import job_key_prefix
 from sqlmodel import col, or_, select, update
 
-from app.core.contract import GENERATE_TASK
+from app.core.jobs import job_snapshot
 from app.core.models import Job, utcnow
+from app.core.queueing import enqueue_generation
 from app.core.resources import Resources
+from app.core.runs import cancel_if_late
 
 log = logging.getLogger("mediagate.outbox")
 
@@ -57,7 +59,7 @@ async def recover_jobs(res: Resources) -> Recovery:
     async with res.sessionmaker() as session:
         rows = (
             await session.exec(
-                select(Job.id, Job.status)
+                select(Job.id, Job.status, Job.priority)
                 .where(
                     col(Job.deleted_at).is_(None),
                     or_(
@@ -73,12 +75,40 @@ async def recover_jobs(res: Resources) -> Recovery:
         ).all()
     if not rows:
         return Recovery(0, 0)
-    status_of = dict(rows)
-    missing = await _missing_in_redis(res, list(status_of))
+    found = {job_id: (status, priority) for job_id, status, priority in rows}
+    missing = await _missing_in_redis(res, list(found))
     counts = {"queued": 0, "running": 0}
     for job_id in sorted(missing):
+        status, priority = found[job_id]
         # arq refuses a job id it already holds, so a race with another worker's run is harmless.
-        if await res.redis.enqueue_job(GENERATE_TASK, job_id, _job_id=job_id) is not None:
-            counts[status_of[job_id]] += 1
-            log.warning("job.requeued job_id=%s status=%s", job_id, status_of[job_id])
+        if await enqueue_generation(res.redis, job_id, priority, queued_ahead=0):
+            counts[status] += 1
+            log.warning("job.requeued job_id=%s status=%s", job_id, status)
     return Recovery(counts["queued"], counts["running"])
+
+
+async def cancel_late_jobs(res: Resources) -> int:
+    """End queued jobs whose deadline passed while every worker was busy (a worker would end
+    each one as it picked it up; this does not wait for that)."""
+    async with res.sessionmaker() as session:
+        late_ids = (
+            await session.exec(
+                select(Job.id)
+                .where(
+                    col(Job.status) == "queued",
+                    col(Job.deadline_at).is_not(None),
+                    col(Job.deadline_at) <= utcnow(),
+                )
+                .limit(BATCH)
+            )
+        ).all()
+    canceled = 0
+    for job_id in late_ids:
+        async with res.sessionmaker() as session:
+            job = await cancel_if_late(session, job_id)
+            await session.commit()
+        if job is not None:
+            canceled += 1
+            await res.bus.publish(job.id, "job.canceled", job_snapshot(job, []))
+            log.info("job.canceled job_id=%s code=deadline_exceeded", job.id)
+    return canceled

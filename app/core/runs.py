@@ -29,6 +29,30 @@ async def start_attempt(session: AsyncSession, job_id: str) -> Job | None:
     return job
 
 
+async def cancel_if_late(session: AsyncSession, job_id: str) -> Job | None:
+    """End a job that was not started before its deadline (it never reaches a provider); the
+    canceled job, or None if it is not late (or not queued)."""
+    now = utcnow()
+    result = await session.exec(
+        update(Job)
+        .where(
+            col(Job.id) == job_id,
+            col(Job.status) == "queued",
+            col(Job.deadline_at).is_not(None),
+            col(Job.deadline_at) <= now,
+        )
+        .values(
+            status="canceled",
+            finished_at=now,
+            error_code="deadline_exceeded",
+            error_message="The job was not started before its deadline.",
+        )
+    )
+    if not result.rowcount:
+        return None
+    return await session.get(Job, job_id, populate_existing=True)
+
+
 async def lock_running(session: AsyncSession, job_id: str) -> Job | None:
     """The job, row-locked, if it is still running; else None."""
     job = (await session.exec(select(Job).where(Job.id == job_id).with_for_update())).first()

@@ -61,6 +61,12 @@ class Settings:
     are interrupted and run again elsewhere."""
     idempotency_ttl_seconds: int = 86_400
     """How long an Idempotency-Key maps to the job it created."""
+    requests_per_minute: int | None = None
+    """Each key's requests per minute, unless the key has its own limit; unset: unlimited."""
+    max_queue_length: int | None = None
+    """Beyond this many jobs waiting in the queue, submits get 429 `queue_full` at once."""
+    provider_concurrency: str | None = None
+    """Jobs at a time per provider across all workers, e.g. `minimax=4,replicate=2`."""
     database_timeout_seconds: float = 5.0
     """Connecting to the database, or waiting for a pooled connection, gives up after this long
     (the API answers 503 instead of hanging)."""
@@ -160,6 +166,14 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be greater than 0")
+        for name in ("requests_per_minute", "max_queue_length"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1 (or unset)")
+        try:
+            self.provider_caps()
+        except ValueError as exc:
+            raise SettingsError(f"MEDIAGATE_PROVIDER_CONCURRENCY: {exc}") from None
         if self.worker_shutdown_grace_seconds < 0:
             raise SettingsError("MEDIAGATE_WORKER_SHUTDOWN_GRACE_SECONDS must not be negative")
         if self.reconcile_grace_seconds < 0:
@@ -168,6 +182,18 @@ class Settings:
             raise SettingsError("MEDIAGATE_RETENTION_DAYS must be at least 1 (or unset)")
         if self.sync_wait_seconds < 0:
             raise SettingsError("MEDIAGATE_SYNC_WAIT_SECONDS must not be negative")
+
+    def provider_caps(self) -> dict[str, int]:
+        """`minimax=4,replicate=2` -> {"minimax": 4, "replicate": 2}."""
+        caps: dict[str, int] = {}
+        for part in (self.provider_concurrency or "").split(","):
+            if not part.strip():
+                continue
+            name, _, value = part.partition("=")
+            if not name.strip() or not value.strip().isdigit() or int(value) < 1:
+                raise ValueError(f"expected provider=N (N >= 1), got {part.strip()!r}")
+            caps[name.strip()] = int(value)
+        return caps
 
     def timeout_for(self, media_type: str) -> int:
         value: int = getattr(self, f"{media_type}_timeout_seconds")

@@ -129,6 +129,7 @@ def quota_object(key: VirtualKey) -> dict[str, Any]:
         "max_objects": key.max_objects,
         "max_concurrent_jobs": key.max_concurrent_jobs,
         "retention_days": key.retention_days,
+        "requests_per_minute": key.requests_per_minute,
     }
 
 

@@ -1,0 +1,154 @@
+"""Limits and scheduling: requests per minute (atomic under concurrent requests), a full queue,
+deadlines, priority order, fair share between keys, and a provider's concurrency cap holding
+across two worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from app.core.settings import Settings
+from tests.infra import (
+    Stack,
+    base_settings,
+    drop_namespace,
+    start_stack,
+    start_worker_process,
+    wait_for_job,
+)
+
+IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "q", "size": "256x256"}}
+
+
+@contextlib.contextmanager
+def api(settings: Settings) -> Iterator[Stack]:
+    """An API with no worker: jobs wait in the queue until a test starts one."""
+    stack = start_stack(settings, embedded_worker=False)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        drop_namespace(settings.redis_namespace)
+
+
+@contextlib.contextmanager
+def workers(settings: Settings, count: int = 1, **env: str) -> Iterator[list[Any]]:
+    procs = [start_worker_process(settings, **env) for _ in range(count)]
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _at(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+async def test_requests_per_minute_are_counted_atomically(pg_url: str) -> None:
+    with api(base_settings(pg_url)) as stack:
+        with stack.admin() as admin:
+            token = admin.post(
+                "/admin/keys", json={"name": "rpm", "requests_per_minute": 10}
+            ).json()["key"]
+        async with stack.client(token) as client:
+            answers = await asyncio.gather(*(client.get("/v1/usage") for _ in range(30)))
+    statuses = [a.status_code for a in answers]
+    assert statuses.count(200) == 10 and statuses.count(429) == 20
+    refused = next(a for a in answers if a.status_code == 429)
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+
+
+async def test_a_full_queue_refuses_at_once(pg_url: str) -> None:
+    with api(base_settings(pg_url, max_queue_length=3)) as stack:
+        token = stack.new_key()
+        async with stack.client(token) as client:
+            answers = [await client.post("/v1/jobs", json=IMAGE) for _ in range(5)]
+            listed = (await client.get("/v1/jobs")).json()["data"]
+    assert [a.status_code for a in answers] == [202, 202, 202, 429, 429]
+    assert answers[3].json()["error"]["code"] == "queue_full"
+    assert "retry-after" in answers[3].headers
+    assert len(listed) == 3
+
+
+async def test_a_job_past_its_deadline_never_reaches_the_provider(pg_url: str) -> None:
+    settings = base_settings(pg_url)
+    with api(settings) as stack:
+        token = stack.new_key()
+        async with stack.client(token) as client:
+            late = (await client.post("/v1/jobs", json={**IMAGE, "deadline_seconds": 1})).json()
+            in_time = (
+                await client.post("/v1/jobs", json={**IMAGE, "deadline_seconds": 600})
+            ).json()
+            bad = await client.post("/v1/jobs", json={**IMAGE, "deadline_seconds": 0})
+            await asyncio.sleep(1.5)
+            with workers(settings):
+                late_done = await wait_for_job(client, late["id"], timeout=30)
+                in_time_done = await wait_for_job(client, in_time["id"], timeout=30)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "deadline_seconds"
+    assert late["deadline_at"] is not None
+    assert late_done["status"] == "canceled", late_done
+    assert late_done["error"]["code"] == "deadline_exceeded"
+    assert late_done["attempts"] == 0 and late_done["started_at"] is None
+    assert in_time_done["status"] == "succeeded"
+
+
+async def test_priorities_are_served_in_order(pg_url: str) -> None:
+    settings = base_settings(pg_url, local_latency_seconds=0.1)
+    with api(settings) as stack:
+        token = stack.new_key()
+        async with stack.client(token) as client:
+            submitted = []
+            for priority in ("low", "normal", "high") * 3:
+                job = (await client.post("/v1/jobs", json={**IMAGE, "priority": priority})).json()
+                submitted.append((job["id"], priority))
+            with workers(settings, MEDIAGATE_WORKER_CONCURRENCY="1"):
+                done = [await wait_for_job(client, job_id, timeout=60) for job_id, _ in submitted]
+    by_start = sorted((_at(job["started_at"]), job["priority"]) for job in done)
+    order = [priority for _, priority in by_start]
+    assert order == ["high"] * 3 + ["normal"] * 3 + ["low"] * 3
+    assert done[0]["priority"] == "low"
+
+
+async def test_a_busy_key_does_not_starve_another(pg_url: str) -> None:
+    settings = base_settings(pg_url, local_latency_seconds=0.2)
+    with api(settings) as stack:
+        busy, quiet = stack.new_key("busy"), stack.new_key("quiet")
+        async with stack.client(busy) as b, stack.client(quiet) as q:
+            flood = [(await b.post("/v1/jobs", json=IMAGE)).json()["id"] for _ in range(40)]
+            single = (await q.post("/v1/jobs", json=IMAGE)).json()["id"]
+            with workers(settings, MEDIAGATE_WORKER_CONCURRENCY="2"):
+                mine = await wait_for_job(q, single, timeout=60)
+                theirs = [(await b.get(f"/v1/jobs/{job_id}")).json() for job_id in flood]
+    started_before = [
+        j for j in theirs if j["started_at"] and _at(j["started_at"]) < _at(mine["started_at"])
+    ]
+    print(f"\nfair share: {len(started_before)} of the busy key's 40 jobs started first")
+    assert mine["status"] == "succeeded"
+    assert len(started_before) <= 4  # a few job-lengths with 2 slots, not 40
+
+
+async def test_a_provider_cap_holds_across_two_workers(pg_url: str) -> None:
+    settings = base_settings(pg_url, local_latency_seconds=0.8, provider_concurrency="local=2")
+    with api(settings) as stack:
+        token = stack.new_key()
+        async with stack.client(token) as client:
+            ids = [(await client.post("/v1/jobs", json=IMAGE)).json()["id"] for _ in range(8)]
+            with workers(settings, 2, MEDIAGATE_WORKER_CONCURRENCY="4"):
+                done = [await wait_for_job(client, job_id, timeout=90) for job_id in ids]
+    assert {j["status"] for j in done} == {"succeeded"}
+    spans = [(_at(j["started_at"]), _at(j["finished_at"])) for j in done]
+    overlap = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+    print(f"\nprovider cap local=2 with 2 workers x 4 slots: at most {overlap} jobs at once")
+    assert overlap == 2

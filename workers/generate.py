@@ -16,7 +16,7 @@ from typing import Any
 
 from arq import Retry
 
-from app.core import runs
+from app.core import runs, webhooks
 from app.core.errors import OUTAGE_ERRORS, MediagateError, unavailable_part
 from app.core.inputs import validate_input
 from app.core.jobs import job_snapshot, outputs_of
@@ -51,6 +51,7 @@ async def generate_media(ctx: dict[str, Any], job_id: str) -> str:
         waiting = late or await session.get(Job, job_id)
     if late is not None:
         await res.bus.publish(job_id, "job.canceled", job_snapshot(late, []))
+        await webhooks.notify(res, late, "job.canceled", job_snapshot(late, []))
         log.info("job.canceled job_id=%s code=deadline_exceeded", job_id)
         return "canceled"
     if waiting is None or waiting.status in TERMINAL_STATUSES:

@@ -14,7 +14,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from app.core import runs, usage
+from app.core import runs, usage, webhooks
 from app.core.errors import InvalidRequestError
 from app.core.inputs import references
 from app.core.jobs import job_snapshot
@@ -81,12 +81,15 @@ class JobRun:
     async def publish(self, event: str, **changes: Any) -> None:
         """Events are the live view; the database is the record. A job carries on through a
         Redis outage (followers re-read the job), so a failed publish is only logged."""
+        snapshot = self.snapshot(**changes)
         try:
-            await self.res.bus.publish(self.job.id, event, self.snapshot(**changes))
+            await self.res.bus.publish(self.job.id, event, snapshot)
         except (RedisError, OSError) as exc:
             log.warning(
                 "job.event_lost job_id=%s event=%s error=%s", self.job.id, event, type(exc).__name__
             )
+        if self.job.webhook or self.key.webhook_url:
+            await webhooks.notify(self.res, self.job, event, snapshot)
 
     async def finish(
         self, status: str, code: str | None = None, message: str | None = None

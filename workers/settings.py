@@ -15,7 +15,14 @@ from arq.typing import WorkerCoroutine
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
-from app.core.contract import GENERATE_TASK, PURGE_KEY_TASK, deserialize, queue_name, serialize
+from app.core.contract import (
+    GENERATE_TASK,
+    PURGE_KEY_TASK,
+    WEBHOOK_TASK,
+    deserialize,
+    queue_name,
+    serialize,
+)
 from app.core.resources import Resources, open_resources
 from app.core.settings import Settings
 from workers.generate import generate_media
@@ -27,6 +34,7 @@ from workers.lifecycle import (
     sweep_expired_media,
 )
 from workers.recovery import forget_idempotency_keys, recover_lost_jobs
+from workers.webhooks import deliver_webhook
 
 log = logging.getLogger("mediagate.worker")
 
@@ -71,6 +79,7 @@ def worker_settings(settings: Settings, *, resources: Resources | None = None) -
         "functions": [
             func(generate_media, name=GENERATE_TASK, max_tries=ARQ_MAX_TRIES),
             func(purge_key_media, name=PURGE_KEY_TASK, max_tries=ARQ_MAX_TRIES),
+            func(deliver_webhook, name=WEBHOOK_TASK, max_tries=ARQ_MAX_TRIES),
         ],
         # Cron jobs run once per schedule across all workers (arq gives each run one job id).
         "cron_jobs": [

@@ -58,6 +58,9 @@ class Body(Generic[Model]):
     fields: Model
     files: dict[str, bytes]
     claim: Claim | None
+    webhook: dict[str, Any] | None = None
+    """From `Webhook-Url` (and `Webhook-Events`, comma-separated): OpenAI's request bodies have
+    no place for it."""
 
 
 async def read_body(
@@ -101,7 +104,14 @@ async def read_body(
         ) from None
     header = request.headers.get(idempotency.HEADER)
     claim = idempotency.claim_of(header, request.method, request.url.path, fields, files)
-    return Body(model, files, claim)
+    webhook = None
+    if url := request.headers.get("webhook-url"):
+        events = request.headers.get("webhook-events")
+        webhook = {
+            "url": url,
+            "events": [e.strip() for e in events.split(",") if e.strip()] if events else None,
+        }
+    return Body(model, files, claim, webhook)
 
 
 async def store_uploads(
@@ -161,7 +171,9 @@ async def submit_request(
     uploads = await store_uploads(resources, session, key, body.files)
     params = {**params, **{name: {"media_id": m.id} for name, m in uploads.items()}}
     try:
-        job, created = await submit(resources, session, key, media_type, model, params, body.claim)
+        job, created = await submit(
+            resources, session, key, media_type, model, params, body.claim, webhook=body.webhook
+        )
     except BaseException as exc:  # refused (or failed) before anything was committed
         await session.rollback()
         await discard_uploads(resources, uploads)

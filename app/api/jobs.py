@@ -14,14 +14,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.api.dependencies import KEY_DEPENDENCY
 from app.api.render import render_job
 from app.api.schemas import JobCreate, JobList, JobObject
-from app.core import idempotency
+from app.core import idempotency, webhooks
 from app.core import jobs as job_service
 from app.core.contract import deserialize
-from app.core.errors import QuotaExceededError
+from app.core.errors import NotFoundError, QuotaExceededError
 from app.core.idempotency import Claim
 from app.core.ids import new_id
 from app.core.jobs import job_snapshot
-from app.core.models import Job, MediaObject, VirtualKey
+from app.core.models import Job, MediaObject, VirtualKey, WebhookDelivery, utcnow
 from app.core.queueing import enqueue_generation, queue_length
 from app.core.resources import Resources
 
@@ -64,12 +64,20 @@ async def submit(
     *,
     priority: str = "normal",
     deadline_seconds: int | None = None,
+    webhook: dict[str, Any] | None = None,
 ) -> tuple[Job, bool]:
     """Create and enqueue a job: `(job, True)`. With an `Idempotency-Key` that an earlier (or a
     concurrent) request already used: `(that request's job, False)`, and nothing is created."""
     # Refuse while Redis is down rather than accept jobs that only the outbox could start.
     await resources.redis.ping()
     await check_queue(resources)
+    if webhook is not None:
+        webhook = await webhooks.check_target(
+            str(webhook.get("url", "")),
+            webhook.get("events"),
+            "webhook.url",
+            allow_private=resources.settings.allow_private_urls,
+        )
     job_id = new_id("job")
     if claim is not None:
         ttl = resources.settings.idempotency_ttl_seconds
@@ -88,6 +96,7 @@ async def submit(
         job_id=job_id,
         priority=priority,
         deadline_seconds=deadline_seconds,
+        webhook=webhook,
     )
     queued_ahead = await job_service.queued_jobs(session, key.id) - 1
     await session.commit()  # commit, then enqueue: a worker must find the row
@@ -101,7 +110,10 @@ async def abort_running(
 ) -> None:
     """After the database says canceled: tell followers, and stop the worker's task. Queued: arq
     skips it; running: the task is cancelled. The worker's writes are conditional on `running`."""
-    await resources.bus.publish(job.id, "job.canceled", job_snapshot(job, outputs or []))
+    snapshot = job_snapshot(job, outputs or [])
+    await resources.bus.publish(job.id, "job.canceled", snapshot)
+    # Recorded here, delivered by a worker.
+    await webhooks.notify(resources, job, "job.canceled", snapshot)
     arq_job = ArqJob(
         job.id, resources.redis, _queue_name=resources.queue_name, _deserializer=deserialize
     )
@@ -156,6 +168,7 @@ class JobController(Controller):
             claim,
             priority=data.priority,
             deadline_seconds=data.deadline_seconds,
+            webhook=data.webhook.model_dump() if data.webhook else None,
         )
         outputs = (await job_service.outputs_of(session, [job.id]))[job.id]
         return Response(
@@ -218,6 +231,37 @@ class JobController(Controller):
         outputs = (await job_service.outputs_of(session, [job.id]))[job.id]
         await abort_running(resources, job, outputs)
         return JobObject.model_validate(render_job(request, resources.settings, job, outputs))
+
+    @get("/{job_id:str}/webhooks", summary="The job's webhook deliveries, with every attempt")
+    async def webhook_deliveries(
+        self, job_id: str, key: VirtualKey, session: AsyncSession
+    ) -> dict[str, Any]:
+        job = await job_service.get_job(session, key.id, job_id)
+        found = await webhooks.deliveries_of(session, job.id)
+        return {"object": "list", "data": [webhooks.delivery_object(d) for d in found]}
+
+    @post(
+        "/{job_id:str}/webhooks/{delivery_id:str}/resend",
+        status_code=202,
+        summary="Deliver a webhook again",
+    )
+    async def resend_webhook(
+        self,
+        job_id: str,
+        delivery_id: str,
+        key: VirtualKey,
+        session: AsyncSession,
+        resources: Resources,
+    ) -> dict[str, Any]:
+        job = await job_service.get_job(session, key.id, job_id)
+        delivery = await session.get(WebhookDelivery, delivery_id)
+        if delivery is None or delivery.job_id != job.id:
+            raise NotFoundError(f"No webhook delivery {delivery_id!r}.", param="delivery_id")
+        delivery.status, delivery.created_at = "pending", utcnow()  # a fresh day of retries
+        session.add(delivery)
+        await session.commit()
+        await webhooks.enqueue(resources, delivery.id, f":resend-{len(delivery.attempts)}")
+        return webhooks.delivery_object(delivery)
 
     @delete("/{job_id:str}", status_code=200, summary="Delete a job and its media")
     async def delete_job(

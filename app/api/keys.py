@@ -14,9 +14,22 @@ from app.api.dependencies import admin_guard
 from app.api.render import render_key
 from app.api.schemas import KeyCreate, KeyCreated, KeyList, KeyObject, KeyPatch
 from app.core import keys as key_service
-from app.core import lifecycle, usage
+from app.core import lifecycle, usage, webhooks
 from app.core.contract import PURGE_KEY_TASK, purge_job_id
 from app.core.resources import Resources
+
+
+async def _checked_webhook(resources: Resources, fields: dict[str, Any]) -> dict[str, Any]:
+    """A key's webhook URL must be public and its events known, as a job's."""
+    if fields.get("webhook_url"):
+        target = await webhooks.check_target(
+            fields["webhook_url"],
+            fields.get("webhook_events"),
+            "webhook_url",
+            allow_private=resources.settings.allow_private_urls,
+        )
+        fields["webhook_events"] = target["events"]
+    return fields
 
 
 class AdminKeyController(Controller):
@@ -25,8 +38,10 @@ class AdminKeyController(Controller):
     guards = [admin_guard]
 
     @post("/", status_code=201, summary="Create a virtual key (the key is shown once)")
-    async def create(self, data: KeyCreate, session: AsyncSession) -> KeyCreated:
-        limits = data.model_dump(exclude={"name"})
+    async def create(
+        self, data: KeyCreate, session: AsyncSession, resources: Resources
+    ) -> KeyCreated:
+        limits = await _checked_webhook(resources, data.model_dump(exclude={"name"}))
         key, plaintext = await key_service.create_key(session, data.name, limits)
         await session.commit()
         return KeyCreated.model_validate({**render_key(key), "key": plaintext})
@@ -41,8 +56,11 @@ class AdminKeyController(Controller):
         return KeyObject.model_validate(render_key(await key_service.get_key(session, key_id)))
 
     @patch("/{key_id:str}", summary="Change a key's name, quotas or retention")
-    async def update(self, key_id: str, data: KeyPatch, session: AsyncSession) -> KeyObject:
-        key = await key_service.update_key(session, key_id, data.model_dump(exclude_unset=True))
+    async def update(
+        self, key_id: str, data: KeyPatch, session: AsyncSession, resources: Resources
+    ) -> KeyObject:
+        changes = await _checked_webhook(resources, data.model_dump(exclude_unset=True))
+        key = await key_service.update_key(session, key_id, changes)
         await session.commit()
         return KeyObject.model_validate(render_key(key))
 
@@ -55,6 +73,18 @@ class AdminKeyController(Controller):
         key = await lifecycle.delete_key(session, key_id)
         await session.commit()
         await resources.redis.enqueue_job(PURGE_KEY_TASK, key.id, _job_id=purge_job_id(key.id))
+        return KeyObject.model_validate(render_key(key))
+
+    @post(
+        "/{key_id:str}/webhook-secret",
+        status_code=200,
+        summary="Rotate the key's webhook secret (the old one still signs for 24 h)",
+    )
+    async def rotate_webhook_secret(self, key_id: str, session: AsyncSession) -> KeyObject:
+        key = await key_service.get_key(session, key_id)
+        webhooks.rotate_secret(key)
+        session.add(key)
+        await session.commit()
         return KeyObject.model_validate(render_key(key))
 
     @get("/{key_id:str}/usage", summary="A key's storage usage and quota")

@@ -14,6 +14,7 @@ class JobCreate(BaseModel):
     model: str = Field(min_length=1, max_length=200)
     input: dict[str, Any]
     priority: Literal["high", "normal", "low"] = "normal"
+    webhook: WebhookSpec | None = None
     deadline_seconds: int | None = Field(default=None, ge=1, le=7 * 86_400)
     """Not started within this many seconds: the job ends `canceled`, `deadline_exceeded`."""
 
@@ -72,14 +73,29 @@ class KeyLimits(BaseModel):
     requests_per_minute: int | None = Field(default=None, ge=1)
 
 
-class KeyCreate(KeyLimits):
+class KeyWebhook(BaseModel):
+    """A webhook for every job of the key (null url: none)."""
+
+    webhook_url: str | None = Field(default=None, max_length=2000)
+    webhook_events: list[str] | None = None
+
+
+class KeyCreate(KeyLimits, KeyWebhook):
     name: str = Field(min_length=1, max_length=200)
 
 
-class KeyPatch(KeyLimits):
+class KeyPatch(KeyLimits, KeyWebhook):
     """Only the fields sent change; send null to lift a limit."""
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class WebhookSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=2000)
+    events: list[str] | None = None
+    """Default: job.succeeded, job.failed, job.canceled."""
 
 
 class KeyPurge(BaseModel):
@@ -101,6 +117,10 @@ class KeyObject(BaseModel):
     max_concurrent_jobs: int | None
     retention_days: int | None
     requests_per_minute: int | None
+    webhook_url: str | None
+    webhook_events: list[str] | None
+    webhook_secret: str | None
+    """Verify our webhooks with it (Standard Webhooks); rotate with POST .../webhook-secret."""
     purge: KeyPurge | None
     """Progress of deleting the key's media, once the key is deleted."""
 

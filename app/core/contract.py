@@ -10,6 +10,7 @@ import orjson
 
 GENERATE_TASK = "generate_media"
 PURGE_KEY_TASK = "purge_key_media"
+WEBHOOK_TASK = "deliver_webhook"
 
 
 def purge_job_id(key_id: str) -> str:

@@ -77,6 +77,7 @@ async def create_job(
     job_id: str | None = None,
     priority: str = "normal",
     deadline_seconds: int | None = None,
+    webhook: dict[str, Any] | None = None,
 ) -> Job:
     route = await resolve_model(session, catalog, media_type, model)
     # Valid for every fallback target, so moving to the next one cannot fail on the input.
@@ -99,6 +100,7 @@ async def create_job(
         input=validated[0],
         request=dict(params),
         priority=priority,
+        webhook=webhook,
         deadline_at=None
         if deadline_seconds is None
         else utcnow() + timedelta(seconds=deadline_seconds),

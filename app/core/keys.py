@@ -13,7 +13,9 @@ from app.core.errors import InvalidRequestError, NotFoundError
 from app.core.ids import hash_key, new_api_key, new_id
 from app.core.models import VirtualKey, utcnow
 from app.core.usage import create_usage_rows
+from app.core.webhooks import new_secret
 
+WEBHOOK_FIELDS = ("webhook_url", "webhook_events")
 LIMIT_FIELDS = (
     "max_bytes",
     "max_objects",
@@ -34,8 +36,9 @@ async def create_key(
         id=new_id("key"), name=name, prefix=plaintext[:8], key_hash=hash_key(plaintext)
     )
     for field_name, value in (limits or {}).items():
-        if field_name in LIMIT_FIELDS:
+        if field_name in LIMIT_FIELDS + WEBHOOK_FIELDS:
             setattr(key, field_name, value)
+    key.webhook_secret = new_secret()
     session.add(key)
     await session.flush()  # the usage rows' foreign key needs the key first
     await create_usage_rows(session, key.id)
@@ -64,7 +67,7 @@ async def update_key(session: AsyncSession, key_id: str, changes: Mapping[str, A
             if value is None or not str(value).strip():
                 raise InvalidRequestError("name must be 1 to 200 characters", param="name")
             key.name = str(value).strip()
-        elif name in LIMIT_FIELDS:
+        elif name in LIMIT_FIELDS + WEBHOOK_FIELDS:
             setattr(key, name, value)
     session.add(key)
     await session.flush()

@@ -46,6 +46,13 @@ class VirtualKey(SQLModel, table=True):
     retention_days: int | None = None
     requests_per_minute: int | None = None
     """Null: the global default (`MEDIAGATE_REQUESTS_PER_MINUTE`), unlimited if that is unset."""
+    # Webhooks for every job of the key; the secret signs them (Standard Webhooks). After a
+    # rotation the previous secret also signs until `webhook_previous_until`.
+    webhook_url: str | None = Field(default=None, max_length=2000)
+    webhook_events: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    webhook_secret: str | None = Field(default=None, max_length=80)
+    webhook_previous_secret: str | None = Field(default=None, max_length=80)
+    webhook_previous_until: datetime | None = _ts(nullable=True)
     # Deletion: the key is revoked at once, then a worker task deletes all of its media.
     deleted_at: datetime | None = _ts(nullable=True)
     purge_status: str | None = Field(default=None, max_length=16)
@@ -86,6 +93,8 @@ class Job(SQLModel, table=True):
     cancel_requested_at: datetime | None = _ts(nullable=True)
     deleted_at: datetime | None = _ts(nullable=True)
     """Deleted by its owner (with its media); it answers 404 from then on."""
+    webhook: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    """This job's own webhook: {"url", "events"} (the key's webhook applies too)."""
     priority: str = Field(default="normal", max_length=8)
     """`high`, `normal` or `low`: the order jobs are served in (see app/core/queueing.py)."""
     deadline_at: datetime | None = _ts(nullable=True)
@@ -175,3 +184,25 @@ class IdempotencyKey(SQLModel, table=True):
     created_at: datetime = Field(
         default_factory=utcnow, sa_type=DateTime(timezone=True), index=True
     )
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event of one job for one URL, with every attempt to deliver it."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_job_id", "job_id"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    job_id: str = Field(foreign_key="jobs.id", max_length=40)
+    key_id: str = Field(foreign_key="virtual_keys.id", max_length=40)
+    event: str = Field(max_length=32)
+    url: str = Field(max_length=2000)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="pending", max_length=16)
+    """`pending` (being retried), `delivered` (a 2xx) or `failed` (gave up after 24 h)."""
+    attempts: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    """Each attempt: {"at", "status_code", "latency_ms", "error"}."""
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    delivered_at: datetime | None = _ts(nullable=True)

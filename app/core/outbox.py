@@ -13,6 +13,7 @@ from datetime import timedelta
 from arq.constants import job_key_prefix
 from sqlmodel import col, or_, select, update
 
+from app.core import webhooks
 from app.core.jobs import job_snapshot
 from app.core.models import Job, utcnow
 from app.core.queueing import enqueue_generation
@@ -110,5 +111,6 @@ async def cancel_late_jobs(res: Resources) -> int:
         if job is not None:
             canceled += 1
             await res.bus.publish(job.id, "job.canceled", job_snapshot(job, []))
+            await webhooks.notify(res, job, "job.canceled", job_snapshot(job, []))
             log.info("job.canceled job_id=%s code=deadline_exceeded", job.id)
     return canceled

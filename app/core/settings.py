@@ -67,6 +67,12 @@ class Settings:
     """Beyond this many jobs waiting in the queue, submits get 429 `queue_full` at once."""
     provider_concurrency: str | None = None
     """Jobs at a time per provider across all workers, e.g. `minimax=4,replicate=2`."""
+    webhook_timeout_seconds: float = 10.0
+    """One webhook request."""
+    webhook_retry_seconds: int = 86_400
+    """A webhook not delivered (2xx) this long after its event is marked failed."""
+    webhook_retry_base_seconds: float = 5.0
+    """Backoff before webhook retry n is about base * 2**(n-1), jittered, at most an hour."""
     database_timeout_seconds: float = 5.0
     """Connecting to the database, or waiting for a pooled connection, gives up after this long
     (the API answers 503 instead of hanging)."""
@@ -152,6 +158,7 @@ class Settings:
             "max_upload_bytes",
             "outbox_grace_seconds",
             "idempotency_ttl_seconds",
+            "webhook_retry_seconds",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
@@ -163,6 +170,8 @@ class Settings:
             "retry_base_seconds",
             "input_url_timeout_seconds",
             "database_timeout_seconds",
+            "webhook_timeout_seconds",
+            "webhook_retry_base_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be greater than 0")

@@ -1,0 +1,234 @@
+"""Webhooks, signed as Standard Webhooks specifies (https://www.standardwebhooks.com):
+`webhook-id`, `webhook-timestamp` and `webhook-signature: v1,<base64 HMAC-SHA256 of
+"{id}.{timestamp}.{body}">`, keyed with the key's `whsec_` secret (and, for a day after a
+rotation, the previous one too: both signatures are sent). A job's events become delivery rows
+that workers deliver (never the API), retrying with backoff for a day; only a 2xx counts, and
+redirects are not followed. The URL is checked at submit and again before every attempt, after
+DNS, so a name that turns private later is refused (DNS rebinding)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import random
+import secrets
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import orjson
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.core.contract import WEBHOOK_TASK
+from app.core.errors import InvalidRequestError
+from app.core.events import EVENT_NAMES
+from app.core.ids import new_id
+from app.core.models import Job, VirtualKey, WebhookDelivery, as_utc, iso, utcnow
+from app.core.resources import Resources
+from app.core.urls import check_resolves_public, check_url
+
+log = logging.getLogger("mediagate.webhooks")
+
+DEFAULT_EVENTS = ("job.succeeded", "job.failed", "job.canceled")
+ROTATION_OVERLAP = timedelta(hours=24)
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    content = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
+
+
+def signing_secrets(key: VirtualKey) -> list[str]:
+    found = [key.webhook_secret] if key.webhook_secret else []
+    until = key.webhook_previous_until
+    if key.webhook_previous_secret and until is not None and as_utc(until) > utcnow():
+        found.append(key.webhook_previous_secret)
+    return found
+
+
+def rotate_secret(key: VirtualKey) -> str:
+    """A new secret; the old one keeps signing (beside it) for a day."""
+    if key.webhook_secret:
+        key.webhook_previous_secret = key.webhook_secret
+        key.webhook_previous_until = utcnow() + ROTATION_OVERLAP
+    key.webhook_secret = new_secret()
+    return key.webhook_secret
+
+
+async def check_target(
+    url: str, events: Sequence[str] | None, param: str, *, allow_private: bool
+) -> dict[str, Any]:
+    """A webhook as given at submit or on a key: a public https URL and known events."""
+    check_url(url, param, allow_private=allow_private)
+    if not allow_private:
+        await check_resolves_public(url, param)
+    chosen = list(events) if events else list(DEFAULT_EVENTS)
+    unknown = sorted(set(chosen) - set(EVENT_NAMES))
+    if unknown:
+        raise InvalidRequestError(
+            f"unknown webhook events {unknown}; choose from {', '.join(EVENT_NAMES)}",
+            param=f"{param.rsplit('.', 1)[0]}.events" if "." in param else "events",
+        )
+    return {"url": url, "events": chosen}
+
+
+def _targets(job: Job, key: VirtualKey, event: str) -> list[str]:
+    urls: list[str] = []
+    for target in (job.webhook, {"url": key.webhook_url, "events": key.webhook_events}):
+        if not target or not target.get("url"):
+            continue
+        if event in (target.get("events") or DEFAULT_EVENTS) and target["url"] not in urls:
+            urls.append(str(target["url"]))
+    return urls
+
+
+async def schedule(
+    session: AsyncSession, job: Job, key: VirtualKey, event: str, data: dict[str, Any]
+) -> list[str]:
+    """Delivery rows for the job's subscribers to `event`; the caller commits, then enqueues
+    `deliver` for each id returned."""
+    ids: list[str] = []
+    for url in _targets(job, key, event):
+        delivery = WebhookDelivery(
+            id=new_id("whd"),
+            job_id=job.id,
+            key_id=key.id,
+            event=event,
+            url=url,
+            payload={"type": event, "timestamp": iso(utcnow()), "data": data},
+        )
+        session.add(delivery)
+        ids.append(delivery.id)
+    if ids:
+        if key.webhook_secret is None:  # a key made before webhooks existed
+            key.webhook_secret = new_secret()
+            session.add(key)
+        await session.flush()
+    return ids
+
+
+async def enqueue(res: Resources, delivery_id: str, attempt_tag: str = "") -> None:
+    await res.redis.enqueue_job(WEBHOOK_TASK, delivery_id, _job_id=f"{delivery_id}{attempt_tag}")
+
+
+async def notify(res: Resources, job: Job, event: str, data: dict[str, Any]) -> None:
+    """Schedule and enqueue the deliveries of one event (from a worker, or from the API's cancel
+    path, which only records them: a worker delivers)."""
+    if event not in EVENT_NAMES:
+        return
+    async with res.sessionmaker() as session:
+        key = await session.get(VirtualKey, job.key_id)
+        fresh = await session.get(Job, job.id)
+        if key is None or fresh is None:
+            return
+        ids = await schedule(session, fresh, key, event, data)
+        await session.commit()
+    for delivery_id in ids:
+        await enqueue(res, delivery_id)
+
+
+def retry_delay(attempt: int, base: float) -> float:
+    """Exponential backoff with jitter, at most an hour between attempts."""
+    return float(min(3600.0, base * 2.0 ** max(0, attempt - 1)) * random.uniform(0.5, 1.0))
+
+
+async def deliver(res: Resources, delivery_id: str) -> tuple[str, float | None]:
+    """One attempt. Returns the delivery's status and, when it should be tried again, the delay."""
+    settings = res.settings
+    async with res.sessionmaker() as session:
+        delivery = await session.get(WebhookDelivery, delivery_id)
+        key = await session.get(VirtualKey, delivery.key_id) if delivery else None
+    if delivery is None or key is None or delivery.status != "pending":
+        return ("missing" if delivery is None else delivery.status), None
+    body = orjson.dumps(delivery.payload)
+    timestamp = int(time.time())
+    headers = {
+        "content-type": "application/json",
+        "user-agent": "mediagate-webhooks/1",
+        "webhook-id": delivery.id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": " ".join(
+            signature(secret, delivery.id, timestamp, body) for secret in signing_secrets(key)
+        ),
+    }
+    record: dict[str, Any] = {"at": iso(utcnow()), "status_code": None, "latency_ms": None}
+    started = time.monotonic()
+    try:
+        # Again at every attempt: the name may resolve elsewhere now than at submit.
+        check_url(delivery.url, "webhook.url", allow_private=settings.allow_private_urls)
+        if not settings.allow_private_urls:
+            await check_resolves_public(delivery.url, "webhook.url")
+        resp = await res.http.post(
+            delivery.url,
+            content=body,
+            headers=headers,
+            follow_redirects=False,
+            timeout=settings.webhook_timeout_seconds,
+        )
+        record["status_code"] = resp.status_code
+        ok = 200 <= resp.status_code < 300
+        if not ok:
+            record["error"] = f"HTTP {resp.status_code}"
+    except InvalidRequestError as exc:
+        record["error"] = f"refused: {exc.message}"
+        ok = False
+    except httpx.HTTPError as exc:
+        record["error"] = type(exc).__name__
+        ok = False
+    record["latency_ms"] = int((time.monotonic() - started) * 1000)
+    async with res.sessionmaker() as session:
+        fresh = await session.get(WebhookDelivery, delivery_id)
+        assert fresh is not None
+        fresh.attempts = [*fresh.attempts, record]
+        given_up = as_utc(fresh.created_at) + timedelta(seconds=settings.webhook_retry_seconds)
+        if ok:
+            fresh.status, fresh.delivered_at = "delivered", utcnow()
+        elif utcnow() >= given_up:
+            fresh.status = "failed"
+        session.add(fresh)
+        await session.commit()
+        status, attempts = fresh.status, len(fresh.attempts)
+    log.info(
+        "webhook.attempt delivery_id=%s event=%s status=%s code=%s ms=%s",
+        delivery_id,
+        delivery.event,
+        status,
+        record["status_code"],
+        record["latency_ms"],
+    )
+    if status == "pending":
+        return status, retry_delay(attempts, settings.webhook_retry_base_seconds)
+    return status, None
+
+
+async def deliveries_of(session: AsyncSession, job_id: str) -> list[WebhookDelivery]:
+    rows = await session.exec(
+        select(WebhookDelivery)
+        .where(WebhookDelivery.job_id == job_id)
+        .order_by(col(WebhookDelivery.created_at), col(WebhookDelivery.id))
+    )
+    return list(rows)
+
+
+def delivery_object(delivery: WebhookDelivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "object": "webhook_delivery",
+        "job_id": delivery.job_id,
+        "event": delivery.event,
+        "url": delivery.url,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "created_at": iso(delivery.created_at),
+        "delivered_at": iso(delivery.delivered_at),
+    }

@@ -84,10 +84,14 @@ async def claim_for_job(
     concurrent request holds it, returns that request's job instead (the caller rolls back)."""
     if (earlier := await find(session, key_id, claim, ttl_seconds)) is not None:
         return earlier
-    # Expired, or never used: an old row would only be in the way.
+    # Never used, or expired: an expired row would only be in the way. Only an expired one is
+    # deleted, or a concurrent duplicate's row, committed meanwhile, would go too.
+    cutoff = utcnow() - timedelta(seconds=ttl_seconds)
     await session.exec(
         delete(IdempotencyKey).where(
-            col(IdempotencyKey.key_id) == key_id, col(IdempotencyKey.idempotency_key) == claim.key
+            col(IdempotencyKey.key_id) == key_id,
+            col(IdempotencyKey.idempotency_key) == claim.key,
+            col(IdempotencyKey.created_at) <= cutoff,
         )
     )
     insert_row = insert(IdempotencyKey).values(

@@ -75,14 +75,15 @@ async def test_same_key_same_body_returns_the_same_job(api_only_stack: Stack) ->
 
 async def test_concurrent_duplicates_create_exactly_one_job(api_only_stack: Stack) -> None:
     token = api_only_stack.new_key()
-    headers = _idem()
     async with api_only_stack.client(token) as client:
-        answers = await asyncio.gather(
-            *(client.post("/v1/jobs", json=IMAGE, headers=headers) for _ in range(20))
-        )
-    assert {resp.status_code for resp in answers} == {202}, [r.text for r in answers]
-    assert len({resp.json()["id"] for resp in answers}) == 1
-    assert await _job_count(api_only_stack, token) == 1
+        for _ in range(3):  # a race shows only sometimes: try it more than once
+            headers = _idem()
+            answers = await asyncio.gather(
+                *(client.post("/v1/jobs", json=IMAGE, headers=headers) for _ in range(30))
+            )
+            assert {resp.status_code for resp in answers} == {202}, [r.text for r in answers]
+            assert len({resp.json()["id"] for resp in answers}) == 1
+    assert await _job_count(api_only_stack, token) == 3
 
 
 async def test_an_expired_idempotency_key_starts_afresh(api_only_stack: Stack) -> None:

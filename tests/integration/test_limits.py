@@ -152,3 +152,19 @@ async def test_a_provider_cap_holds_across_two_workers(pg_url: str) -> None:
     overlap = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
     print(f"\nprovider cap local=2 with 2 workers x 4 slots: at most {overlap} jobs at once")
     assert overlap == 2
+
+
+async def test_concurrent_submits_respect_the_key_concurrency_limit(pg_url: str) -> None:
+    with api(base_settings(pg_url)) as stack:
+        with stack.admin() as admin:
+            token = admin.post("/admin/keys", json={"name": "c", "max_concurrent_jobs": 3}).json()[
+                "key"
+            ]
+        async with stack.client(token) as client:
+            answers = await asyncio.gather(
+                *(client.post("/v1/jobs", json=IMAGE) for _ in range(12))
+            )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [202] * 3 + [429] * 9
+    codes = {a.json()["error"]["code"] for a in answers if a.status_code == 429}
+    assert codes == {"concurrency_limit_exceeded"}

@@ -262,3 +262,27 @@ async def test_private_webhook_urls_are_refused_at_submit_and_at_delivery(
     finally:
         stack.stop()
         drop_namespace(settings.redis_namespace)
+
+
+async def test_a_webhook_that_keeps_failing_is_marked_failed(
+    webhook_stack: Stack, hooks: Receiver
+) -> None:
+    settings = replace(webhook_stack.settings, webhook_retry_seconds=1)
+    hooks.planned = [500] * 10
+    key = _new_key(webhook_stack)
+    async with webhook_stack.client(key["key"]) as client:
+        job_id = (await client.post("/v1/jobs", json=IMAGE)).json()["id"]
+        await wait_for_job(client, job_id)
+    async with open_resources(settings) as res:
+        async with res.sessionmaker() as session:
+            job = await session.get(Job, job_id)
+            owner = await session.get(VirtualKey, key["id"])
+            assert job is not None and owner is not None
+            job.webhook = {"url": hooks.url + "/down", "events": ["job.succeeded"]}
+            ids = await webhooks.schedule(session, job, owner, "job.succeeded", {"id": job_id})
+            await session.commit()
+        first = await webhooks.deliver(res, ids[0])
+        await asyncio.sleep(1.1)
+        last = await webhooks.deliver(res, ids[0])
+    assert first[0] == "pending" and first[1] is not None
+    assert last == ("failed", None)

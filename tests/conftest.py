@@ -19,12 +19,11 @@ from tests.infra import (
     MODELS_FILE,
     Stack,
     base_settings,
-    drop_namespace,
     moto_s3,
     postgres_database,
+    running_stack,
     s3_changes,
     sqlite_database,
-    start_stack,
     upstream_settings,
 )
 
@@ -46,14 +45,6 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return sqlite_database(tmp_path_factory.mktemp("sqlite"))
 
 
-def _run_stack(stack: Stack) -> Iterator[Stack]:
-    try:
-        yield stack
-    finally:
-        stack.stop()
-        drop_namespace(stack.settings.redis_namespace)
-
-
 STACK_VARIANTS = ["sqlite-memory", "pg-memory", "pg-s3"]
 
 
@@ -67,26 +58,30 @@ def stack(
     settings = base_settings(database)
     if variant.endswith("s3"):
         settings = replace(settings, **s3_changes(s3_endpoint, f"media-{secrets.token_hex(4)}"))
-    yield from _run_stack(start_stack(settings, embedded_worker=True))
+    with running_stack(settings, embedded_worker=True) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
 def pg_s3_stack(pg_url: str, s3_endpoint: str) -> Iterator[Stack]:
     settings = base_settings(pg_url, **s3_changes(s3_endpoint, f"media-{secrets.token_hex(4)}"))
-    yield from _run_stack(start_stack(settings, embedded_worker=True))
+    with running_stack(settings, embedded_worker=True) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
 def slow_stack(pg_url: str) -> Iterator[Stack]:
     """Jobs take ~2 s with 4 progress steps: long enough to watch live events and cancel."""
     settings = base_settings(pg_url, local_latency_seconds=2.0, local_progress_steps=4)
-    yield from _run_stack(start_stack(settings, embedded_worker=True))
+    with running_stack(settings, embedded_worker=True) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
 def api_only_stack(pg_url: str) -> Iterator[Stack]:
     """No worker: submitted jobs stay queued."""
-    yield from _run_stack(start_stack(base_settings(pg_url), embedded_worker=False))
+    with running_stack(base_settings(pg_url), embedded_worker=False) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
@@ -116,7 +111,8 @@ def models_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def upstream_stack(pg_url: str, emulators: dict[str, Any], models_file: Path) -> Iterator[Stack]:
     """API + embedded worker with every upstream provider pointed at its emulator."""
     settings = upstream_settings(pg_url, emulators, models_file)
-    yield from _run_stack(start_stack(settings, embedded_worker=True))
+    with running_stack(settings, embedded_worker=True) as running:
+        yield running
 
 
 @pytest.fixture

@@ -104,6 +104,9 @@ def base_settings(database_url: str, **changes: Any) -> Settings:
         admin_key=ADMIN_KEY,
         worker_poll_delay=0.02,
         sse_ping_seconds=1.0,
+        # Stacks share one database; their workers' outbox must not take other tests' jobs
+        # (left queued on purpose, in another namespace). Outbox tests use their own database.
+        outbox_grace_seconds=3600,
     )
     return replace(settings, **changes)
 
@@ -210,6 +213,17 @@ def start_stack(settings: Settings, *, embedded_worker: bool) -> Stack:
             raise RuntimeError("test API did not start")
         time.sleep(0.02)
     return Stack(settings, f"http://127.0.0.1:{port}", server, thread)
+
+
+@contextlib.contextmanager
+def running_stack(settings: Settings, *, embedded_worker: bool) -> Iterator[Stack]:
+    """A stack for the length of a `with`: stopped, and its Redis namespace removed, after."""
+    stack = start_stack(settings, embedded_worker=embedded_worker)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        drop_namespace(settings.redis_namespace)
 
 
 def start_worker_process(settings: Settings, **env_changes: str) -> subprocess.Popen[bytes]:

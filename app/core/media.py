@@ -30,7 +30,9 @@ def signed_path(secret: bytes, media_id: str, expires: int) -> str:
 def verify(secret: bytes, media_id: str, expires: int, signature: str, now: float) -> bool:
     if expires < now:
         return False
-    return hmac.compare_digest(sign(secret, media_id, expires), signature)
+    # As bytes: compare_digest refuses str with non-ASCII characters (a forged link may have any).
+    expected = sign(secret, media_id, expires).encode()
+    return hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass"))
 
 
 def storage_key_for(

@@ -29,9 +29,9 @@ from tests.emulators.s3proxy import S3FaultProxy
 from tests.infra import (
     Stack,
     base_settings,
-    drop_namespace,
+    postgres_database,
+    running_stack,
     s3_changes,
-    start_stack,
     start_worker_process,
     wait_for_job,
     worker_log,
@@ -39,17 +39,6 @@ from tests.infra import (
 from tests.servers import private_postgres, private_redis
 
 IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "f", "size": "256x256"}}
-
-
-@contextlib.contextmanager
-def running(settings: Settings, *, embedded_worker: bool = False) -> Iterator[Stack]:
-    stack = start_stack(settings, embedded_worker=embedded_worker)
-    try:
-        yield stack
-    finally:
-        stack.stop()
-        if settings.redis_url.endswith(":6379/0"):
-            drop_namespace(settings.redis_namespace)
 
 
 @contextlib.contextmanager
@@ -110,7 +99,7 @@ async def test_kill_9_a_worker_during_200_jobs(pg_url: str, s3_endpoint: str, re
         **s3_changes(s3_endpoint, bucket),
     )
     res: Resources = await res_for(settings)
-    with running(settings) as stack:
+    with running_stack(settings, embedded_worker=False) as stack:
         token = stack.new_key()
         async with stack.client(token) as client:
             key_id = (await client.get("/v1/usage")).json()["key_id"]
@@ -160,17 +149,21 @@ async def test_kill_9_a_worker_during_200_jobs(pg_url: str, s3_endpoint: str, re
     assert sum(u.objects for u in usage) == 400
 
 
-async def test_redis_restarted_empty_under_load(pg_url: str, res_for: Any) -> None:
-    with private_redis() as redis_server:
+async def test_redis_restarted_empty_under_load(res_for: Any) -> None:
+    # A database of its own: the outbox (1 s grace here) looks at every job in it.
+    with private_redis() as redis_server, postgres_database() as url:
         settings = base_settings(
-            pg_url,
+            url,
             redis_url=redis_server.url,
             outbox_grace_seconds=1,
             job_lease_seconds=3,
             local_latency_seconds=0.5,
         )
         res: Resources = await res_for(settings)
-        with running(settings) as stack, worker(settings) as worker_proc:
+        with (
+            running_stack(settings, embedded_worker=False) as stack,
+            worker(settings) as worker_proc,
+        ):
             token = stack.new_key()
             accepted: list[str] = []
             refused: list[httpx.Response] = []
@@ -215,7 +208,7 @@ async def test_postgres_stopped_during_submits(res_for: Any) -> None:
         settings = base_settings(
             url, local_latency_seconds=0.2, database_timeout_seconds=2, job_lease_seconds=3
         )
-        with running(settings, embedded_worker=True) as stack:
+        with running_stack(settings, embedded_worker=True) as stack:
             token = stack.new_key()
             accepted: list[str] = []
             async with stack.client(token) as client:
@@ -291,7 +284,7 @@ async def test_s3_errors_during_upload(s3_endpoint: str, pg_url: str, res_for: A
         # Through the whole stack: outputs whose upload fails for a while still land, once.
         proxy.reset()
         settings = base_settings(pg_url, retry_base_seconds=0.1, **s3_changes(proxy.url, bucket))
-        with running(settings, embedded_worker=True) as stack:
+        with running_stack(settings, embedded_worker=True) as stack:
             token = stack.new_key()
             proxy.fail("PutObject", times=4)  # more than botocore's 3 attempts: the job retries
             async with stack.client(token) as client:

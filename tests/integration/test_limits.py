@@ -16,8 +16,7 @@ from app.core.settings import Settings
 from tests.infra import (
     Stack,
     base_settings,
-    drop_namespace,
-    start_stack,
+    running_stack,
     start_worker_process,
     wait_for_job,
 )
@@ -28,12 +27,8 @@ IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "q", "size
 @contextlib.contextmanager
 def api(settings: Settings) -> Iterator[Stack]:
     """An API with no worker: jobs wait in the queue until a test starts one."""
-    stack = start_stack(settings, embedded_worker=False)
-    try:
+    with running_stack(settings, embedded_worker=False) as stack:
         yield stack
-    finally:
-        stack.stop()
-        drop_namespace(settings.redis_namespace)
 
 
 @contextlib.contextmanager

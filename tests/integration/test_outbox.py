@@ -24,8 +24,8 @@ from tests.infra import (
     REDIS_URL,
     Stack,
     base_settings,
-    drop_namespace,
-    start_stack,
+    postgres_database,
+    running_stack,
     start_worker_process,
     wait_for_job,
 )
@@ -34,14 +34,12 @@ IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "o", "size
 
 
 @pytest.fixture
-def queue_only_stack(pg_url: str) -> Iterator[Stack]:
-    """An API with no worker, on a namespace of its own (the test empties its queue)."""
-    stack = start_stack(base_settings(pg_url, outbox_grace_seconds=1), embedded_worker=False)
-    try:
-        yield stack
-    finally:
-        stack.stop()
-        drop_namespace(stack.settings.redis_namespace)
+def queue_only_stack() -> Iterator[Stack]:
+    """An API with no worker, on a database of its own: the outbox looks at every job in it."""
+    with postgres_database() as url:
+        settings = base_settings(url, outbox_grace_seconds=1)
+        with running_stack(settings, embedded_worker=False) as stack:
+            yield stack
 
 
 def _forget_in_redis(namespace: str, job_ids: list[str]) -> None:

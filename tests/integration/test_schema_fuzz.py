@@ -15,19 +15,16 @@ from schemathesis.checks import (
     response_schema_conformance,
 )
 
-from tests.infra import Stack, base_settings, drop_namespace, start_stack
+from tests.infra import Stack, base_settings, running_stack
 
 EXAMPLES = 20
 
 
 @pytest.fixture(scope="module")
 def fuzz_stack(pg_url: str) -> Iterator[Stack]:
-    stack = start_stack(base_settings(pg_url, sync_wait_seconds=1), embedded_worker=True)
-    try:
+    settings = base_settings(pg_url, sync_wait_seconds=1)
+    with running_stack(settings, embedded_worker=True) as stack:
         yield stack
-    finally:
-        stack.stop()
-        drop_namespace(stack.settings.redis_namespace)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,12 @@ import pytest
 from PIL import Image
 
 from app.core.logs import QUIET_LOGGERS, quiet_libraries
-from tests.infra import Stack, base_settings, drop_namespace, start_stack, wait_for_job
+from tests.infra import (
+    Stack,
+    base_settings,
+    running_stack,
+    wait_for_job,
+)
 
 
 def _png() -> bytes:
@@ -161,12 +166,8 @@ async def test_security_headers_on_every_kind_of_answer(stack: Stack) -> None:
 @pytest.fixture
 def logged_stack(pg_url: str) -> Iterator[Stack]:
     """API and worker in this process, so that every log record of both reaches caplog."""
-    stack = start_stack(base_settings(pg_url), embedded_worker=True)
-    try:
+    with running_stack(base_settings(pg_url), embedded_worker=True) as stack:
         yield stack
-    finally:
-        stack.stop()
-        drop_namespace(stack.settings.redis_namespace)
 
 
 @pytest.fixture

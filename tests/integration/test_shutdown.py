@@ -22,8 +22,8 @@ from tests.infra import (
     Stack,
     base_settings,
     drop_namespace,
+    running_stack,
     settings_env,
-    start_stack,
     start_worker_process,
     wait_for_job,
     worker_log,
@@ -34,12 +34,9 @@ IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "g", "size
 
 @pytest.fixture
 def api_stack(pg_url: str) -> Iterator[Stack]:
-    stack = start_stack(base_settings(pg_url, job_lease_seconds=2), embedded_worker=False)
-    try:
+    settings = base_settings(pg_url, job_lease_seconds=2)
+    with running_stack(settings, embedded_worker=False) as stack:
         yield stack
-    finally:
-        stack.stop()
-        drop_namespace(stack.settings.redis_namespace)
 
 
 async def test_sigterm_lets_running_jobs_finish_and_takes_no_new_one(api_stack: Stack) -> None:

@@ -26,7 +26,12 @@ from app.core import webhooks
 from app.core.models import Job, VirtualKey, WebhookDelivery
 from app.core.resources import open_resources
 from tests.emulators.base import serve
-from tests.infra import Stack, base_settings, drop_namespace, start_stack, wait_for_job
+from tests.infra import (
+    Stack,
+    base_settings,
+    running_stack,
+    wait_for_job,
+)
 
 IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "w", "size": "256x256"}}
 
@@ -73,12 +78,8 @@ def hooks(receiver: Receiver) -> Receiver:
 @pytest.fixture(scope="module")
 def webhook_stack(pg_url: str) -> Iterator[Stack]:
     settings = base_settings(pg_url, allow_private_urls=True, webhook_retry_base_seconds=0.2)
-    stack = start_stack(settings, embedded_worker=True)
-    try:
+    with running_stack(settings, embedded_worker=True) as stack:
         yield stack
-    finally:
-        stack.stop()
-        drop_namespace(settings.redis_namespace)
 
 
 def _new_key(stack: Stack, **fields: Any) -> dict[str, Any]:
@@ -200,8 +201,7 @@ async def test_private_webhook_urls_are_refused_at_submit_and_at_delivery(
     pg_url: str, hooks: Receiver
 ) -> None:
     settings = base_settings(pg_url)  # private addresses not allowed here
-    stack = start_stack(settings, embedded_worker=False)
-    try:
+    with running_stack(settings, embedded_worker=False) as stack:
         token = stack.new_key()
         async with stack.client(token) as client:
             for url in (
@@ -259,9 +259,6 @@ async def test_private_webhook_urls_are_refused_at_submit_and_at_delivery(
             # Allowed by the setting (as the other tests run), the same delivery goes through.
             async with open_resources(replace(settings, allow_private_urls=True)) as allowed:
                 assert (await webhooks.deliver(allowed, ids[0]))[0] == "delivered"
-    finally:
-        stack.stop()
-        drop_namespace(settings.redis_namespace)
 
 
 async def test_a_webhook_that_keeps_failing_is_marked_failed(

@@ -149,11 +149,17 @@ async def test_kill_9_a_worker_during_200_jobs(pg_url: str, s3_endpoint: str, re
     assert sum(u.objects for u in usage) == 400
 
 
-async def test_redis_restarted_empty_under_load(res_for: Any) -> None:
-    # A database of its own: the outbox (1 s grace here) looks at every job in it.
-    with private_redis() as redis_server, postgres_database() as url:
+@pytest.fixture
+def own_database() -> Iterator[str]:
+    """A database of its own: the outbox (1 s grace here) looks at every job in it."""
+    with postgres_database() as url:
+        yield url
+
+
+async def test_redis_restarted_empty_under_load(own_database: str, res_for: Any) -> None:
+    with private_redis() as redis_server:
         settings = base_settings(
-            url,
+            own_database,
             redis_url=redis_server.url,
             outbox_grace_seconds=1,
             job_lease_seconds=3,

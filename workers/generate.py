@@ -45,6 +45,18 @@ def retry_delay(attempt: int, base: float, retry_after: float | None = None) -> 
 
 async def generate_media(ctx: dict[str, Any], job_id: str) -> str:
     res: Resources = ctx["resources"]
+    try:
+        return await _run(res, job_id)
+    except OUTAGE_ERRORS as exc:
+        if unavailable_part(exc) is None:
+            raise
+        # The database, Redis or storage is away: run the job again once it is back (an attempt
+        # that had started counts; its outputs are overwritten next time).
+        log.warning("job.deferred job_id=%s part=%s", job_id, unavailable_part(exc))
+        raise Retry(defer=OUTAGE_RETRY_SECONDS) from exc
+
+
+async def _run(res: Resources, job_id: str) -> str:
     async with res.sessionmaker() as session:
         late = await runs.cancel_if_late(session, job_id)
         await session.commit()
@@ -74,23 +86,16 @@ async def generate_media(ctx: dict[str, Any], job_id: str) -> str:
 
 async def _attempt(res: Resources, job_id: str, provider: str) -> str:
     started = time.monotonic()
-    try:
-        async with res.sessionmaker() as session:
-            job = await runs.start_attempt(session, job_id)
-            if job is None:
-                await session.commit()
-                log.info("job.skipped job_id=%s", job_id)
-                return "skipped"
-            # A re-run keeps what an earlier attempt recorded until it overwrites it.
-            outputs = (await outputs_of(session, [job_id]))[job_id]
-            key = await session.get(VirtualKey, job.key_id)
+    async with res.sessionmaker() as session:
+        job = await runs.start_attempt(session, job_id)
+        if job is None:
             await session.commit()
-    except OUTAGE_ERRORS as exc:
-        if unavailable_part(exc) is None:
-            raise
-        # Nothing started (the attempt was not counted): try again once the database is back.
-        log.warning("job.deferred job_id=%s part=%s", job_id, unavailable_part(exc))
-        raise Retry(defer=OUTAGE_RETRY_SECONDS) from exc
+            log.info("job.skipped job_id=%s", job_id)
+            return "skipped"
+        # A re-run keeps what an earlier attempt recorded until it overwrites it.
+        outputs = (await outputs_of(session, [job_id]))[job_id]
+        key = await session.get(VirtualKey, job.key_id)
+        await session.commit()
     assert key is not None
     run = JobRun(res, job, key, outputs)
     if job.tries > res.settings.max_tries_for(job.type):
@@ -107,14 +112,7 @@ async def _attempt(res: Resources, job_id: str, provider: str) -> str:
     )
     await run.publish("job.started")
     async with held_lease(res, job_id, slot=provider):
-        try:
-            return await _execute(run, started)
-        except Exception as exc:
-            # Recording the outcome itself met an outage: run the job again once it is over.
-            if unavailable_part(exc) is None:
-                raise
-            log.warning("job.deferred job_id=%s part=%s", job_id, unavailable_part(exc))
-            raise Retry(defer=OUTAGE_RETRY_SECONDS) from exc
+        return await _execute(run, started)
 
 
 def _remaining_seconds(res: Resources, job: Job) -> float:

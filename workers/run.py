@@ -88,7 +88,7 @@ class JobRun:
             log.warning(
                 "job.event_lost job_id=%s event=%s error=%s", self.job.id, event, type(exc).__name__
             )
-        if self.job.webhook or self.key.webhook_url:
+        if webhooks.wants(self.job, self.key, event):
             await webhooks.notify(self.res, self.job, event, snapshot)
 
     async def finish(

@@ -70,6 +70,13 @@ async def submit(
     concurrent) request already used: `(that request's job, False)`, and nothing is created."""
     # Refuse while Redis is down rather than accept jobs that only the outbox could start.
     await resources.redis.ping()
+    job_id = new_id("job")
+    if claim is not None:  # first: a repeated request gets its job back even if the queue is full
+        ttl = resources.settings.idempotency_ttl_seconds
+        earlier = await idempotency.claim_for_job(session, key.id, claim, job_id, ttl)
+        if earlier is not None:
+            await session.rollback()
+            return await job_service.get_job(session, key.id, earlier), False
     await check_queue(resources)
     if webhook is not None:
         webhook = await webhooks.check_target(
@@ -78,13 +85,6 @@ async def submit(
             "webhook.url",
             allow_private=resources.settings.allow_private_urls,
         )
-    job_id = new_id("job")
-    if claim is not None:
-        ttl = resources.settings.idempotency_ttl_seconds
-        earlier = await idempotency.claim_for_job(session, key.id, claim, job_id, ttl)
-        if earlier is not None:
-            await session.rollback()
-            return await job_service.get_job(session, key.id, earlier), False
     job = await job_service.create_job(
         session,
         key,

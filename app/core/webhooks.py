@@ -28,6 +28,7 @@ from app.core.contract import WEBHOOK_TASK
 from app.core.errors import InvalidRequestError
 from app.core.events import EVENT_NAMES
 from app.core.ids import new_id
+from app.core.media import signed_path
 from app.core.models import Job, VirtualKey, WebhookDelivery, as_utc, iso, utcnow
 from app.core.resources import Resources
 from app.core.urls import check_resolves_public, check_url
@@ -82,6 +83,11 @@ async def check_target(
     return {"url": url, "events": chosen}
 
 
+def wants(job: Job, key: VirtualKey, event: str) -> bool:
+    """Whether anyone subscribed to this event of this job (cheap: no I/O)."""
+    return bool(_targets(job, key, event))
+
+
 def _targets(job: Job, key: VirtualKey, event: str) -> list[str]:
     urls: list[str] = []
     for target in (job.webhook, {"url": key.webhook_url, "events": key.webhook_events}):
@@ -126,6 +132,17 @@ async def notify(res: Resources, job: Job, event: str, data: dict[str, Any]) -> 
     path, which only records them: a worker delivers)."""
     if event not in EVENT_NAMES:
         return
+    settings = res.settings
+    if settings.public_url:  # links to the outputs, as the API would sign them
+        expires = int(time.time()) + settings.media_url_ttl_seconds
+        base = settings.public_url.rstrip("/")
+        data = {
+            **data,
+            "outputs": [
+                {**o, "url": base + signed_path(settings.signing_secret, o["id"], expires)}
+                for o in data.get("outputs", [])
+            ],
+        }
     async with res.sessionmaker() as session:
         key = await session.get(VirtualKey, job.key_id)
         fresh = await session.get(Job, job.id)

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.api.dependencies import KEY_DEPENDENCY
-from app.api.render import render_job
+from app.api.render import render_delivery, render_job
 from app.api.schemas import JobCreate, JobList, JobObject
 from app.core import idempotency, webhooks
 from app.core import jobs as job_service
@@ -238,7 +238,7 @@ class JobController(Controller):
     ) -> dict[str, Any]:
         job = await job_service.get_job(session, key.id, job_id)
         found = await webhooks.deliveries_of(session, job.id)
-        return {"object": "list", "data": [webhooks.delivery_object(d) for d in found]}
+        return {"object": "list", "data": [render_delivery(d) for d in found]}
 
     @post(
         "/{job_id:str}/webhooks/{delivery_id:str}/resend",
@@ -261,7 +261,7 @@ class JobController(Controller):
         session.add(delivery)
         await session.commit()
         await webhooks.enqueue(resources, delivery.id, f":resend-{len(delivery.attempts)}")
-        return webhooks.delivery_object(delivery)
+        return render_delivery(delivery)
 
     @delete("/{job_id:str}", status_code=200, summary="Delete a job and its media")
     async def delete_job(

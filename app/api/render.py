@@ -9,7 +9,7 @@ from litestar import Request
 
 from app.core.jobs import job_snapshot
 from app.core.media import signed_path
-from app.core.models import Job, MediaObject, VirtualKey, iso
+from app.core.models import Job, MediaObject, VirtualKey, WebhookDelivery, iso
 from app.core.settings import Settings
 
 
@@ -63,4 +63,18 @@ def render_key(key: VirtualKey) -> dict[str, Any]:
             "deleted_objects": key.purge_deleted_objects,
             "finished_at": iso(key.purge_finished_at),
         },
+    }
+
+
+def render_delivery(delivery: WebhookDelivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "object": "webhook_delivery",
+        "job_id": delivery.job_id,
+        "event": delivery.event,
+        "url": delivery.url,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "created_at": iso(delivery.created_at),
+        "delivered_at": iso(delivery.delivered_at),
     }

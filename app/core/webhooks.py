@@ -235,17 +235,3 @@ async def deliveries_of(session: AsyncSession, job_id: str) -> list[WebhookDeliv
         .order_by(col(WebhookDelivery.created_at), col(WebhookDelivery.id))
     )
     return list(rows)
-
-
-def delivery_object(delivery: WebhookDelivery) -> dict[str, Any]:
-    return {
-        "id": delivery.id,
-        "object": "webhook_delivery",
-        "job_id": delivery.job_id,
-        "event": delivery.event,
-        "url": delivery.url,
-        "status": delivery.status,
-        "attempts": delivery.attempts,
-        "created_at": iso(delivery.created_at),
-        "delivered_at": iso(delivery.delivered_at),
-    }

@@ -20,9 +20,8 @@ from app.core.resources import open_store
 from tests.infra import (
     Stack,
     base_settings,
-    drop_namespace,
+    running_stack,
     s3_changes,
-    start_stack,
     start_worker_process,
     upstream_settings,
     wait_for_job,
@@ -34,12 +33,8 @@ def s3_api_stack(pg_url: str, s3_endpoint: str) -> Iterator[Stack]:
     settings = base_settings(
         pg_url, job_lease_seconds=2, **s3_changes(s3_endpoint, f"crash-{secrets.token_hex(4)}")
     )
-    stack = start_stack(settings, embedded_worker=False)
-    try:
+    with running_stack(settings, embedded_worker=False) as stack:
         yield stack
-    finally:
-        stack.stop()
-        drop_namespace(settings.redis_namespace)
 
 
 async def test_killed_worker_job_still_succeeds_once(s3_api_stack: Stack) -> None:
@@ -105,12 +100,8 @@ def upstream_api_stack(
     pg_url: str, emulators: dict[str, Any], models_file: Path
 ) -> Iterator[Stack]:
     settings = upstream_settings(pg_url, emulators, models_file, job_lease_seconds=1)
-    stack = start_stack(settings, embedded_worker=False)
-    try:
+    with running_stack(settings, embedded_worker=False) as stack:
         yield stack
-    finally:
-        stack.stop()
-        drop_namespace(settings.redis_namespace)
 
 
 async def test_worker_killed_while_polling_resumes_the_same_upstream_task(

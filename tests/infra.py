@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -243,6 +244,25 @@ def start_worker_process(settings: Settings, **env_changes: str) -> subprocess.P
 
 
 LOGS: dict[int, Any] = {}
+
+
+@contextlib.contextmanager
+def running_workers(
+    settings: Settings, count: int = 1, **env_changes: str
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Worker processes for the length of a `with`: SIGTERM after (killed if they linger)."""
+    procs = [start_worker_process(settings, **env_changes) for _ in range(count)]
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def worker_log(proc: subprocess.Popen[bytes]) -> str:

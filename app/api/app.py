@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, cast
+from urllib.parse import parse_qsl
 
 from litestar import Litestar, Request
 from litestar.exceptions import HTTPException
@@ -26,6 +27,7 @@ from app.api.media import MediaController, key_usage
 from app.api.models import AdminModelController, ModelController
 from app.api.openapi import document_errors
 from app.api.videos import VideoController
+from app.core.errors import InvalidRequestError, NotFoundError
 from app.core.events import EventHub
 from app.core.resources import Resources, open_resources
 from app.core.routing import seed_aliases
@@ -92,7 +94,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         # Uploads may be this large; other bodies are held to max_body_bytes by _limit_body.
         request_max_body_size=max(settings.max_body_bytes, settings.max_upload_bytes),
-        before_request=_limit_body,
+        before_request=_check_request,
         before_send=[_security_headers],
         openapi_config=OpenAPIConfig(
             title="mediagate",
@@ -123,7 +125,27 @@ async def _seed_aliases(resources: Resources) -> None:
     log.info("models.aliases_seeded count=%d", seeded)
 
 
-async def _limit_body(request: Request[Any, Any, Any]) -> None:
+async def _check_request(request: Request[Any, Any, Any]) -> None:
+    """What no handler can use is refused before any handler runs: a NUL character in the path
+    (an id that cannot exist) or the query (PostgreSQL cannot store or compare one), and a body
+    over its limit."""
+    _refuse_nul(request.scope)
+    _limit_body(request)
+
+
+def _refuse_nul(scope: Scope) -> None:
+    if "\x00" in scope["path"]:
+        raise NotFoundError("No such resource.")
+    query: bytes = scope.get("query_string", b"")
+    if b"%00" in query or b"\x00" in query:
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if "\x00" in name or "\x00" in value:
+                raise InvalidRequestError(
+                    f"{name!r} contains a NUL character, which is not allowed.", param=name
+                )
+
+
+def _limit_body(request: Request[Any, Any, Any]) -> None:
     """Only multipart uploads may use the larger upload limit."""
     if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         return

@@ -7,7 +7,7 @@ from typing import Any
 
 from litestar import Request, Response, post
 from litestar.response import Stream
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.api.compat import (
@@ -20,15 +20,14 @@ from app.api.compat import (
     wait_for_job,
 )
 from app.api.dependencies import KEY_DEPENDENCY
+from app.api.schemas import RequestModel
 from app.core.events import EventHub
 from app.core.media import download_name
 from app.core.models import VirtualKey
 from app.core.resources import Resources
 
 
-class SpeechRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SpeechRequest(RequestModel):
     input: str
     model: str | None = None
     voice: str | None = None

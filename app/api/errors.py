@@ -20,6 +20,8 @@ from app.core.errors import (
     NotFoundError,
     QuotaExceededError,
     UnavailableError,
+    is_data_error,
+    sqlstate,
     unavailable_part,
 )
 
@@ -132,6 +134,13 @@ def handle_http_error(request: Request[Any, Any, Any], exc: Exception) -> Respon
 
 def handle_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     part = unavailable_part(exc)
+    if part is None and is_data_error(exc):
+        # A value the edge should have refused: the client's to fix, so not a 5xx; logged so
+        # that the missing edge check gets added.
+        log.warning("api.data_error path=%s sqlstate=%s", request.url.path, sqlstate(exc))
+        return error_response(
+            400, "The request holds a value that cannot be stored or compared.", "invalid_request"
+        )
     if part is None:  # e.g. an IntegrityError: a bug of ours, not an outage
         return handle_unexpected(request, exc)
     log.warning(

@@ -10,7 +10,7 @@ import base64
 from typing import Any, Literal
 
 from litestar import Request, Response, post
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.api.compat import (
@@ -25,15 +25,14 @@ from app.api.compat import (
 )
 from app.api.dependencies import KEY_DEPENDENCY
 from app.api.render import media_url
+from app.api.schemas import RequestModel
 from app.core.errors import InvalidRequestError
 from app.core.events import EventHub
 from app.core.models import Job, VirtualKey, as_utc
 from app.core.resources import Resources
 
 
-class ImageRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ImageRequest(RequestModel):
     prompt: str
     model: str | None = None
     n: int | None = Field(default=None, ge=1, le=10)

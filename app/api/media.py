@@ -10,12 +10,12 @@ from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.response import Redirect, Stream
-from pydantic import BaseModel, ConfigDict
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.api.compat import read_body
 from app.api.dependencies import KEY_DEPENDENCY, bearer_token, lookup_key
 from app.api.render import media_url
+from app.api.schemas import RequestModel
 from app.core import usage
 from app.core.errors import InvalidRequestError, NotFoundError
 from app.core.media import download_name, get_media, mark_deleted, verify
@@ -185,10 +185,8 @@ class MediaController(Controller):
         return {"id": media_id, "object": "media.deleted", "deleted": True}
 
 
-class _NoFields(BaseModel):
+class _NoFields(RequestModel):
     """An upload takes a file and nothing else."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 @get("/v1/usage", dependencies=KEY_DEPENDENCY, tags=["usage"], summary="This key's usage")

@@ -4,12 +4,42 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
-class JobCreate(BaseModel):
+def _nul_path(value: Any, path: str) -> str | None:
+    """Where in `value` a NUL character sits (PostgreSQL cannot store one in text), or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = _nul_path(key, path) or _nul_path(item, f"{path}.{key}")
+            if where:
+                return where
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            where = _nul_path(item, f"{path}[{index}]")
+            if where:
+                return where
+    return None
+
+
+class RequestModel(BaseModel):
+    """A request body: unknown fields and NUL characters (in any string, at any depth) are
+    refused at the edge, so neither reaches the database."""
+
     model_config = ConfigDict(extra="forbid")
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul(cls, value: Any, info: Any) -> Any:
+        where = _nul_path(value, info.field_name)
+        if where:
+            raise ValueError(f"{where} contains a NUL character, which is not allowed")
+        return value
+
+
+class JobCreate(RequestModel):
     type: Literal["image", "video", "speech"]
     model: str = Field(min_length=1, max_length=200)
     input: dict[str, Any]
@@ -61,10 +91,8 @@ class JobList(BaseModel):
     last_id: str | None
 
 
-class KeyLimits(BaseModel):
+class KeyLimits(RequestModel):
     """Quotas and retention; null means unlimited (retention: the global default)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     max_bytes: int | None = Field(default=None, ge=0)
     max_objects: int | None = Field(default=None, ge=0)
@@ -90,9 +118,7 @@ class KeyPatch(KeyLimits, KeyWebhook):
     name: str | None = Field(default=None, min_length=1, max_length=200)
 
 
-class WebhookSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class WebhookSpec(RequestModel):
     url: str = Field(min_length=1, max_length=2000)
     events: list[str] | None = None
     """Default: job.succeeded, job.failed, job.canceled."""
@@ -135,9 +161,7 @@ class KeyList(BaseModel):
     data: list[KeyObject]
 
 
-class AliasCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AliasCreate(RequestModel):
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
     targets: list[str] = Field(min_length=1, max_length=8)
     """Catalog model names, tried in order: the next one serves when one keeps failing."""

@@ -10,12 +10,13 @@ from typing import Annotated, Any, Literal
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 from litestar.response import Stream
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.api.compat import read_body, submit_request
 from app.api.dependencies import KEY_DEPENDENCY
 from app.api.jobs import delete_with_media
+from app.api.schemas import RequestModel
 from app.core import jobs as job_service
 from app.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from app.core.media import download_name, media_of_job
@@ -32,9 +33,7 @@ STATUS = {
 }
 
 
-class VideoRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class VideoRequest(RequestModel):
     prompt: str
     model: str | None = None
     seconds: int | None = Field(default=None, ge=1, le=600)

@@ -97,14 +97,52 @@ OUTAGE_ERRORS: tuple[type[Exception], ...] = (
 (an IntegrityError is a DBAPIError too, and no outage)."""
 
 
+OUTAGE_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "54", "55", "57", "58", "XX"})
+"""PostgreSQL error classes that say the server, not the statement, is the trouble: connection
+exceptions, transaction rollbacks (serialization, deadlock), insufficient resources, program
+limits, object in use, operator intervention (shutdown, cancel), system and internal errors.
+Every other class (22 data, 23 integrity, 42 syntax or access, ...) is the statement's fault."""
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE a PostgreSQL driver attached to a database error, if any."""
+    orig = getattr(exc, "orig", None)
+    for source in (orig, getattr(orig, "__cause__", None)):
+        code = getattr(source, "sqlstate", None) or getattr(source, "pgcode", None)
+        if isinstance(code, str) and len(code) == 5:
+            return code
+    return None
+
+
+def is_statement_fault(exc: BaseException) -> bool:
+    """A database error caused by the statement or its values (a NUL in a string, an integer
+    out of range, a constraint): no retry will ever make it succeed."""
+    if isinstance(exc, NOT_OUTAGES):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    code = sqlstate(exc)
+    return code is not None and code[:2] not in OUTAGE_SQLSTATE_CLASSES
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """A value the database cannot store or compare (SQLSTATE class 22)."""
+    code = sqlstate(exc) if isinstance(exc, DBAPIError) else None
+    return isinstance(exc, DataError) or (code is not None and code.startswith("22"))
+
+
 def unavailable_part(exc: BaseException) -> str | None:
     """`redis`, `database`, `storage` or `backend` (a bare connection error under some driver)
     when `exc` says that part is down or unreachable; None for any other error."""
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
         return "redis"
-    if isinstance(exc, OperationalError | InterfaceError | SQLAlchemyTimeoutError):
+    if isinstance(exc, SQLAlchemyTimeoutError):
         return "database"
-    if isinstance(exc, DBAPIError) and not isinstance(exc, NOT_OUTAGES):
+    if isinstance(exc, DBAPIError) and is_statement_fault(exc):
+        return None
+    if isinstance(exc, OperationalError | InterfaceError):
+        return "database"
+    if isinstance(exc, DBAPIError):
         # A lost or refused connection, a server shutting down or starting up, a connection left
         # in a broken state by one of those: drivers report these in several ways.
         return "database"

@@ -8,8 +8,6 @@ import asyncio
 import contextlib
 import os
 import secrets
-import signal
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -31,28 +29,14 @@ from tests.infra import (
     base_settings,
     postgres_database,
     running_stack,
+    running_workers,
     s3_changes,
-    start_worker_process,
     wait_for_job,
     worker_log,
 )
 from tests.servers import private_postgres, private_redis
 
 IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "f", "size": "256x256"}}
-
-
-@contextlib.contextmanager
-def worker(settings: Settings, **env: str) -> Iterator[subprocess.Popen[bytes]]:
-    proc = start_worker_process(settings, **env)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 async def _statuses(res: Resources, job_ids: list[str]) -> dict[str, int]:
@@ -110,7 +94,7 @@ async def test_kill_9_a_worker_during_200_jobs(pg_url: str, s3_endpoint: str, re
         assert {a.status_code for a in answers} == {202}
         job_ids = [a.json()["id"] for a in answers]
 
-        with worker(settings, MEDIAGATE_WORKER_CONCURRENCY="12") as first:
+        with running_workers(settings, MEDIAGATE_WORKER_CONCURRENCY="12") as [first]:
             deadline = time.monotonic() + 60
             while (await _statuses(res, job_ids)).get("succeeded", 0) < 40:
                 assert time.monotonic() < deadline, "the first worker made no progress"
@@ -118,7 +102,7 @@ async def test_kill_9_a_worker_during_200_jobs(pg_url: str, s3_endpoint: str, re
             first.kill()  # SIGKILL: no cleanup at all
             first.wait(10)
         at_kill = await _statuses(res, job_ids)
-        with worker(settings, MEDIAGATE_WORKER_CONCURRENCY="12"):
+        with running_workers(settings, MEDIAGATE_WORKER_CONCURRENCY="12"):
             counts = await _wait_all_done(res, job_ids, seconds=120)
 
     async with res.sessionmaker() as session:
@@ -168,7 +152,7 @@ async def test_redis_restarted_empty_under_load(own_database: str, res_for: Any)
         res: Resources = await res_for(settings)
         with (
             running_stack(settings, embedded_worker=False) as stack,
-            worker(settings) as worker_proc,
+            running_workers(settings) as [worker_proc],
         ):
             token = stack.new_key()
             accepted: list[str] = []

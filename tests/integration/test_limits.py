@@ -5,45 +5,16 @@ across two worker processes."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
-import subprocess
-from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
 
-from app.core.settings import Settings
 from tests.infra import (
-    Stack,
     base_settings,
     running_stack,
-    start_worker_process,
+    running_workers,
     wait_for_job,
 )
 
 IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "q", "size": "256x256"}}
-
-
-@contextlib.contextmanager
-def api(settings: Settings) -> Iterator[Stack]:
-    """An API with no worker: jobs wait in the queue until a test starts one."""
-    with running_stack(settings, embedded_worker=False) as stack:
-        yield stack
-
-
-@contextlib.contextmanager
-def workers(settings: Settings, count: int = 1, **env: str) -> Iterator[list[Any]]:
-    procs = [start_worker_process(settings, **env) for _ in range(count)]
-    try:
-        yield procs
-    finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 def _at(value: str) -> datetime:
@@ -51,7 +22,7 @@ def _at(value: str) -> datetime:
 
 
 async def test_requests_per_minute_are_counted_atomically(pg_url: str) -> None:
-    with api(base_settings(pg_url)) as stack:
+    with running_stack(base_settings(pg_url), embedded_worker=False) as stack:
         with stack.admin() as admin:
             token = admin.post(
                 "/admin/keys", json={"name": "rpm", "requests_per_minute": 10}
@@ -66,7 +37,7 @@ async def test_requests_per_minute_are_counted_atomically(pg_url: str) -> None:
 
 
 async def test_a_full_queue_refuses_at_once(pg_url: str) -> None:
-    with api(base_settings(pg_url, max_queue_length=3)) as stack:
+    with running_stack(base_settings(pg_url, max_queue_length=3), embedded_worker=False) as stack:
         token = stack.new_key()
         async with stack.client(token) as client:
             answers = [await client.post("/v1/jobs", json=IMAGE) for _ in range(5)]
@@ -79,7 +50,7 @@ async def test_a_full_queue_refuses_at_once(pg_url: str) -> None:
 
 async def test_a_job_past_its_deadline_never_reaches_the_provider(pg_url: str) -> None:
     settings = base_settings(pg_url)
-    with api(settings) as stack:
+    with running_stack(settings, embedded_worker=False) as stack:
         token = stack.new_key()
         async with stack.client(token) as client:
             late = (await client.post("/v1/jobs", json={**IMAGE, "deadline_seconds": 1})).json()
@@ -88,7 +59,7 @@ async def test_a_job_past_its_deadline_never_reaches_the_provider(pg_url: str) -
             ).json()
             bad = await client.post("/v1/jobs", json={**IMAGE, "deadline_seconds": 0})
             await asyncio.sleep(1.5)
-            with workers(settings):
+            with running_workers(settings):
                 late_done = await wait_for_job(client, late["id"], timeout=30)
                 in_time_done = await wait_for_job(client, in_time["id"], timeout=30)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "deadline_seconds"
@@ -101,14 +72,14 @@ async def test_a_job_past_its_deadline_never_reaches_the_provider(pg_url: str) -
 
 async def test_priorities_are_served_in_order(pg_url: str) -> None:
     settings = base_settings(pg_url, local_latency_seconds=0.1)
-    with api(settings) as stack:
+    with running_stack(settings, embedded_worker=False) as stack:
         token = stack.new_key()
         async with stack.client(token) as client:
             submitted = []
             for priority in ("low", "normal", "high") * 3:
                 job = (await client.post("/v1/jobs", json={**IMAGE, "priority": priority})).json()
                 submitted.append((job["id"], priority))
-            with workers(settings, MEDIAGATE_WORKER_CONCURRENCY="1"):
+            with running_workers(settings, MEDIAGATE_WORKER_CONCURRENCY="1"):
                 done = [await wait_for_job(client, job_id, timeout=60) for job_id, _ in submitted]
     by_start = sorted((_at(job["started_at"]), job["priority"]) for job in done)
     order = [priority for _, priority in by_start]
@@ -118,12 +89,12 @@ async def test_priorities_are_served_in_order(pg_url: str) -> None:
 
 async def test_a_busy_key_does_not_starve_another(pg_url: str) -> None:
     settings = base_settings(pg_url, local_latency_seconds=0.2)
-    with api(settings) as stack:
+    with running_stack(settings, embedded_worker=False) as stack:
         busy, quiet = stack.new_key("busy"), stack.new_key("quiet")
         async with stack.client(busy) as b, stack.client(quiet) as q:
             flood = [(await b.post("/v1/jobs", json=IMAGE)).json()["id"] for _ in range(40)]
             single = (await q.post("/v1/jobs", json=IMAGE)).json()["id"]
-            with workers(settings, MEDIAGATE_WORKER_CONCURRENCY="2"):
+            with running_workers(settings, MEDIAGATE_WORKER_CONCURRENCY="2"):
                 mine = await wait_for_job(q, single, timeout=60)
                 theirs = [(await b.get(f"/v1/jobs/{job_id}")).json() for job_id in flood]
     started_before = [
@@ -136,11 +107,11 @@ async def test_a_busy_key_does_not_starve_another(pg_url: str) -> None:
 
 async def test_a_provider_cap_holds_across_two_workers(pg_url: str) -> None:
     settings = base_settings(pg_url, local_latency_seconds=0.8, provider_concurrency="local=2")
-    with api(settings) as stack:
+    with running_stack(settings, embedded_worker=False) as stack:
         token = stack.new_key()
         async with stack.client(token) as client:
             ids = [(await client.post("/v1/jobs", json=IMAGE)).json()["id"] for _ in range(8)]
-            with workers(settings, 2, MEDIAGATE_WORKER_CONCURRENCY="4"):
+            with running_workers(settings, 2, MEDIAGATE_WORKER_CONCURRENCY="4"):
                 done = [await wait_for_job(client, job_id, timeout=90) for job_id in ids]
     assert {j["status"] for j in done} == {"succeeded"}
     spans = [(_at(j["started_at"]), _at(j["finished_at"])) for j in done]
@@ -150,7 +121,7 @@ async def test_a_provider_cap_holds_across_two_workers(pg_url: str) -> None:
 
 
 async def test_concurrent_submits_respect_the_key_concurrency_limit(pg_url: str) -> None:
-    with api(base_settings(pg_url)) as stack:
+    with running_stack(base_settings(pg_url), embedded_worker=False) as stack:
         with stack.admin() as admin:
             token = admin.post("/admin/keys", json={"name": "c", "max_concurrent_jobs": 3}).json()[
                 "key"

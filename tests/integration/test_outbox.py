@@ -5,8 +5,6 @@ heartbeat has gone silent."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -26,7 +24,7 @@ from tests.infra import (
     base_settings,
     postgres_database,
     running_stack,
-    start_worker_process,
+    running_workers,
     wait_for_job,
 )
 
@@ -88,8 +86,7 @@ async def test_lost_jobs_are_queued_again_and_finish(queue_only_stack: Stack) ->
             )
             await session.commit()
 
-    worker = start_worker_process(settings)
-    try:
+    with running_workers(settings):
         async with queue_only_stack.client(token) as client:
             for job_id in [*lost_queued, lost_running]:
                 job = await wait_for_job(client, job_id, timeout=30)
@@ -98,7 +95,3 @@ async def test_lost_jobs_are_queued_again_and_finish(queue_only_stack: Stack) ->
             # own outbox pass (on start, then every 10 s) picks it up.
             job = await wait_for_job(client, alive_running, timeout=30)
             assert job["status"] == "succeeded", job
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        with contextlib.suppress(Exception):
-            worker.wait(timeout=20)

@@ -1,0 +1,66 @@
+"""Hardening (issue 12): hostile or careless input answered with our error shape, never with a
+fake outage or a 500."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.infra import Stack
+
+IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "h", "size": "256x256"}}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "param"),
+    [
+        ("GET", "/v1/jobs?after=abc%00", 400, "after"),
+        ("GET", "/v1/videos?after=abc%00", 400, "after"),
+        ("GET", "/v1/jobs/job_%00x", 404, None),
+        ("GET", "/v1/jobs/job_%00x/events", 404, None),
+        ("DELETE", "/v1/jobs/job_%00x", 404, None),
+        ("POST", "/v1/jobs/job_%00x/cancel", 404, None),
+        ("GET", "/v1/media/med_%00", 404, None),
+        ("GET", "/v1/videos/vid%00", 404, None),
+        ("GET", "/v1/jobs?status=queued%00", 400, "status"),
+    ],
+)
+async def test_a_nul_byte_in_an_id_or_cursor_is_not_an_outage(
+    api_only_stack: Stack, method: str, path: str, status: int, param: str | None
+) -> None:
+    token = api_only_stack.new_key()
+    async with api_only_stack.client(token) as client:
+        resp = await client.request(method, path)
+    assert resp.status_code == status, resp.text
+    error = resp.json()["error"]
+    assert error["code"] != "service_unavailable"
+    assert error["param"] == param
+
+
+async def test_a_nul_byte_in_a_body_is_refused_and_changes_nothing(api_only_stack: Stack) -> None:
+    with api_only_stack.admin() as admin:
+        before = len(admin.get("/admin/keys").json()["data"])
+        bad_key = admin.post("/admin/keys", json={"name": "a\u0000b"})
+        after = len(admin.get("/admin/keys").json()["data"])
+        bad_alias = admin.post(
+            "/admin/models", json={"name": "x\u0000", "targets": ["local-image"]}
+        )
+    assert bad_key.status_code == 400, bad_key.text
+    assert bad_key.json()["error"]["param"] == "name"
+    assert before == after
+    assert bad_alias.status_code == 400, bad_alias.text
+    token = api_only_stack.new_key()
+    async with api_only_stack.client(token) as client:
+        bad_model = await client.post("/v1/jobs", json={**IMAGE, "model": "local\u0000"})
+        bad_prompt = await client.post(
+            "/v1/jobs", json={**IMAGE, "input": {"prompt": "a\u0000", "size": "256x256"}}
+        )
+        bad_compat = await client.post(
+            "/v1/images/generations", json={"prompt": "a\u0000b", "model": "local-image"}
+        )
+        listed = (await client.get("/v1/jobs")).json()["data"]
+    for resp in (bad_model, bad_prompt, bad_compat):
+        assert resp.status_code == 400, resp.text
+        assert resp.json()["error"]["code"] == "invalid_request"
+    assert bad_prompt.json()["error"]["param"] == "input"
+    assert "input.prompt contains a NUL" in bad_prompt.json()["error"]["message"]
+    assert listed == []

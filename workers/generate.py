@@ -1,7 +1,9 @@
 """The generation task: run one job through its provider into storage, exactly once in effect.
 
-A re-run after a crash overwrites the same storage keys and updates the same (job, index) media
-rows, so outputs and usage are never counted twice.
+Each run is an attempt, counted under the job's row lock; a re-run after a crash updates the
+same (job, index) media rows, so outputs and usage are never counted twice. An attempt that
+another worker took over (ours was cut off or paused past its lease) ends quietly: `superseded`,
+with arq's bookkeeping of the job left to the worker that holds it now.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from app.core.models import TERMINAL_STATUSES, Job, VirtualKey, as_utc, utcnow
 from app.core.resources import Resources
 from providers.base import GenerationRequest, MediaType, ProviderError
 from providers.registry import ModelSpec
-from workers.lease import held_lease
-from workers.run import InputGone, JobRun, QuotaCrossed, Stopped
+from workers.lease import Stopped, Superseded, held_lease
+from workers.run import InputGone, JobRun, QuotaCrossed
 
 log = logging.getLogger("mediagate.worker")
 
@@ -43,10 +45,20 @@ def retry_delay(attempt: int, base: float, retry_after: float | None = None) -> 
     return float(min(60.0, base * 2.0 ** max(0, attempt - 1)) * random.uniform(0.5, 1.0))
 
 
+SUPERSEDED = "superseded"
+SUPERSEDED_JOBS = "superseded_jobs"
+"""The worker context's set of job ids whose attempt here was superseded."""
+
+
 async def generate_media(ctx: dict[str, Any], job_id: str) -> str:
     res: Resources = ctx["resources"]
     try:
-        return await _run(res, job_id)
+        outcome = await _run(res, job_id)
+        if outcome == SUPERSEDED:
+            # arq would now delete the in-progress lock and the queued job that another worker
+            # holds (ResilientWorker.finish_job reads this).
+            ctx[SUPERSEDED_JOBS].add(job_id)
+        return outcome
     except OUTAGE_ERRORS as exc:
         if unavailable_part(exc) is None:
             raise
@@ -76,12 +88,16 @@ async def _run(res: Resources, job_id: str) -> str:
     ns = res.settings.redis_namespace
     if not await acquire_slot(res.redis, ns, caps, provider, job_id, lease):
         raise Retry(defer=random.uniform(0.5, 1.5))
+    outcome: str | None = None
     try:
-        return await _attempt(res, job_id, provider)
+        outcome = await _attempt(res, job_id, provider)
+        return outcome
     finally:
-        if provider in caps:
+        # A superseded attempt's slot is the newer attempt's now (both hold it as the job).
+        if provider in caps and outcome != SUPERSEDED:
             with contextlib.suppress(Exception):
-                await release_slot(res.redis, ns, provider, job_id)
+                async with asyncio.timeout(5):
+                    await release_slot(res.redis, ns, provider, job_id)
 
 
 async def _attempt(res: Resources, job_id: str, provider: str) -> str:
@@ -98,21 +114,42 @@ async def _attempt(res: Resources, job_id: str, provider: str) -> str:
         await session.commit()
     assert key is not None
     run = JobRun(res, job, key, outputs)
-    if job.tries > res.settings.max_tries_for(job.type):
-        # Earlier attempts died with their workers (killed, out of memory): stop trying.
-        await run.finish("failed", "worker_lost", "The job's workers stopped repeatedly.")
-        log.warning("job.failed job_id=%s code=worker_lost attempts=%d", job_id, job.attempts)
-        return "failed"
-    log.info(
-        "job.started job_id=%s provider=%s attempt=%d try=%d",
-        job_id,
-        job.provider,
-        job.attempts,
-        job.tries,
-    )
-    await run.publish("job.started")
-    async with held_lease(res, job_id, slot=provider):
-        return await _execute(run, started)
+    try:
+        async with held_lease(res, job_id, attempt=run.attempt, slot=provider) as lease:
+            run.lease = lease
+            if job.tries > res.settings.max_tries_for(job.type):
+                # Earlier attempts died with their workers (killed, out of memory): stop trying.
+                await run.finish("failed", "worker_lost", "The job's workers stopped repeatedly.")
+                log.warning(
+                    "job.failed job_id=%s code=worker_lost attempts=%d", job_id, job.attempts
+                )
+                return "failed"
+            log.info(
+                "job.started job_id=%s provider=%s attempt=%d try=%d",
+                job_id,
+                job.provider,
+                job.attempts,
+                job.tries,
+            )
+            await run.publish("job.started")  # its `attempts` says which attempt this is
+            return await _execute(run, started)
+    except Superseded:
+        return await _after_superseded(run)
+    except Stopped:
+        log.info("job.stopped job_id=%s attempt=%d", job_id, run.attempt)
+        await _cancel_upstream(run)
+        return "canceled"
+
+
+async def _after_superseded(run: JobRun) -> str:
+    """The attempt lost the job. If its owner canceled it meanwhile (and no attempt took over),
+    the upstream task is this attempt's to cancel; otherwise it may be the newer attempt's."""
+    if isinstance(await run.fenced_out(), Superseded):
+        log.warning("job.superseded job_id=%s attempt=%d", run.job.id, run.attempt)
+        return SUPERSEDED
+    log.info("job.stopped job_id=%s attempt=%d", run.job.id, run.attempt)
+    await _cancel_upstream(run)
+    return "canceled"
 
 
 def _remaining_seconds(res: Resources, job: Job) -> float:
@@ -149,9 +186,7 @@ async def _execute(run: JobRun, started: float) -> str:
             await run.finish("failed", "provider_error", "The provider returned no output.")
             return "failed"
     except Stopped:
-        log.info("job.stopped job_id=%s", job.id)
-        await _cancel_upstream(run)
-        return "canceled"
+        raise  # Superseded too: `_attempt` decides what a stop means
     except InputGone as exc:
         await run.finish("failed", "invalid_request", str(exc))
         return "failed"
@@ -172,10 +207,12 @@ async def _execute(run: JobRun, started: float) -> str:
     except ProviderError as exc:
         return await _after_provider_error(run, exc)
     except asyncio.CancelledError:
-        # Either the owner canceled (the API already marked the job) or this worker is stopping,
-        # in which case arq runs the job again and the re-run resumes what we started.
-        log.info("job.interrupted job_id=%s", job.id)
-        await _cancel_upstream(run)
+        # The owner canceled (the API already marked the job), this worker is stopping (arq runs
+        # the job again and the re-run resumes what we started), or the lease was lost, in which
+        # case nothing more is written: `held_lease` turns this into Superseded.
+        if not run.lease_lost:
+            log.info("job.interrupted job_id=%s", job.id)
+            await _cancel_upstream(run)
         raise
     except Exception as exc:
         if (part := unavailable_part(exc)) is not None:
@@ -220,17 +257,18 @@ async def _after_provider_error(run: JobRun, exc: ProviderError) -> str:
                 await run.finish("failed", exc.code, exc.message)
                 return "failed"
             async with res.sessionmaker() as session:
-                moved = await runs.fall_back(session, job.id, index, spec, job_input)
+                moved = await runs.fall_back(session, job.id, run.attempt, index, spec, job_input)
                 await session.commit()
-            if moved:
-                log.warning(
-                    "job.fallback job_id=%s from=%s to=%s code=%s",
-                    job.id,
-                    job.provider,
-                    target[1].provider,
-                    exc.code,
-                )
-                raise Retry(defer=0) from exc
+            if not moved:
+                raise await run.fenced_out()
+            log.warning(
+                "job.fallback job_id=%s from=%s to=%s code=%s",
+                job.id,
+                job.provider,
+                target[1].provider,
+                exc.code,
+            )
+            raise Retry(defer=0) from exc
     await run.finish("failed", exc.code, exc.message)
     log.warning("job.failed job_id=%s code=%s", job.id, exc.code)
     return "failed"
@@ -252,9 +290,13 @@ async def _cancel_upstream(run: JobRun) -> None:
     task_id = job.provider_task_id
     if task_id is None:
         return
-    async with run.res.sessionmaker() as session:
-        fresh = await session.get(Job, job.id)
-    if fresh is None or fresh.status != "canceled":
+    try:
+        async with asyncio.timeout(10), run.res.sessionmaker() as session:
+            fresh = await session.get(Job, job.id)
+    except Exception:
+        return
+    # Only this attempt's: a newer attempt may have resumed the task.
+    if fresh is None or fresh.status != "canceled" or fresh.attempts != run.attempt:
         return
     provider = run.res.providers.get(job.provider)
     if provider is None:

@@ -16,7 +16,7 @@ log = logging.getLogger("mediagate.worker")
 
 async def purge_key_media(ctx: dict[str, Any], key_id: str) -> int:
     res: Resources = ctx["resources"]
-    async with held_lease(res, purge_job_id(key_id), heartbeat=False):
+    async with held_lease(res, purge_job_id(key_id)):
         return await lifecycle.purge_key(res, key_id)
 
 

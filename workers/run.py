@@ -1,11 +1,17 @@
 """One attempt at a job, as the generation task drives it: the hooks a provider calls (progress,
 upstream task id), storing outputs (content type judged by the bytes, the key's byte quota
 enforced while streaming and again under a row lock, a thumbnail for videos), and loading the
-job's inputs (uploads by id, or https URLs fetched with SSRF checks)."""
+job's inputs (uploads by id, or https URLs fetched with SSRF checks).
+
+Every write is fenced by the attempt (`app.core.runs`): when a write finds the job no longer
+running this attempt, the attempt stops with `Stopped` (its owner canceled it) or `Superseded`
+(another attempt took it over), and writes nothing more. Each attempt stores objects under keys
+of its own, and deletes only objects that no row points at."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import AsyncIterator
@@ -13,11 +19,14 @@ from datetime import datetime
 from typing import Any
 
 from redis.exceptions import RedisError
+from sqlmodel import col, select
 
 from app.core import runs, usage, webhooks
-from app.core.errors import InvalidRequestError
+from app.core.errors import AuthenticationError, InvalidRequestError
+from app.core.events import TERMINAL_EVENTS
 from app.core.inputs import references
 from app.core.jobs import job_snapshot
+from app.core.keys import lock_key
 from app.core.media import (
     download_name,
     mark_job_media_deleted,
@@ -29,13 +38,10 @@ from app.core.resources import Resources
 from app.core.urls import fetch_input
 from providers.base import GeneratedMedia, InputFile, iter_chunks, sniffed
 from storage.base import StorageError
+from workers.lease import Lease, Stopped, Superseded
 from workers.thumbnails import Spool, thumbnail_of
 
 log = logging.getLogger("mediagate.worker")
-
-
-class Stopped(Exception):
-    """The job stopped running under us (canceled by its owner)."""
 
 
 class InputGone(Exception):
@@ -63,15 +69,38 @@ class _Digest:
             yield chunk
 
 
+FENCE_READ_SECONDS = 10.0
+
+
 class JobRun:
     def __init__(
         self, res: Resources, job: Job, key: VirtualKey, outputs: list[MediaObject]
     ) -> None:
         self.res = res
         self.job = job
+        self.attempt = job.attempts
+        """The attempt this run is: the fencing token of every write it makes."""
         self.key = key
         self.outputs = outputs
         self.expires_at: datetime | None = usage.expiry(key, res.settings.retention_days)
+        self.lease: Lease | None = None
+        """The lease the attempt runs under (`workers.lease`), once it holds one."""
+
+    @property
+    def lease_lost(self) -> bool:
+        return self.lease is not None and self.lease.lost
+
+    async def fenced_out(self) -> Stopped:
+        """Why a fenced write matched nothing: the owner canceled this attempt's job (`Stopped`),
+        or the job belongs to another attempt now, or cannot be read (`Superseded`)."""
+        try:
+            async with asyncio.timeout(FENCE_READ_SECONDS), self.res.sessionmaker() as session:
+                fresh = await session.get(Job, self.job.id)
+        except Exception:
+            fresh = None
+        if fresh is not None and fresh.attempts == self.attempt:
+            return Stopped()
+        return Superseded()
 
     def snapshot(self, **changes: Any) -> dict[str, Any]:
         data = job_snapshot(self.job, self.outputs)
@@ -80,48 +109,87 @@ class JobRun:
 
     async def publish(self, event: str, **changes: Any) -> None:
         """Events are the live view; the database is the record. A job carries on through a
-        Redis outage (followers re-read the job), so a failed publish is only logged."""
+        Redis outage (followers re-read the job), so a failed publish is only logged. An event
+        refused because a newer attempt has published (or the job has ended) stops the run."""
         snapshot = self.snapshot(**changes)
         try:
-            await self.res.bus.publish(self.job.id, event, snapshot)
+            seq = await self.res.bus.publish(self.job.id, event, snapshot, attempt=self.attempt)
         except (RedisError, OSError) as exc:
             log.warning(
                 "job.event_lost job_id=%s event=%s error=%s", self.job.id, event, type(exc).__name__
             )
+        else:
+            if seq is None and event not in TERMINAL_EVENTS:
+                raise await self.fenced_out()
         if webhooks.wants(self.job, self.key, event):
-            await webhooks.notify(self.res, self.job, event, snapshot)
+            await webhooks.notify(self.res, self.job, event, snapshot, attempt=self.attempt)
 
     async def finish(
         self, status: str, code: str | None = None, message: str | None = None
     ) -> None:
+        """Record the attempt's end, then announce it. If the job is no longer this attempt's,
+        nothing is recorded and `Superseded` (or `Stopped`, when its owner canceled it) raised."""
+        if self.lease is not None:
+            self.lease.closing = True
         async with self.res.sessionmaker() as session:
             done = await runs.finish(
-                session, self.job.id, status, error_code=code, error_message=message
+                session, self.job.id, self.attempt, status, error_code=code, error_message=message
             )
             await session.commit()
             fresh = await session.get(Job, self.job.id)
+        if not done:
+            raise await self.fenced_out()
         if fresh is not None:
             self.job = fresh
-        if done:
-            await self.publish(f"job.{status}")
+        if self.attempt > 1:
+            await self._sweep_earlier_attempts()
+        await self.publish(f"job.{status}")
+
+    async def _sweep_earlier_attempts(self) -> None:
+        """Delete what earlier attempts of the job stored but never recorded (their worker died
+        between the upload and the commit). Those attempts are fenced out, so no row will ever
+        point at such an object; a failure here only leaves them to reconciliation."""
+        async with self.res.sessionmaker() as session:
+            rows = await session.exec(
+                select(MediaObject.storage_key).where(
+                    MediaObject.job_id == self.job.id, col(MediaObject.deleted_at).is_(None)
+                )
+            )
+            live = set(rows.all())
+        prefix = f"{self.job.key_id}/{self.job.id}/"
+        try:
+            leftovers = []
+            async for info in self.res.store.list_objects(prefix):
+                parts = info.key.split("/")
+                attempt = parts[2].split("-", 1)[0] if len(parts) == 4 else ""
+                if info.key not in live and attempt.isdigit() and int(attempt) < self.attempt:
+                    leftovers.append(info.key)
+            if leftovers:
+                await self.res.store.delete_many(leftovers)
+                log.info("job.leftovers_deleted job_id=%s count=%d", self.job.id, len(leftovers))
+        except StorageError as exc:
+            log.warning("job.leftovers_kept job_id=%s error=%s", self.job.id, type(exc).__name__)
 
     # RunHooks, for the provider ---------------------------------------------------------------
 
     async def progress(self, percent: int) -> None:
         percent = max(0, min(99, percent))
+        if percent <= self.job.progress:
+            return  # nothing new: no write, no event
         async with self.res.sessionmaker() as session:
-            changed = await runs.set_progress(session, self.job.id, percent)
+            mine = await runs.set_progress(session, self.job.id, self.attempt, percent)
             await session.commit()
-        if changed:
-            self.job.progress = percent
-            await self.publish("job.progress")
+        if not mine:
+            raise await self.fenced_out()
+        self.job.progress = percent
+        await self.publish("job.progress")
 
     async def task_started(self, task_id: str | None) -> None:
         async with self.res.sessionmaker() as session:
-            saved = await runs.set_task(session, self.job.id, task_id)
+            saved = await runs.set_task(session, self.job.id, self.attempt, task_id)
             await session.commit()
         if not saved:
-            raise Stopped
+            raise await self.fenced_out()
         self.job.provider_task_id = task_id
 
     # Storing outputs --------------------------------------------------------------------------
@@ -138,20 +206,41 @@ class JobRun:
     async def _store(
         self, variant: str, index: int, content_type: str, ext: str, chunks: AsyncIterator[bytes]
     ) -> MediaObject:
-        key = storage_key_for(self.job.key_id, self.job.id, index, ext, variant)
+        key = storage_key_for(self.job.key_id, self.job.id, self.attempt, index, ext, variant)
         digest = _Digest(await self._byte_room())
         await self.res.store.put(
             key, digest.wrap(chunks), content_type=content_type, filename=download_name(key)
         )
+        try:
+            media, replaced = await self._record(variant, index, key, content_type, digest)
+        except Exception:
+            # Written by this attempt alone, and no row points at it (a crash here leaves an
+            # orphan, which the key's purge or reconciliation removes).
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(FENCE_READ_SECONDS):
+                    await self.res.store.delete(key)
+            raise
+        if replaced is not None:
+            # An earlier attempt's object, which no row points at any more; that attempt is
+            # fenced out, so nothing will point at it again.
+            await self.res.store.delete(replaced)
+        return media
+
+    async def _record(
+        self, variant: str, index: int, key: str, content_type: str, digest: _Digest
+    ) -> tuple[MediaObject, str | None]:
+        """Record an output in one transaction, under the key's row lock (a deleted key records
+        nothing) and then the attempt's hold on the job's row (a superseded attempt neither)."""
         async with self.res.sessionmaker() as session:
-            if await runs.lock_running(session, self.job.id) is None:
+            try:
+                owner = await lock_key(session, self.job.key_id, allow_revoked=True)
+            except AuthenticationError:
+                raise Stopped from None  # the key was deleted: its jobs were canceled with it
+            if not await runs.hold(session, self.job.id, self.attempt):
                 await session.rollback()
-                await self.res.store.delete(key)  # no row will ever point at it
-                raise Stopped
+                raise await self.fenced_out()
             # Concurrent jobs of the key: the quota is checked again under the key's row lock.
-            if await runs.over_quota(session, self.key, self.job.id, variant, index, digest.size):
-                await session.rollback()
-                await self.res.store.delete(key)
+            if await runs.over_quota(session, owner, self.job.id, variant, index, digest.size):
                 raise QuotaCrossed
             media, replaced = await record_output(
                 session,
@@ -166,11 +255,7 @@ class JobRun:
                 expires_at=self.expires_at,
             )
             await session.commit()
-        if replaced is not None:
-            # An earlier attempt's output in another format (a crash here leaves an orphan that
-            # reconciliation removes).
-            await self.res.store.delete(replaced)
-        return media
+        return media, replaced
 
     async def store_output(self, index: int, output: GeneratedMedia) -> None:
         output = await sniffed(output)
@@ -201,6 +286,9 @@ class JobRun:
     async def discard_outputs(self, reason: str) -> None:
         """Delete everything the job stored (a job over quota stores nothing)."""
         async with self.res.sessionmaker() as session:
+            if not await runs.hold(session, self.job.id, self.attempt):
+                await session.rollback()
+                raise await self.fenced_out()
             storage_keys = await mark_job_media_deleted(session, self.job.id, reason)
             await session.commit()
         for storage_key in storage_keys:

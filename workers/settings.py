@@ -25,7 +25,7 @@ from app.core.contract import (
 )
 from app.core.resources import Resources, open_resources
 from app.core.settings import Settings
-from workers.generate import generate_media
+from workers.generate import SUPERSEDED_JOBS, generate_media
 from workers.lease import held_lease
 from workers.lifecycle import (
     purge_key_media,
@@ -51,7 +51,7 @@ def leased(task: CronTask) -> WorkerCoroutine:
 
     @functools.wraps(task)
     async def run(ctx: dict[str, Any]) -> Any:
-        async with held_lease(ctx["resources"], ctx["job_id"], heartbeat=False):
+        async with held_lease(ctx["resources"], ctx["job_id"]):
             return await task(ctx)
 
     return cast(WorkerCoroutine, run)
@@ -62,6 +62,7 @@ def worker_settings(settings: Settings, *, resources: Resources | None = None) -
     (the embedded dev worker); otherwise open our own in `on_startup`."""
 
     async def on_startup(ctx: dict[str, Any]) -> None:
+        ctx[SUPERSEDED_JOBS] = set()
         if resources is not None:
             ctx["resources"] = resources
             return
@@ -112,15 +113,24 @@ def worker_settings(settings: Settings, *, resources: Resources | None = None) -
 
 
 class ResilientWorker(Worker):
-    """arq's worker, with two changes. arq ends its run on the first Redis error of its polling
+    """arq's worker, with three changes. arq ends its run on the first Redis error of its polling
     loop; ours waits for Redis to come back (running jobs carry on meanwhile) and polls again.
-    And arq's in-progress lock lasts the longest job timeout (an hour): a worker killed between
+    arq's in-progress lock lasts the longest job timeout (an hour): a worker killed between
     taking a job and our task's lease would hold it that long. Ours lasts one lease from the
-    start; every task renews it while it runs (`workers.lease`)."""
+    start; every task renews it while it runs (`workers.lease`). And a job whose attempt here was
+    superseded (another worker took it over past our lease) is left as it is in Redis: arq would
+    delete the lock and the queued job that the other worker holds."""
 
     def __init__(self, *args: Any, lease_seconds: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.in_progress_timeout_s = lease_seconds
+
+    async def finish_job(self, job_id: str, *args: Any, **kwargs: Any) -> None:
+        superseded: set[str] = self.ctx.get(SUPERSEDED_JOBS, set())
+        if job_id in superseded:
+            superseded.discard(job_id)
+            return
+        await super().finish_job(job_id, *args, **kwargs)
 
     async def _poll_iteration(self) -> None:
         try:

@@ -14,7 +14,7 @@ from workers.lease import held_lease
 
 async def deliver_webhook(ctx: dict[str, Any], delivery_id: str) -> str:
     res: Resources = ctx["resources"]
-    async with held_lease(res, ctx["job_id"], heartbeat=False):
+    async with held_lease(res, ctx["job_id"]):
         status, delay = await webhooks.deliver(res, delivery_id)
     if delay is not None:
         raise Retry(defer=delay)

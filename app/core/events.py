@@ -3,7 +3,9 @@ that a single hub per API process reads and fans out in memory, so Redis connect
 with the number of SSE clients.
 
 Every event has an id that increases by one per job; after a terminal event nothing more is
-accepted for that job (a late progress report from a canceled job's worker is dropped).
+accepted for that job (a late progress report from a canceled job's worker is dropped), and once
+an attempt has published, nothing from an earlier attempt is (a worker that was partitioned past
+its lease cannot make progress jump back after the takeover).
 """
 
 from __future__ import annotations
@@ -35,10 +37,21 @@ EVENT_NAMES = (
 TERMINAL_EVENTS = frozenset({"job.succeeded", "job.failed", "job.canceled"})
 STREAM_MAXLEN = 1000
 
-# Atomic: sequence number, append, terminal marker, expiry and fan-out notice in one step.
+# Atomic: the fence (terminal marker, attempt), sequence number, append, expiry and fan-out
+# notice in one step. ARGV[8] is the publishing attempt; 0 for events not from an attempt.
 _PUBLISH_LUA = """
 if redis.call('HGET', KEYS[2], 'terminal') then
   return false
+end
+local attempt = tonumber(ARGV[8])
+if attempt > 0 then
+  local current = tonumber(redis.call('HGET', KEYS[2], 'attempt') or '0')
+  if attempt < current then
+    return false
+  end
+  if attempt > current then
+    redis.call('HSET', KEYS[2], 'attempt', attempt)
+  end
 end
 local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], seq .. '-0', 'event', ARGV[1], 'data', ARGV[2])
@@ -78,8 +91,11 @@ class EventBus:
     def channel(self) -> str:
         return events_channel(self._ns)
 
-    async def publish(self, job_id: str, event: str, data: dict[str, Any]) -> int | None:
-        """Append an event; returns its id, or None when the job already had its terminal event."""
+    async def publish(
+        self, job_id: str, event: str, data: dict[str, Any], *, attempt: int = 0
+    ) -> int | None:
+        """Append an event; returns its id, or None when it was refused: the job already had its
+        terminal event, or `attempt` (a worker's) is older than one that has published."""
         if event not in EVENT_NAMES:
             raise ValueError(f"unknown event {event!r}")
         seq = await self._publish(
@@ -92,6 +108,7 @@ class EventBus:
                 self.channel,
                 STREAM_MAXLEN,
                 job_id,
+                attempt,
             ],
         )
         return None if seq is None else int(seq)

@@ -14,6 +14,7 @@ from app.core import routing
 from app.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from app.core.ids import new_id
 from app.core.inputs import references, validate_input
+from app.core.keys import lock_key
 from app.core.media import mark_job_media_deleted
 from app.core.models import (
     JOB_STATUSES,
@@ -84,10 +85,7 @@ async def create_job(
     validated = [validate_input(spec, params) for spec in route.targets]
     await check_references(session, key.id, validated[0], allow_private_urls=allow_private_urls)
     # The key's row, locked: concurrent submits of one key check its limits one after another.
-    locked = (
-        await session.exec(select(VirtualKey).where(VirtualKey.id == key.id).with_for_update())
-    ).one()
-    await check_submit(session, locked)
+    await check_submit(session, await lock_key(session, key.id))
     spec = route.targets[0]
     job = Job(
         id=job_id or new_id("job"),

@@ -9,7 +9,7 @@ from typing import Any
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.core.errors import InvalidRequestError, NotFoundError
+from app.core.errors import AuthenticationError, InvalidRequestError, NotFoundError
 from app.core.ids import hash_key, new_api_key, new_id
 from app.core.models import VirtualKey, utcnow
 from app.core.usage import create_usage_rows
@@ -54,6 +54,29 @@ async def get_key(session: AsyncSession, key_id: str) -> VirtualKey:
     key = await session.get(VirtualKey, key_id)
     if key is None:
         raise NotFoundError(f"no key {key_id!r}", param="id")
+    return key
+
+
+async def lock_key(
+    session: AsyncSession, key_id: str, *, allow_revoked: bool = False
+) -> VirtualKey:
+    """The key's row, locked until the transaction ends, if the key may still write. Deleting a
+    key takes this lock, and so does every write made on the key's behalf (an upload, a job, an
+    output and the usage they move) in the transaction that records it: a request authenticated
+    before the deletion cannot commit after it. Outputs of a revoked (not deleted) key's running
+    jobs are still recorded (`allow_revoked`); a new upload or job of a revoked key is not."""
+    key = (
+        await session.exec(
+            select(VirtualKey)
+            .where(VirtualKey.id == key_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).first()
+    if key is None or key.deleted_at is not None:
+        raise AuthenticationError("This API key has been deleted.")
+    if key.revoked_at is not None and not allow_revoked:
+        raise AuthenticationError("This API key has been revoked.")
     return key
 
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.core.keys import get_key
+from app.core.errors import NotFoundError
 from app.core.media import mark_deleted
 from app.core.models import Job, MediaObject, VirtualKey, utcnow
 from app.core.resources import Resources
@@ -52,8 +52,9 @@ async def sweep_expired(res: Resources, *, batch: int = DELETE_BATCH) -> int:
 
 async def delete_key(session: AsyncSession, key_id: str) -> VirtualKey:
     """Revoke the key at once, cancel its unfinished jobs and mark its media for purging (the
-    caller enqueues the purge after committing)."""
-    key = await get_key(session, key_id)
+    caller enqueues the purge after committing). Under the key's row lock, which every write on
+    the key's behalf takes too (`keys.lock_key`): one that has not committed by now never will."""
+    key = await _locked(session, key_id)
     now = utcnow()
     if key.revoked_at is None:
         key.revoked_at = now
@@ -71,6 +72,20 @@ async def delete_key(session: AsyncSession, key_id: str) -> VirtualKey:
     return key
 
 
+async def _locked(session: AsyncSession, key_id: str) -> VirtualKey:
+    key = (
+        await session.exec(
+            select(VirtualKey)
+            .where(VirtualKey.id == key_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).first()
+    if key is None:
+        raise NotFoundError(f"no key {key_id!r}", param="id")
+    return key
+
+
 async def purge_key(res: Resources, key_id: str, *, batch: int = DELETE_BATCH) -> int:
     """Delete every object of a deleted key, in batches, recording progress on the key; resumes
     where a crashed run stopped. Returns the objects deleted by this run."""
@@ -84,6 +99,7 @@ async def purge_key(res: Resources, key_id: str, *, batch: int = DELETE_BATCH) -
     deleted = 0
     while True:
         async with res.sessionmaker() as session:
+            await _locked(session, key_id)  # a write that beat the deletion has committed
             rows = (
                 await session.exec(
                     select(MediaObject)

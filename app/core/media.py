@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import secrets
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -36,10 +37,13 @@ def verify(secret: bytes, media_id: str, expires: int, signature: str, now: floa
 
 
 def storage_key_for(
-    key_id: str, job_id: str, index: int, extension: str, variant: str = "output"
+    key_id: str, job_id: str, attempt: int, index: int, extension: str, variant: str = "output"
 ) -> str:
+    """`{key}/{job}/{attempt}-{random}/{index}.{ext}`: every write has an object of its own, so a
+    stale attempt (its worker partitioned past its lease) can never overwrite or delete what the
+    attempt that took over wrote (nor a write of its own that a row points at)."""
     suffix = "" if variant == "output" else f".{variant}"
-    return f"{key_id}/{job_id}/{index}{suffix}.{extension}"
+    return f"{key_id}/{job_id}/{attempt}-{secrets.token_hex(4)}/{index}{suffix}.{extension}"
 
 
 def input_storage_key(key_id: str, media_id: str, extension: str) -> str:
@@ -47,9 +51,13 @@ def input_storage_key(key_id: str, media_id: str, extension: str) -> str:
 
 
 def download_name(storage_key: str) -> str:
-    """`{key}/{job}/{index}.{ext}` downloads as `{job}-{index}.{ext}`, an input as its id."""
-    *_, parent, leaf = storage_key.split("/")
-    return leaf if parent == "inputs" else f"{parent}-{leaf}"
+    """An output downloads as `{job}-{index}.{ext}` (whichever attempt wrote it: objects written
+    before attempts were in the key have no attempt part), an input as its id."""
+    parts = storage_key.split("/")
+    if parts[-2] == "inputs":
+        return parts[-1]
+    job_id = parts[1] if len(parts) >= 4 else parts[-2]
+    return f"{job_id}-{parts[-1]}"
 
 
 def is_expired(media: MediaObject, now: datetime | None = None) -> bool:

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from arq.constants import job_key_prefix
-from sqlmodel import col, or_, select, update
+from sqlmodel import col, or_, select
 
 from app.core import webhooks
 from app.core.jobs import job_snapshot
 from app.core.models import Job, utcnow
 from app.core.queueing import enqueue_generation
 from app.core.resources import Resources
-from app.core.runs import cancel_if_late
+from app.core.runs import cancel_if_late, hold
 
 log = logging.getLogger("mediagate.outbox")
 
@@ -33,15 +33,13 @@ class Recovery:
     """Running jobs whose worker stopped (no heartbeat) and whose arq job was missing."""
 
 
-async def beat(res: Resources, job_id: str) -> None:
-    """The running job's heartbeat, renewed by its worker while it holds the lease."""
+async def beat(res: Resources, job_id: str, attempt: int) -> bool:
+    """The running attempt's heartbeat, renewed by its worker while it holds the lease; False
+    when the job no longer runs that attempt (another took over, or the job ended)."""
     async with res.sessionmaker() as session:
-        await session.exec(
-            update(Job)
-            .where(col(Job.id) == job_id, col(Job.status) == "running")
-            .values(heartbeat_at=utcnow())
-        )
+        mine = await hold(session, job_id, attempt)
         await session.commit()
+    return mine
 
 
 async def _missing_in_redis(res: Resources, job_ids: list[str]) -> set[str]:

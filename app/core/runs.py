@@ -1,10 +1,14 @@
-"""Worker-side job transitions. Every write is conditional on the job still running, so a job
-canceled by its owner (or finished by another attempt) is never flipped back."""
+"""Worker-side job transitions, fenced by attempt: `start_attempt` counts a new attempt under the
+row lock, and every later write of that attempt is conditional, in the same statement, on the job
+still running *that* attempt. A job canceled by its owner is never flipped back, and an attempt
+that another worker took over (its worker was partitioned or paused past its lease) changes
+nothing: its writes match no row, and the attempt stops."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import case
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -53,39 +57,53 @@ async def cancel_if_late(session: AsyncSession, job_id: str) -> Job | None:
     return await session.get(Job, job_id, populate_existing=True)
 
 
-async def lock_running(session: AsyncSession, job_id: str) -> Job | None:
-    """The job, row-locked, if it is still running; else None."""
-    job = (await session.exec(select(Job).where(Job.id == job_id).with_for_update())).first()
-    return job if job is not None and job.status == "running" else None
+def _mine(job_id: str, attempt: int) -> tuple[Any, ...]:
+    """The fence: the job runs, and runs this attempt."""
+    return (col(Job.id) == job_id, col(Job.status) == "running", col(Job.attempts) == attempt)
 
 
-async def set_progress(session: AsyncSession, job_id: str, progress: int) -> bool:
+async def hold(session: AsyncSession, job_id: str, attempt: int) -> bool:
+    """Renew the attempt's heartbeat; False if the job no longer runs this attempt. Inside a
+    transaction it is also the attempt's lock on the row (until commit), so whatever the caller
+    records next cannot interleave with a takeover (`start_attempt` locks the same row)."""
     result = await session.exec(
-        update(Job)
-        .where(col(Job.id) == job_id, col(Job.status) == "running", col(Job.progress) < progress)
-        .values(progress=progress)
+        update(Job).where(*_mine(job_id, attempt)).values(heartbeat_at=utcnow())
     )
     return bool(result.rowcount)
 
 
-async def set_task(session: AsyncSession, job_id: str, task_id: str | None) -> bool:
-    """Remember (or forget) the job's upstream task; False if the job no longer runs."""
+async def set_progress(session: AsyncSession, job_id: str, attempt: int, progress: int) -> bool:
+    """Raise the job's progress; False if the job no longer runs this attempt."""
     result = await session.exec(
         update(Job)
-        .where(col(Job.id) == job_id, col(Job.status) == "running")
-        .values(provider_task_id=task_id)
+        .where(*_mine(job_id, attempt))
+        .values(progress=case((col(Job.progress) < progress, progress), else_=col(Job.progress)))
+    )
+    return bool(result.rowcount)
+
+
+async def set_task(session: AsyncSession, job_id: str, attempt: int, task_id: str | None) -> bool:
+    """Remember (or forget) the job's upstream task; False if the job no longer runs this
+    attempt."""
+    result = await session.exec(
+        update(Job).where(*_mine(job_id, attempt)).values(provider_task_id=task_id)
     )
     return bool(result.rowcount)
 
 
 async def fall_back(
-    session: AsyncSession, job_id: str, index: int, target: ModelSpec, job_input: dict[str, Any]
+    session: AsyncSession,
+    job_id: str,
+    attempt: int,
+    index: int,
+    target: ModelSpec,
+    job_input: dict[str, Any],
 ) -> bool:
     """Move a running job to its fallback target `index`: its own input, a fresh count of tries,
     no upstream task."""
     result = await session.exec(
         update(Job)
-        .where(col(Job.id) == job_id, col(Job.status) == "running")
+        .where(*_mine(job_id, attempt))
         .values(
             target_index=index,
             provider=target.provider,
@@ -101,31 +119,29 @@ async def fall_back(
 async def finish(
     session: AsyncSession,
     job_id: str,
+    attempt: int,
     status: str,
     *,
     error_code: str | None = None,
     error_message: str | None = None,
 ) -> bool:
-    """Move a running job to a terminal status; False if it was no longer running."""
+    """Move the attempt's job to a terminal status; False if it no longer runs this attempt."""
     values: dict[str, object] = {"status": status, "finished_at": utcnow()}
     if status == "succeeded":
         values["progress"] = 100
     if error_code is not None:
         values.update(error_code=error_code, error_message=(error_message or "")[:2000])
-    result = await session.exec(
-        update(Job).where(col(Job.id) == job_id, col(Job.status) == "running").values(**values)
-    )
+    result = await session.exec(update(Job).where(*_mine(job_id, attempt)).values(**values))
     return bool(result.rowcount)
 
 
 async def over_quota(
     session: AsyncSession, key: VirtualKey, job_id: str, variant: str, index: int, size: int
 ) -> bool:
-    """Would recording this output take the key over its storage quota? Locks the key's row, so
-    concurrent jobs of one key decide one after another."""
+    """Would recording this output take the key over its storage quota? `key` is the row the
+    caller locked (`keys.lock_key`), so concurrent jobs of one key decide one after another."""
     if key.max_bytes is None and key.max_objects is None:
         return False
-    await session.exec(select(VirtualKey).where(VirtualKey.id == key.id).with_for_update())
     used_bytes, used_objects = await usage.totals(session, key.id)
     replaced = (
         await session.exec(

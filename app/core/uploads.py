@@ -10,6 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.errors import InvalidRequestError
 from app.core.ids import new_id
+from app.core.keys import get_key, lock_key
 from app.core.media import download_name, input_storage_key, record_input
 from app.core.models import MediaObject
 from app.core.usage import check_room
@@ -37,8 +38,11 @@ async def save_upload(
     allowed: tuple[str, ...] = IMAGE_TYPES,
     expires_at: datetime | None = None,
 ) -> MediaObject:
-    """Store an upload and record it; the caller commits. The type comes from the bytes, and the
-    key's storage quota applies as to outputs."""
+    """Store an upload and record it; the caller commits, and deletes the object if the commit
+    fails. The type comes from the bytes, and the key's storage quota applies as to outputs. The
+    object is written first and recorded after, under the key's row lock (taken by a deletion
+    too): an upload that finishes after its key was deleted is refused and its object deleted,
+    and no lock is held while the bytes travel."""
     if not data:
         raise InvalidRequestError(f"{param} is empty", param=param)
     content_type = sniff_content_type(data[:16])
@@ -46,7 +50,8 @@ async def save_upload(
         raise InvalidRequestError(
             f"{param} must be one of {', '.join(allowed)} (judged by its content)", param=param
         )
-    await check_room(session, key_id, len(data))
+    # A first look without the lock, so as not to store what would be refused at once.
+    await check_room(session, await get_key(session, key_id), len(data))
     media_id = new_id("med")
     storage_key = input_storage_key(key_id, media_id, extension_for(content_type))
     await store.put(
@@ -55,13 +60,18 @@ async def save_upload(
         content_type=content_type,
         filename=download_name(storage_key),
     )
-    return await record_input(
-        session,
-        media_id=media_id,
-        key_id=key_id,
-        storage_key=storage_key,
-        content_type=content_type,
-        size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        expires_at=expires_at,
-    )
+    try:
+        await check_room(session, await lock_key(session, key_id), len(data))
+        return await record_input(
+            session,
+            media_id=media_id,
+            key_id=key_id,
+            storage_key=storage_key,
+            content_type=content_type,
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            expires_at=expires_at,
+        )
+    except BaseException:
+        await store.delete(storage_key)  # no row will point at it
+        raise

@@ -93,15 +93,12 @@ async def check_submit(session: AsyncSession, key: VirtualKey) -> None:
             )
 
 
-async def check_room(session: AsyncSession, key_id: str, size: int) -> None:
-    """Refuse storing `size` more bytes (one more object) past the key's quota; locks the key's
-    row so concurrent uploads decide one after another."""
-    key = (
-        await session.exec(select(VirtualKey).where(VirtualKey.id == key_id).with_for_update())
-    ).one()
+async def check_room(session: AsyncSession, key: VirtualKey, size: int) -> None:
+    """Refuse storing `size` more bytes (one more object) past the key's quota. With `key` the
+    row the caller locked (`keys.lock_key`), concurrent uploads decide one after another."""
     if key.max_bytes is None and key.max_objects is None:
         return
-    used_bytes, used_objects = await totals(session, key_id)
+    used_bytes, used_objects = await totals(session, key.id)
     if key.max_bytes is not None and used_bytes + size > key.max_bytes:
         raise QuotaExceededError(
             f"Storing {size} more bytes would take this key to {used_bytes + size} bytes, over "

@@ -26,7 +26,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.contract import WEBHOOK_TASK
 from app.core.errors import InvalidRequestError
-from app.core.events import EVENT_NAMES
+from app.core.events import EVENT_NAMES, TERMINAL_EVENTS
 from app.core.ids import new_id
 from app.core.media import signed_path
 from app.core.models import Job, VirtualKey, WebhookDelivery, as_utc, iso, utcnow
@@ -127,9 +127,12 @@ async def enqueue(res: Resources, delivery_id: str, attempt_tag: str = "") -> No
     await res.redis.enqueue_job(WEBHOOK_TASK, delivery_id, _job_id=f"{delivery_id}{attempt_tag}")
 
 
-async def notify(res: Resources, job: Job, event: str, data: dict[str, Any]) -> None:
+async def notify(
+    res: Resources, job: Job, event: str, data: dict[str, Any], *, attempt: int | None = None
+) -> None:
     """Schedule and enqueue the deliveries of one event (from a worker, or from the API's cancel
-    path, which only records them: a worker delivers)."""
+    path, which only records them: a worker delivers). A worker's `attempt` fences them: nothing
+    is scheduled unless the job is still that attempt's (and, before its end, running)."""
     if event not in EVENT_NAMES:
         return
     settings = res.settings
@@ -145,8 +148,21 @@ async def notify(res: Resources, job: Job, event: str, data: dict[str, Any]) -> 
         }
     async with res.sessionmaker() as session:
         key = await session.get(VirtualKey, job.key_id)
-        fresh = await session.get(Job, job.id)
+        fresh = (
+            await session.exec(
+                select(Job)
+                .where(Job.id == job.id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+        ).first()
         if key is None or fresh is None:
+            return
+        if attempt is not None and (
+            fresh.attempts != attempt
+            or (event not in TERMINAL_EVENTS and fresh.status != "running")
+        ):
+            log.info("webhook.fenced job_id=%s event=%s attempt=%d", job.id, event, attempt)
             return
         ids = await schedule(session, fresh, key, event, data)
         await session.commit()

@@ -1,5 +1,6 @@
 """A stateful property test of storage usage (hypothesis): after any interleaving of creating
-outputs, re-running a job (which overwrites them, possibly as another format), uploading inputs,
+outputs, re-running a job (which overwrites them, possibly as another format), a stale attempt
+writing after another attempt took its job over (or after the job ended), uploading inputs,
 deleting media and jobs, expiring media and deleting keys, each key's usage totals equal what the
 bucket really holds under that key's prefix. Real PostgreSQL (a database of its own) and the moto
 S3 server, driven through the same services the API and the worker use."""
@@ -76,6 +77,8 @@ class UsageMachine(RuleBasedStateMachine):
         self.key_ids: list[str] = []
         self.deleted_keys: set[str] = set()
         self.counter = 0
+        self.runs: list[JobRun] = []
+        """Every attempt made so far; all but the newest of each job are stale."""
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -170,6 +173,7 @@ class UsageMachine(RuleBasedStateMachine):
             await session.commit()
         assert key is not None
         run = JobRun(self.res, job, key, stored)
+        self.runs.append(run)
         for index, (fmt, side) in outputs:
             data = _image(fmt, side, self._seed())
             # The provider claims PNG whatever it sent; the worker judges by the bytes.
@@ -180,6 +184,41 @@ class UsageMachine(RuleBasedStateMachine):
                 return
         if finish:
             await run.finish("succeeded")
+
+    @precondition(lambda self: len(self.runs) > 1)
+    @rule(pick=st.integers(min_value=0), outputs=outputs_strategy, finish=st.booleans())
+    def stale_write(self, pick: int, outputs: list[tuple[str, int]], finish: bool) -> None:
+        """An attempt whose worker was cut off comes back after its job was taken over by a newer
+        attempt, or ended, or deleted: every write it tries is refused and changes nothing."""
+
+        async def go() -> None:
+            stale = []
+            async with self.res.sessionmaker() as session:
+                for run in self.runs:
+                    job = await session.get(Job, run.job.id)
+                    if job is None or job.attempts != run.attempt or job.status != "running":
+                        stale.append(run)
+            if not stale:
+                return
+            run = stale[pick % len(stale)]
+            before = await self._job_state(run.job.id)
+            for index, (fmt, side) in enumerate(outputs):
+                claim = GeneratedMedia("image/png", "png", iter_chunks(_image(fmt, side, 1)))
+                with pytest.raises(Stopped):
+                    await run.store_output(index, claim)
+            if finish:
+                with pytest.raises(Stopped):
+                    await run.finish("succeeded")
+            assert await self._job_state(run.job.id) == before
+
+        self.run(go())
+
+    async def _job_state(self, job_id: str) -> Any:
+        async with self.res.sessionmaker() as session:
+            job = await session.get(Job, job_id)
+            rows = (await outputs_of(session, [job_id]))[job_id]
+        status = None if job is None else (job.status, job.attempts, job.progress)
+        return status, [(m.id, m.storage_key, m.bytes, m.sha256) for m in rows]
 
     @rule(key_id=keys, side=st.integers(min_value=8, max_value=48))
     def upload(self, key_id: str, side: int) -> None:
@@ -339,6 +378,21 @@ def test_rerun_in_another_format_leaves_no_orphan(property_settings: Settings) -
         key_id = state.first_key([("PNG", 8)])
         state.usage_equals_bucket()
         state.retry(key_id, pick=0, indices=[0], outputs=[("JPEG", 8)], finish=False)
+        state.usage_equals_bucket()
+    finally:
+        state.teardown()
+
+
+def test_a_stale_attempt_changes_nothing(property_settings: Settings) -> None:
+    """The partition, in-process: attempt 1 stored an output, attempt 2 took the job over and
+    finished it; attempt 1 then stores (same index, same format) and finishes, and is refused."""
+    UsageMachine.base = property_settings
+    state = UsageMachine()
+    try:
+        key_id = state.first_key([("PNG", 8)])
+        state.retry(key_id, pick=0, indices=[0], outputs=[("PNG", 16)], finish=True)
+        assert [run.attempt for run in state.runs] == [1, 2]
+        state.stale_write(pick=0, outputs=[("PNG", 24), ("PNG", 8)], finish=True)
         state.usage_equals_bucket()
     finally:
         state.teardown()

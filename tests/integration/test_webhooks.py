@@ -6,7 +6,6 @@ submit and at delivery, and the OpenAI-compatible header."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,15 +16,12 @@ import openai
 import pytest
 from sqlmodel import col, select
 from standardwebhooks import Webhook, WebhookVerificationError
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from app.core import webhooks
 from app.core.models import Job, VirtualKey, WebhookDelivery
 from app.core.resources import open_resources
 from tests.emulators.base import serve
+from tests.emulators.receiver import Receiver
 from tests.infra import (
     Stack,
     base_settings,
@@ -34,30 +30,6 @@ from tests.infra import (
 )
 
 IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "w", "size": "256x256"}}
-
-
-class Receiver:
-    """Records every request; answers `planned` statuses first, then 200."""
-
-    def __init__(self) -> None:
-        self.url = ""
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.paths: list[str] = []
-        self.planned: list[int] = []
-        self.lock = threading.Lock()
-
-    async def _hook(self, request: Request) -> Response:
-        body = await request.body()
-        with self.lock:
-            self.received.append((dict(request.headers), body))
-            self.paths.append(request.url.path)
-            status = self.planned.pop(0) if self.planned else 200
-        if status in (301, 302, 307):
-            return Response(status_code=status, headers={"location": self.url + "/elsewhere"})
-        return Response(status_code=status)
-
-    def app(self) -> Starlette:
-        return Starlette(routes=[Route("/{path:path}", self._hook, methods=["POST", "GET"])])
 
 
 @pytest.fixture(scope="module")

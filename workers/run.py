@@ -91,15 +91,18 @@ class JobRun:
         return self.lease is not None and self.lease.lost
 
     async def fenced_out(self) -> Stopped:
-        """Why a fenced write matched nothing: the owner canceled this attempt's job (`Stopped`),
-        or the job belongs to another attempt now, or cannot be read (`Superseded`)."""
+        """Why a fenced write (or the lease) failed: the job ended under this attempt, canceled
+        by its owner (`Stopped`); or it belongs to another attempt now, or cannot be read
+        (`Superseded`)."""
         try:
             async with asyncio.timeout(FENCE_READ_SECONDS), self.res.sessionmaker() as session:
                 fresh = await session.get(Job, self.job.id)
         except Exception:
             fresh = None
-        if fresh is not None and fresh.attempts == self.attempt:
+        if fresh is not None and fresh.attempts == self.attempt and fresh.status != "running":
             return Stopped()
+        # Another attempt's now; or still this one's, running, after a lease this worker could
+        # not renew: either way the job is left to whoever takes it next.
         return Superseded()
 
     def snapshot(self, **changes: Any) -> dict[str, Any]:

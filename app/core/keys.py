@@ -57,6 +57,17 @@ async def get_key(session: AsyncSession, key_id: str) -> VirtualKey:
     return key
 
 
+async def key_row_locked(session: AsyncSession, key_id: str) -> VirtualKey | None:
+    """The key's row as it is now, locked (`FOR UPDATE`) until the transaction ends."""
+    result = await session.exec(
+        select(VirtualKey)
+        .where(VirtualKey.id == key_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return result.first()
+
+
 async def lock_key(
     session: AsyncSession, key_id: str, *, allow_revoked: bool = False
 ) -> VirtualKey:
@@ -65,14 +76,7 @@ async def lock_key(
     output and the usage they move) in the transaction that records it: a request authenticated
     before the deletion cannot commit after it. Outputs of a revoked (not deleted) key's running
     jobs are still recorded (`allow_revoked`); a new upload or job of a revoked key is not."""
-    key = (
-        await session.exec(
-            select(VirtualKey)
-            .where(VirtualKey.id == key_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-    ).first()
+    key = await key_row_locked(session, key_id)
     if key is None or key.deleted_at is not None:
         raise AuthenticationError("This API key has been deleted.")
     if key.revoked_at is not None and not allow_revoked:

@@ -13,6 +13,7 @@ from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.errors import NotFoundError
+from app.core.keys import key_row_locked
 from app.core.media import mark_deleted
 from app.core.models import Job, MediaObject, VirtualKey, utcnow
 from app.core.resources import Resources
@@ -73,14 +74,7 @@ async def delete_key(session: AsyncSession, key_id: str) -> VirtualKey:
 
 
 async def _locked(session: AsyncSession, key_id: str) -> VirtualKey:
-    key = (
-        await session.exec(
-            select(VirtualKey)
-            .where(VirtualKey.id == key_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-    ).first()
+    key = await key_row_locked(session, key_id)
     if key is None:
         raise NotFoundError(f"no key {key_id!r}", param="id")
     return key

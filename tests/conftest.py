@@ -14,6 +14,7 @@ import pytest
 from tests.emulators.base import serve
 from tests.emulators.minimax import MiniMaxEmulator
 from tests.emulators.openai import OpenAIEmulator
+from tests.emulators.receiver import Receiver
 from tests.emulators.replicate import ReplicateEmulator
 from tests.infra import (
     MODELS_FILE,
@@ -113,6 +114,23 @@ def upstream_stack(pg_url: str, emulators: dict[str, Any], models_file: Path) ->
     settings = upstream_settings(pg_url, emulators, models_file)
     with running_stack(settings, embedded_worker=True) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on loopback for the whole run."""
+    with serve(Receiver()) as running:
+        yield running
+
+
+@pytest.fixture
+def hooks(receiver: Receiver) -> Receiver:
+    """The receiver, with nothing received yet and no planned answers."""
+    with receiver.lock:
+        receiver.received.clear()
+        receiver.paths.clear()
+        receiver.planned.clear()
+    return receiver
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -26,7 +26,6 @@ from app.core import lifecycle
 from app.core.resources import Resources, open_resources
 from app.core.settings import Settings
 from tests.blackhole import Blackhole, blackholes
-from tests.emulators.base import serve
 from tests.emulators.receiver import Receiver
 from tests.infra import (
     Stack,
@@ -40,12 +39,6 @@ from tests.infra import (
 
 LEASE = 3
 IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "f", "size": "256x256"}}
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    with serve(Receiver()) as running:
-        yield running
 
 
 @pytest.fixture
@@ -141,8 +134,6 @@ async def _partition(
     *,
     heal_when: str,
 ) -> None:
-    with receiver.lock:
-        receiver.received.clear()
     token = stack.new_key()
     with blackholes(settings.database_url, settings.redis_url, settings.s3_endpoint_url or "") as (
         proxies
@@ -198,17 +189,16 @@ async def _partition(
 
 @pytest.mark.parametrize("heal_when", ["after-b-succeeded", "while-b-runs", "mid-upload"])
 async def test_a_partitioned_worker_writes_nothing_after_a_takeover(
-    fence_settings: Settings, res: Resources, receiver: Receiver, heal_when: str
+    fence_settings: Settings, res: Resources, hooks: Receiver, heal_when: str
 ) -> None:
     with running_stack(fence_settings, embedded_worker=False) as stack:
-        await _partition(stack, fence_settings, res, receiver, heal_when=heal_when)
+        await _partition(stack, fence_settings, res, hooks, heal_when=heal_when)
 
 
 async def test_a_paused_worker_writes_nothing_after_a_takeover(
-    fence_settings: Settings, res: Resources, receiver: Receiver
+    fence_settings: Settings, res: Resources, hooks: Receiver
 ) -> None:
-    with receiver.lock:
-        receiver.received.clear()
+    receiver = hooks
     with running_stack(fence_settings, embedded_worker=False) as stack:
         token = stack.new_key()
         async with stack.client(token) as client:

@@ -20,7 +20,6 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from app.core import webhooks
 from app.core.models import Job, VirtualKey, WebhookDelivery
 from app.core.resources import open_resources
-from tests.emulators.base import serve
 from tests.emulators.receiver import Receiver
 from tests.infra import (
     Stack,
@@ -30,21 +29,6 @@ from tests.infra import (
 )
 
 IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "w", "size": "256x256"}}
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    with serve(Receiver()) as running:
-        yield running
-
-
-@pytest.fixture
-def hooks(receiver: Receiver) -> Receiver:
-    with receiver.lock:
-        receiver.received.clear()
-        receiver.paths.clear()
-        receiver.planned.clear()
-    return receiver
 
 
 @pytest.fixture(scope="module")

@@ -73,7 +73,8 @@ def drop_namespace(namespace: str) -> None:
     client = redis.Redis.from_url(REDIS_URL)
     try:
         # arq keeps per-job keys outside our namespace; find them through our queue first.
-        for raw in client.zrange(f"{namespace}:queue", 0, -1):
+        queued: list[bytes] = client.zrange(f"{namespace}:queue", 0, -1)  # type: ignore[assignment]
+        for raw in queued:
             job_id = raw.decode()
             for prefix in ("arq:job:", "arq:retry:", "arq:in-progress:", "arq:result:"):
                 client.delete(prefix + job_id)

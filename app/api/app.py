@@ -18,7 +18,7 @@ from litestar.types import Message, Scope
 from app.api.audio import create_speech
 from app.api.dependencies import DEPENDENCIES
 from app.api.errors import EXCEPTION_HANDLERS
-from app.api.events import job_events
+from app.api.events import job_events, server_should_exit
 from app.api.health import healthz, readyz
 from app.api.images import create_images, edit_images
 from app.api.jobs import JobController
@@ -60,7 +60,12 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_resources(settings, store=store) as resources:
             await _seed_aliases(resources)
-            hub = EventHub(resources.redis, resources.bus)
+            hub = EventHub(
+                resources.redis,
+                resources.bus,
+                ping_seconds=settings.sse_ping_seconds,
+                should_exit=server_should_exit,
+            )
             await hub.start()
             app.state.resources = resources
             app.state.hub = hub

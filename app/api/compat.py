@@ -5,7 +5,6 @@ a failed job in OpenAI's error shape."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -200,8 +199,7 @@ async def wait_for_job(resources: Resources, hub: EventHub, job_id: str, seconds
             if is_terminal(job.status) or remaining <= 0:
                 return job
             # At least once a second, re-read: the hub may miss a notice while reconnecting.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(sub.queue.get(), timeout=min(remaining, 1.0))
+            await sub.next(within=min(remaining, 1.0))
 
 
 async def job_outputs(resources: Resources, job: Job) -> list[MediaObject]:

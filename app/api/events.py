@@ -1,96 +1,150 @@
 """GET /v1/jobs/{id}/events: a job's events as Server-Sent Events, resumable with Last-Event-ID.
 
-History comes from the job's Redis stream; live events from the process's shared EventHub.
-sse-starlette's EventSourceResponse does the pings, disconnect detection and shutdown.
+History comes from the job's Redis stream; live events from the process's shared EventHub. A
+stream is one small ASGI app (`JobStream`), not a task group per client: it waits on one future
+that the hub resolves, sends each event as bytes rendered once per process (`JobEvent.frames`),
+and lets the hub's single ticker ask it to ping. What it keeps per stream is one coroutine, one
+task waiting for the client to go away, and one timer for the lifetime cap. sse-starlette gives
+the frame format (`ServerSentEvent`) and the signal that uvicorn is shutting down (`AppStatus`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
-import anyio
 import orjson
 from litestar import Request, get
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter
-from litestar.types import ASGIApp
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from litestar.types import ASGIApp, Receive, Scope, Send
+from sse_starlette import ServerSentEvent
+from sse_starlette.sse import AppStatus
 
 from app.api.dependencies import KEY_DEPENDENCY
-from app.api.render import with_urls
+from app.api.render import base_url, linked
 from app.core import jobs as job_service
 from app.core.errors import InvalidRequestError
-from app.core.events import EventBus, EventHub, JobEvent
+from app.core.events import Closed, EventBus, EventHub, JobEvent, Subscription
 from app.core.models import VirtualKey
 from app.core.resources import Resources
+from app.core.settings import Settings
 
-Render = Callable[[dict[str, Any]], dict[str, Any]]
+SEND_TIMEOUT_SECONDS = 30.0
+"""A client that takes longer than this to accept one frame is cut off (its stream resumes)."""
+PING = ServerSentEvent(comment="ping").encode()
+HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-store"),
+    (b"connection", b"keep-alive"),
+    (b"x-accel-buffering", b"no"),  # nginx: do not buffer the stream
+]
 
 
-SHUTDOWN_CHECK_SECONDS = 1.0
+def server_should_exit() -> bool:
+    """Whether uvicorn is shutting down: sse-starlette hooks uvicorn's exit handler and sets its
+    AppStatus flag; the hub's ticker reads it and ends every stream cleanly."""
+    return bool(AppStatus.should_exit)
 
 
-def _sse(event: JobEvent, render: Render) -> ServerSentEvent:
-    return ServerSentEvent(
-        data=orjson.dumps(render(event.data)).decode(), event=event.event, id=str(event.id)
-    )
+def frame(event: JobEvent, base: str, settings: Settings) -> bytes:
+    """The event as SSE bytes with links under `base`; rendered once per process and base."""
+    cached = event.frames.get(base)
+    if cached is None:
+        data = orjson.dumps(linked(base, settings, event.data)).decode()
+        cached = ServerSentEvent(data=data, event=event.event, id=str(event.id)).encode()
+        event.frames[base] = cached
+    return cached
 
 
-async def job_event_stream(
-    hub: EventHub,
-    bus: EventBus,
-    job_id: str,
-    after: int,
-    fallback: dict[str, Any],
-    render: Render,
-    max_seconds: float,
-    shutdown: anyio.Event | None = None,
-) -> AsyncIterator[ServerSentEvent]:
-    """History after `after`, then live events, until the terminal one, the lifetime cap, or the
-    server shutting down (`shutdown` set): the stream then ends cleanly, and the client resumes
-    elsewhere with Last-Event-ID."""
-    # Subscribe before reading history so nothing published in between is missed.
-    async with hub.subscribe(job_id) as sub:
-        last = after
-        for event in await bus.history(job_id, after):
-            last = event.id
-            yield _sse(event, render)
-            if event.terminal:
-                return
-        if job_service.is_terminal(fallback["status"]):
-            # The stream expired or Redis lost it; the database still knows how the job ended.
-            yield _sse(JobEvent(last + 1, f"job.{fallback['status']}", job_id, fallback), render)
-            return
-        deadline = asyncio.get_running_loop().time() + max_seconds
-        while True:
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0 or (shutdown is not None and shutdown.is_set()):
-                return
-            if sub.resync.is_set():
-                sub.resync.clear()
-                for event in await bus.history(job_id, last):
-                    last = event.id
-                    yield _sse(event, render)
-                    if event.terminal:
-                        return
+class JobStream:
+    """One client's stream: history after `after`, then live events, until the terminal one,
+    the lifetime cap, the client leaving, or the server shutting down (the body then ends
+    cleanly, and the client resumes elsewhere with Last-Event-ID)."""
+
+    def __init__(
+        self,
+        hub: EventHub,
+        bus: EventBus,
+        job_id: str,
+        after: int,
+        fallback: dict[str, Any],
+        base: str,
+        settings: Settings,
+    ) -> None:
+        self.hub = hub
+        self.bus = bus
+        self.job_id = job_id
+        self.last = after
+        self.fallback = fallback
+        self.base = base
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        loop = asyncio.get_running_loop()
+        # Subscribe before reading history so nothing published in between is missed.
+        async with self.hub.subscribe(self.job_id) as sub:
+            gone = asyncio.ensure_future(_until_disconnect(receive, sub))
+            cap = loop.call_later(self.settings.sse_max_seconds, sub.close, Closed.EXPIRED)
             try:
-                live = await asyncio.wait_for(
-                    sub.queue.get(), timeout=min(remaining, SHUTDOWN_CHECK_SECONDS)
-                )
-            except TimeoutError:
+                await self._follow(sub, send)
+            except (TimeoutError, OSError):
+                return  # a client too slow to take a frame, or a broken connection
+            finally:
+                cap.cancel()
+                gone.cancel()
+            if sub.closed is not Closed.DISCONNECTED:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _send(self, send: Send, body: bytes) -> None:
+        async with asyncio.timeout(SEND_TIMEOUT_SECONDS):
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+
+    async def _emit(self, send: Send, events: list[JobEvent]) -> bool:
+        """Send the events that follow the last one sent; True once the terminal one went."""
+        for event in events:
+            if event.id <= self.last:
                 continue
-            if live is None:
-                return  # the hub is shutting down
-            if live.id <= last:
-                continue
-            pending = [live] if live.id == last + 1 else await bus.history(job_id, last)
-            for event in pending:
-                last = event.id
-                yield _sse(event, render)
-                if event.terminal:
+            self.last = event.id
+            await self._send(send, frame(event, self.base, self.settings))
+            if event.terminal:
+                return True
+        return False
+
+    async def _catch_up(self, send: Send) -> bool:
+        return await self._emit(send, await self.bus.history(self.job_id, self.last))
+
+    async def _follow(self, sub: Subscription, send: Send) -> None:
+        if await self._catch_up(send):
+            return
+        if job_service.is_terminal(self.fallback["status"]):
+            # The stream expired or Redis lost it; the database still knows how the job ended.
+            status = self.fallback["status"]
+            ending = JobEvent(self.last + 1, f"job.{status}", self.job_id, self.fallback)
+            await self._emit(send, [ending])
+            return
+        while True:
+            live = await sub.next()
+            if sub.closed is not None:
+                return
+            if sub.resync:
+                sub.resync = False
+                if await self._catch_up(send):
                     return
+            if live and live[0].id > self.last + 1:
+                live = await self.bus.history(self.job_id, self.last)  # a gap: read it back
+            if await self._emit(send, live):
+                return
+            if sub.ping:
+                sub.ping = False
+                await self._send(send, PING)
+
+
+async def _until_disconnect(receive: Receive, sub: Subscription) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    sub.close(Closed.DISCONNECTED)
 
 
 def _resume_point(last_event_id: str | None, after: int | None) -> int:
@@ -140,24 +194,6 @@ async def job_events(
         outputs = (await job_service.outputs_of(session, [job.id]))[job.id]
     settings = resources.settings
     snapshot = job_service.job_snapshot(job, outputs)
-    shutdown = anyio.Event()
-    stream = job_event_stream(
-        hub,
-        resources.bus,
-        job.id,
-        start,
-        snapshot,
-        lambda data: with_urls(request, settings, data),
-        settings.sse_max_seconds,
-        shutdown,
+    return JobStream(
+        hub, resources.bus, job.id, start, snapshot, base_url(request, settings), settings
     )
-    response = EventSourceResponse(
-        stream,
-        ping=settings.sse_ping_seconds,
-        send_timeout=30,
-        # On SIGTERM the library sets `shutdown`; the stream ends itself within a second and
-        # closes properly (a cancelled one would cut the chunked body short).
-        shutdown_event=shutdown,
-        shutdown_grace_period=SHUTDOWN_CHECK_SECONDS * 3,
-    )
-    return cast(ASGIApp, response)  # a Starlette response is an ASGI app; Litestar runs it as is

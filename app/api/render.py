@@ -19,18 +19,27 @@ def base_url(request: Request[Any, Any, Any], settings: Settings) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def media_url(request: Request[Any, Any, Any], settings: Settings, media_id: str) -> str:
+def signed_url(base: str, settings: Settings, media_id: str) -> str:
     expires = int(time.time()) + settings.media_url_ttl_seconds
-    return base_url(request, settings) + signed_path(settings.signing_secret, media_id, expires)
+    return base + signed_path(settings.signing_secret, media_id, expires)
+
+
+def media_url(request: Request[Any, Any, Any], settings: Settings, media_id: str) -> str:
+    return signed_url(base_url(request, settings), settings, media_id)
+
+
+def linked(base: str, settings: Settings, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """The snapshot with a fresh signed link (under `base`) on each output."""
+    outputs = [
+        {**o, "url": signed_url(base, settings, o["id"])} for o in snapshot.get("outputs", [])
+    ]
+    return {**snapshot, "outputs": outputs}
 
 
 def with_urls(
     request: Request[Any, Any, Any], settings: Settings, snapshot: dict[str, Any]
 ) -> dict[str, Any]:
-    outputs = [
-        {**o, "url": media_url(request, settings, o["id"])} for o in snapshot.get("outputs", [])
-    ]
-    return {**snapshot, "outputs": outputs}
+    return linked(base_url(request, settings), settings, snapshot)
 
 
 def render_job(

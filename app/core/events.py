@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -72,6 +73,9 @@ class JobEvent:
     job_id: str
     data: dict[str, Any]
     """The job object at that moment (outputs without URLs; the API adds fresh ones)."""
+    frames: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+    """The event as SSE bytes, per base URL of its links: rendered by the first stream that sends
+    it, reused by every other stream of the process."""
 
     @property
     def terminal(self) -> bool:
@@ -136,35 +140,113 @@ def parse_notice(raw: bytes | str) -> JobEvent:
     return JobEvent(int(seq), event, job_id, orjson.loads(data))
 
 
+def notice_job(raw: bytes) -> str:
+    """The job a notice is about, read without parsing the rest (most notices a process reads
+    are for jobs nobody follows there)."""
+    return raw[: raw.index(b"\n")].decode()
+
+
+class Closed(StrEnum):
+    DISCONNECTED = "disconnected"
+    EXPIRED = "expired"
+    SHUTDOWN = "shutdown"
+
+
 class Subscription:
+    """One follower of one job: events the hub pushed since the follower last looked, and flags
+    for what else it must do. The follower waits on one future; nothing here wakes on a timer."""
+
+    __slots__ = ("_waiter", "closed", "pending", "ping", "resync")
+
+    MAX_PENDING = 1000
+
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[JobEvent | None] = asyncio.Queue(maxsize=1000)
-        self.resync = asyncio.Event()
-        """Set when the hub may have missed notices; the reader re-reads the stream."""
+        self.pending: list[JobEvent] = []
+        self.resync = False
+        """Set when the hub may have missed notices; the follower re-reads the stream."""
+        self.ping = False
+        self.closed: Closed | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def push(self, event: JobEvent) -> None:
+        if len(self.pending) >= self.MAX_PENDING:
+            self.pending.clear()
+            self.resync = True  # a slow client: it catches up from the stream
+        else:
+            self.pending.append(event)
+        self.wake()
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def close(self, why: Closed) -> None:
+        if self.closed is None:
+            self.closed = why
+        self.wake()
+
+    async def next(self, within: float | None = None) -> list[JobEvent]:
+        """The pushed events (maybe none: woken for a flag, or `within` seconds ran out)."""
+        if not self.pending and self.closed is None and not self.resync and not self.ping:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                if within is None:
+                    await self._waiter
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._waiter, within)
+            finally:
+                self._waiter = None
+        events, self.pending = self.pending, []
+        return events
 
 
 class EventHub:
-    """One pub/sub reader per process, fanning notices out to in-memory subscriptions."""
+    """One pub/sub reader per process, fanning notices out to in-memory subscriptions; and one
+    ticker that asks every follower to ping its client, and closes them all once `should_exit`
+    says the server is shutting down."""
 
-    def __init__(self, redis: Redis, bus: EventBus) -> None:
+    TICK_SECONDS = 0.5
+
+    def __init__(
+        self,
+        redis: Redis,
+        bus: EventBus,
+        *,
+        ping_seconds: float = 15.0,
+        should_exit: Callable[[], bool] = lambda: False,
+    ) -> None:
         self._redis = redis
         self._bus = bus
+        self._ping_seconds = ping_seconds
+        self._should_exit = should_exit
         self._subs: dict[str, set[Subscription]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.connected = asyncio.Event()
 
+    @property
+    def followers(self) -> int:
+        return sum(len(subs) for subs in self._subs.values())
+
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="mediagate-event-hub")
+        self._tasks = [
+            asyncio.create_task(self._run(), name="mediagate-event-hub"),
+            asyncio.create_task(self._tick(), name="mediagate-event-ticker"),
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for subs in self._subs.values():
-            for sub in subs:
-                with contextlib.suppress(asyncio.QueueFull):
-                    sub.queue.put_nowait(None)
+                await task
+        self.close_all(Closed.SHUTDOWN)
+
+    def close_all(self, why: Closed) -> None:
+        for subs in list(self._subs.values()):
+            for sub in list(subs):
+                sub.close(why)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, job_id: str) -> AsyncIterator[Subscription]:
@@ -179,17 +261,36 @@ class EventHub:
                 if not subs:
                     del self._subs[job_id]
 
-    def _dispatch(self, event: JobEvent) -> None:
-        for sub in self._subs.get(event.job_id, ()):
-            try:
-                sub.queue.put_nowait(event)
-            except asyncio.QueueFull:
-                sub.resync.set()  # a slow client: let it catch up from the stream
+    def dispatch(self, raw: bytes) -> None:
+        subs = self._subs.get(notice_job(raw))
+        if not subs:
+            return
+        event = parse_notice(raw)  # parsed once, shared by every follower
+        for sub in subs:
+            sub.push(event)
 
     def _resync_all(self) -> None:
         for subs in self._subs.values():
             for sub in subs:
-                sub.resync.set()
+                sub.resync = True
+                sub.wake()
+
+    def _ping_all(self) -> None:
+        for subs in self._subs.values():
+            for sub in subs:
+                sub.ping = True
+                sub.wake()
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_ping = loop.time() + self._ping_seconds
+        while True:
+            await asyncio.sleep(self.TICK_SECONDS)
+            if self._should_exit():
+                self.close_all(Closed.SHUTDOWN)
+            if self._ping_seconds > 0 and loop.time() >= next_ping:
+                next_ping = loop.time() + self._ping_seconds
+                self._ping_all()
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -205,7 +306,7 @@ class EventHub:
                     if message is None or message.get("type") != "message":
                         continue
                     try:
-                        self._dispatch(parse_notice(message["data"]))
+                        self.dispatch(message["data"])
                     except (ValueError, orjson.JSONDecodeError):
                         log.warning("events.bad_notice")
             except Exception as exc:  # RedisError, OSError, or anything else: keep the hub alive

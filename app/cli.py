@@ -8,9 +8,13 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from app.core.logs import configure_logging
 from app.core.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from litestar import Litestar
 
 
 def _settings(**overrides: object) -> Settings:
@@ -24,14 +28,29 @@ def cmd_api(args: argparse.Namespace) -> None:
 
     settings = _settings()
     configure_logging(settings.log_level)
+    # Several processes share the port (uvicorn's supervisor forks them); each builds its own
+    # app from the same environment, with its own pools and its own event hub.
     uvicorn.run(
-        create_app(settings),
+        create_app(settings) if args.workers == 1 else "app.cli:api_app",
+        factory=args.workers > 1,
+        workers=args.workers,
         host=args.host,
         port=args.port,
         log_config=None,
         proxy_headers=True,
+        access_log=settings.access_log,
         timeout_graceful_shutdown=10,
+        backlog=4096,
     )
+
+
+def api_app() -> Litestar:
+    """The API app of one of `mediagate api --workers N`'s processes."""
+    from app.api.app import create_app
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -91,9 +110,31 @@ async def _keys(args: argparse.Namespace) -> None:
             else:
                 key = await keys.revoke_key(session, args.id)
                 await session.commit()
+                await _announce_key_change(settings, key.id)
                 print(f"revoked {key.id}")
     finally:
         await engine.dispose()
+
+
+async def _announce_key_change(settings: Settings, key_id: str) -> None:
+    """Running API processes drop their cached copy of the key now (else within
+    MEDIAGATE_KEY_CACHE_SECONDS)."""
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    from app.core.keys import announce_change
+
+    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+    try:
+        await announce_change(redis, settings.redis_namespace, key_id)
+    except (RedisError, OSError):
+        print(
+            "Redis did not answer: running API processes may accept this key for up to "
+            f"{settings.key_cache_seconds:g} s more",
+            file=sys.stderr,
+        )
+    finally:
+        await redis.aclose()
 
 
 def cmd_keys(args: argparse.Namespace) -> None:
@@ -116,6 +157,13 @@ def cmd_storage(args: argparse.Namespace) -> None:
         print("run again with --fix to delete orphans and mark missing rows", file=sys.stderr)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mediagate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="serve the HTTP API")
     api.add_argument("--host", default="0.0.0.0")
     api.add_argument("--port", type=int, default=8000)
+    api.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="API processes sharing the port (one per core is a good start; default 1)",
+    )
     api.set_defaults(func=cmd_api)
 
     worker = sub.add_parser("worker", help="run an arq worker")

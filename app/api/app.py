@@ -27,8 +27,10 @@ from app.api.media import MediaController, key_usage
 from app.api.models import AdminModelController, ModelController
 from app.api.openapi import document_errors
 from app.api.videos import VideoController
+from app.core.contract import keys_channel
 from app.core.errors import InvalidRequestError, NotFoundError
 from app.core.events import EventHub
+from app.core.keys import KeyCache
 from app.core.resources import Resources, open_resources
 from app.core.routing import seed_aliases
 from app.core.settings import Settings
@@ -60,15 +62,20 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_resources(settings, store=store) as resources:
             await _seed_aliases(resources)
+            keys = KeyCache(settings.key_cache_seconds)
             hub = EventHub(
                 resources.redis,
                 resources.bus,
                 ping_seconds=settings.sse_ping_seconds,
                 should_exit=server_should_exit,
+                listeners={keys_channel(settings.redis_namespace): keys.on_notice},
             )
+            keys.live = hub.connected.is_set  # change notices arrive only while it is
+            resources.redis_connected = hub.connected.is_set
             await hub.start()
             app.state.resources = resources
             app.state.hub = hub
+            app.state.key_cache = keys
             try:
                 async with contextlib.AsyncExitStack() as stack:
                     for companion in companions:

@@ -15,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.errors import AuthenticationError
 from app.core.events import EventHub
-from app.core.keys import authenticate
+from app.core.keys import KeyCache, authenticate, token_digest
 from app.core.limits import admit_request
 from app.core.models import VirtualKey
 from app.core.resources import Resources
@@ -44,22 +44,36 @@ async def provide_session(resources: Resources) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def lookup_key(resources: Resources, token: str | None) -> VirtualKey | None:
+async def lookup_key(
+    resources: Resources, token: str | None, cache: KeyCache | None = None
+) -> VirtualKey | None:
+    """The active key `token` names: from the process's cache, else from its row (a session of
+    its own, closed at once: long streams must not hold a pooled connection)."""
     if token is None:
         return None
+    digest = token_digest(token)
+    if digest is None:
+        return None
+    if cache is not None:
+        key = cache.get(digest)
+        if key is not None:
+            return key
+        generation = cache.generation
     async with resources.sessionmaker() as session:
-        return await authenticate(session, token)
+        key = await authenticate(session, token)
+    if key is not None and cache is not None:
+        cache.put(digest, key, generation)
+    return key
 
 
 async def provide_key(request: Request[Any, Any, Any], resources: Resources) -> VirtualKey:
-    # A session of its own, closed at once: long streams must not hold a pooled connection.
     token = bearer_token(request.headers)
     if token is None:
         raise AuthenticationError(
             "You didn't provide an API key. Send it as 'Authorization: Bearer mg_...'.",
             code="missing_api_key",
         )
-    key = await lookup_key(resources, token)
+    key = await lookup_key(resources, token, request.app.state.key_cache)
     if key is None:
         raise AuthenticationError("Incorrect API key provided.", code="invalid_api_key")
     per_minute = key.requests_per_minute or resources.settings.requests_per_minute

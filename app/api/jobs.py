@@ -20,9 +20,10 @@ from app.core.contract import deserialize
 from app.core.errors import NotFoundError, QuotaExceededError
 from app.core.idempotency import Claim
 from app.core.ids import new_id
+from app.core.job_rows import insert_queued
 from app.core.jobs import job_snapshot
 from app.core.models import Job, MediaObject, VirtualKey, WebhookDelivery, utcnow
-from app.core.queueing import enqueue_generation, queue_length
+from app.core.queueing import enqueue_new, queue_length
 from app.core.resources import Resources
 
 log = logging.getLogger("mediagate.api")
@@ -33,8 +34,15 @@ async def enqueue(resources: Resources, job: Job, queued_ahead: int) -> None:
     priority and its key's queued jobs. The job is already safe in the database: if Redis fails
     now, the outbox reconciler queues it later."""
     try:
-        await resources.bus.publish(job.id, "job.queued", job_snapshot(job, []))
-        await enqueue_generation(resources.redis, job.id, job.priority, queued_ahead)
+        await enqueue_new(
+            resources.redis,
+            resources.bus,
+            resources.queue_name,
+            job.id,
+            job.priority,
+            queued_ahead,
+            job_snapshot(job, []),
+        )
     except (RedisError, OSError) as exc:
         log.warning("job.enqueue_deferred job_id=%s error=%s", job.id, type(exc).__name__)
 
@@ -69,8 +77,13 @@ async def submit(
     """Create and enqueue a job: `(job, True)`. With an `Idempotency-Key` that an earlier (or a
     concurrent) request already used: `(that request's job, False)`, and nothing is created."""
     # Refuse while Redis is down rather than accept jobs that only the outbox could start.
-    await resources.redis.ping()
+    await _redis_reachable(resources)
     job_id = new_id("job")
+    options: dict[str, Any] = {
+        "job_id": job_id,
+        "priority": priority,
+        "deadline_seconds": deadline_seconds,
+    }
     if claim is not None:  # first: a repeated request gets its job back even if the queue is full
         ttl = resources.settings.idempotency_ttl_seconds
         earlier = await idempotency.claim_for_job(session, key.id, claim, job_id, ttl)
@@ -85,24 +98,36 @@ async def submit(
             "webhook.url",
             allow_private=resources.settings.allow_private_urls,
         )
-    job = await job_service.create_job(
-        session,
-        key,
-        resources.catalog,
-        media_type,
-        model,
-        params,
-        allow_private_urls=resources.settings.allow_private_urls,
-        job_id=job_id,
-        priority=priority,
-        deadline_seconds=deadline_seconds,
-        webhook=webhook,
-    )
-    queued_ahead = await job_service.queued_jobs(session, key.id) - 1
-    await session.commit()  # commit, then enqueue: a worker must find the row
+    options["webhook"] = webhook
+    job: Job | None = None
+    queued_ahead: int | None = None
+    if claim is None and resources.engine.dialect.name == "postgresql":
+        # The common case in one round trip: no claim to commit with it, nothing to look up.
+        job = job_service.plain_job(key, resources.catalog, media_type, model, params, **options)
+        queued_ahead = None if job is None else await insert_queued(resources.engine, job)
+    if job is None or queued_ahead is None:
+        job = await job_service.create_job(
+            session,
+            key,
+            resources.catalog,
+            media_type,
+            model,
+            params,
+            allow_private_urls=resources.settings.allow_private_urls,
+            **options,
+        )
+        queued_ahead = await job_service.queued_jobs(session, key.id) - 1
+        await session.commit()  # commit, then enqueue: a worker must find the row
     await enqueue(resources, job, queued_ahead)
     log.info("job.queued job_id=%s key_id=%s type=%s model=%s", job.id, key.id, job.type, job.model)
     return job, True
+
+
+async def _redis_reachable(resources: Resources) -> None:
+    """Raises the Redis outage error when Redis does not answer. While the API's event hub holds
+    its connection (it notices a lost one at once), no round trip is spent on asking."""
+    if not resources.redis_connected():
+        await resources.redis.ping()
 
 
 async def abort_running(
@@ -158,7 +183,7 @@ class JobController(Controller):
             request.url.path,
             data.model_dump(mode="json"),
         )
-        job, _ = await submit(
+        job, created = await submit(
             resources,
             session,
             key,
@@ -170,7 +195,8 @@ class JobController(Controller):
             deadline_seconds=data.deadline_seconds,
             webhook=data.webhook.model_dump() if data.webhook else None,
         )
-        outputs = (await job_service.outputs_of(session, [job.id]))[job.id]
+        # A new job has no outputs yet; a repeated request's job may have.
+        outputs = [] if created else (await job_service.outputs_of(session, [job.id]))[job.id]
         return Response(
             render_job(request, resources.settings, job, outputs),  # type: ignore[arg-type]
             status_code=202,

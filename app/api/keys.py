@@ -4,10 +4,13 @@ key's `purge` field shows how far that has got."""
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any, Literal
 
 from litestar import Controller, delete, get, patch, post
+from litestar.datastructures import State
 from litestar.params import Parameter
+from redis.exceptions import RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.api.dependencies import admin_guard
@@ -17,6 +20,21 @@ from app.core import keys as key_service
 from app.core import lifecycle, usage, webhooks
 from app.core.contract import PURGE_KEY_TASK, purge_job_id
 from app.core.resources import Resources
+
+log = logging.getLogger("mediagate.api")
+
+
+async def _announce(state: State, resources: Resources, key_id: str) -> None:
+    """After a change to a key committed: every API process drops its cached copy (this one at
+    once; the others when the notice reaches their event hub)."""
+    state.key_cache.on_notice(key_id.encode())
+    try:
+        await key_service.announce_change(
+            resources.redis, resources.settings.redis_namespace, key_id
+        )
+    except (RedisError, OSError):
+        # Their hubs have lost Redis too, and a hub that reconnects empties its cache.
+        log.warning("key.change_not_announced key_id=%s", key_id)
 
 
 async def _checked_webhook(resources: Resources, fields: dict[str, Any]) -> dict[str, Any]:
@@ -57,21 +75,28 @@ class AdminKeyController(Controller):
 
     @patch("/{key_id:str}", summary="Change a key's name, quotas or retention")
     async def update(
-        self, key_id: str, data: KeyPatch, session: AsyncSession, resources: Resources
+        self,
+        key_id: str,
+        data: KeyPatch,
+        session: AsyncSession,
+        resources: Resources,
+        state: State,
     ) -> KeyObject:
         changes = await _checked_webhook(resources, data.model_dump(exclude_unset=True))
         key = await key_service.update_key(session, key_id, changes)
         await session.commit()
+        await _announce(state, resources, key.id)
         return KeyObject.model_validate(render_key(key))
 
     @delete(
         "/{key_id:str}", status_code=200, summary="Delete a key and, in the background, its media"
     )
     async def delete_key(
-        self, key_id: str, session: AsyncSession, resources: Resources
+        self, key_id: str, session: AsyncSession, resources: Resources, state: State
     ) -> KeyObject:
         key = await lifecycle.delete_key(session, key_id)
         await session.commit()
+        await _announce(state, resources, key.id)
         await resources.redis.enqueue_job(PURGE_KEY_TASK, key.id, _job_id=purge_job_id(key.id))
         return KeyObject.model_validate(render_key(key))
 
@@ -80,11 +105,14 @@ class AdminKeyController(Controller):
         status_code=200,
         summary="Rotate the key's webhook secret (the old one still signs for 24 h)",
     )
-    async def rotate_webhook_secret(self, key_id: str, session: AsyncSession) -> KeyObject:
+    async def rotate_webhook_secret(
+        self, key_id: str, session: AsyncSession, resources: Resources, state: State
+    ) -> KeyObject:
         key = await key_service.get_key(session, key_id)
         webhooks.rotate_secret(key)
         session.add(key)
         await session.commit()
+        await _announce(state, resources, key.id)
         return KeyObject.model_validate(render_key(key))
 
     @get("/{key_id:str}/usage", summary="A key's storage usage and quota")

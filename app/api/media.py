@@ -39,7 +39,9 @@ async def _authorize(
             async with resources.sessionmaker() as session:
                 return await get_media(session, media_id, None)
     else:
-        key = await lookup_key(resources, bearer_token(request.headers))
+        key = await lookup_key(
+            resources, bearer_token(request.headers), request.app.state.key_cache
+        )
         if key is not None:
             async with resources.sessionmaker() as session:
                 return await get_media(session, media_id, key.id)

@@ -34,6 +34,12 @@ def events_channel(namespace: str) -> str:
     return f"{namespace}:events"
 
 
+def keys_channel(namespace: str) -> str:
+    """Where a change to a virtual key (revoked, deleted, limits changed) is announced, so that
+    every API process drops its cached copy."""
+    return f"{namespace}:keys"
+
+
 class RemoteJobError(Exception):
     """An exception a job raised, as read back from its JSON result."""
 

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.core.errors import OUTAGE_SQLSTATE_CLASSES
 
 SessionMaker = async_sessionmaker[AsyncSession]
 
 
-def create_engine(url: str, *, echo: bool = False, timeout: float = 5.0) -> AsyncEngine:
+def create_engine(
+    url: str, *, echo: bool = False, timeout: float = 5.0, pool_size: int = 20
+) -> AsyncEngine:
     """`timeout` bounds connecting to PostgreSQL and waiting for a pooled connection: with the
     database down, callers fail fast (the API answers 503) instead of hanging."""
     if url.startswith("sqlite"):
@@ -29,19 +44,62 @@ def create_engine(url: str, *, echo: bool = False, timeout: float = 5.0) -> Asyn
             cursor.close()
 
         return engine
-    # pre-ping: after PostgreSQL restarts, stale pooled connections are replaced, not used.
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         echo=echo,
-        pool_pre_ping=True,
         # SQL parameters hold job inputs (prompts): never in logs or exception messages.
         hide_parameters=True,
-        pool_size=10,
-        max_overflow=10,
+        pool_size=pool_size,
+        max_overflow=0,
         pool_timeout=timeout,
         connect_args={"timeout": timeout},
     )
 
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _drop_closed(_dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        # A pre-ping at no cost: asyncpg notices at once when the server closes a connection
+        # (a restart, a shutdown, an idle timeout); such a one is replaced, not handed out.
+        # SQLAlchemy's pool_pre_ping would cost a round trip on every checkout.
+        driver = getattr(record.dbapi_connection, "driver_connection", None)
+        if driver is not None and driver.is_closed():
+            raise DisconnectionError("the server closed this pooled connection")
+
+    return engine
+
 
 def create_sessionmaker(engine: AsyncEngine) -> SessionMaker:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+@contextlib.asynccontextmanager
+async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """A pooled PostgreSQL connection as asyncpg itself (autocommit: each statement is its own
+    transaction), for the few statements that run thousands of times a second, where
+    SQLAlchemy's per-statement work would cost more than the statement. Its errors come out as
+    SQLAlchemy's (`DataError` for a bad value, `OperationalError` for an outage, with the
+    SQLSTATE kept), so callers and the error mapping treat both paths alike."""
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        try:
+            yield raw.driver_connection
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            translated = _translate(exc)
+            if isinstance(translated, OperationalError) and not isinstance(
+                exc, asyncpg.PostgresError
+            ):
+                await conn.invalidate()  # the connection itself is broken: never reuse it
+            raise translated from exc
+
+
+def _translate(exc: BaseException) -> DBAPIError:
+    code = getattr(exc, "sqlstate", None) or ""
+    kind: type[DBAPIError]
+    if code.startswith("22"):
+        kind = DataError
+    elif code.startswith("23"):
+        kind = IntegrityError
+    elif not code or code[:2] in OUTAGE_SQLSTATE_CLASSES:
+        kind = OperationalError
+    else:
+        kind = ProgrammingError
+    return kind(None, None, exc)

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from app.core.contract import events_channel, events_meta_key, events_stream_key
 
@@ -90,6 +91,7 @@ class EventBus:
         self._ns = namespace
         self._ttl = ttl_seconds
         self._publish = redis.register_script(_PUBLISH_LUA)
+        self._preluded: dict[str, AsyncScript] = {}
 
     @property
     def channel(self) -> str:
@@ -100,22 +102,48 @@ class EventBus:
     ) -> int | None:
         """Append an event; returns its id, or None when it was refused: the job already had its
         terminal event, or `attempt` (a worker's) is older than one that has published."""
+        keys, args = self._publish_args(job_id, event, data, attempt)
+        seq = await self._publish(keys=keys, args=args)
+        return None if seq is None else int(seq)
+
+    async def publish_after(
+        self,
+        prelude: str,
+        keys: Sequence[Any],
+        args: Sequence[Any],
+        job_id: str,
+        event: str,
+        data: dict[str, Any],
+    ) -> int | None:
+        """Run `prelude` (Lua; its own keys and arguments start at KEYS[3] and ARGV[9]) and then
+        publish the event, as one atomic script and one round trip. The prelude runs whether or
+        not the event is accepted; it must not `return`."""
+        script = self._preluded.get(prelude)
+        if script is None:
+            script = self._preluded[prelude] = self._redis.register_script(
+                prelude + "\n" + _PUBLISH_LUA
+            )
+        own_keys, own_args = self._publish_args(job_id, event, data, 0)
+        seq = await script(keys=[*own_keys, *keys], args=[*own_args, *args])
+        return None if seq is None else int(seq)
+
+    def _publish_args(
+        self, job_id: str, event: str, data: dict[str, Any], attempt: int
+    ) -> tuple[list[Any], list[Any]]:
         if event not in EVENT_NAMES:
             raise ValueError(f"unknown event {event!r}")
-        seq = await self._publish(
-            keys=[events_stream_key(self._ns, job_id), events_meta_key(self._ns, job_id)],
-            args=[
-                event,
-                orjson.dumps(data),
-                "1" if event in TERMINAL_EVENTS else "0",
-                self._ttl,
-                self.channel,
-                STREAM_MAXLEN,
-                job_id,
-                attempt,
-            ],
-        )
-        return None if seq is None else int(seq)
+        keys = [events_stream_key(self._ns, job_id), events_meta_key(self._ns, job_id)]
+        args = [
+            event,
+            orjson.dumps(data),
+            "1" if event in TERMINAL_EVENTS else "0",
+            self._ttl,
+            self.channel,
+            STREAM_MAXLEN,
+            job_id,
+            attempt,
+        ]
+        return keys, args
 
     async def history(self, job_id: str, after: int = 0) -> list[JobEvent]:
         entries = await self._redis.xrange(
@@ -144,6 +172,9 @@ def notice_job(raw: bytes) -> str:
     """The job a notice is about, read without parsing the rest (most notices a process reads
     are for jobs nobody follows there)."""
     return raw[: raw.index(b"\n")].decode()
+
+
+Listener = Callable[[bytes | None], None]
 
 
 class Closed(StrEnum):
@@ -216,11 +247,15 @@ class EventHub:
         *,
         ping_seconds: float = 15.0,
         should_exit: Callable[[], bool] = lambda: False,
+        listeners: Mapping[str, Listener] | None = None,
     ) -> None:
         self._redis = redis
         self._bus = bus
         self._ping_seconds = ping_seconds
         self._should_exit = should_exit
+        self._listeners = dict(listeners or {})
+        """Other channels read on the same connection: channel -> what a message there (or
+        None, after a reconnect that may have missed some) is handed to."""
         self._subs: dict[str, set[Subscription]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.connected = asyncio.Event()
@@ -297,13 +332,21 @@ class EventHub:
         while True:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self._bus.channel)
-                self.connected.set()
+                await pubsub.subscribe(self._bus.channel, *self._listeners)
                 self._resync_all()
+                for listener in self._listeners.values():
+                    listener(None)
+                self.connected.set()
                 backoff = 0.1
+                events = self._bus.channel.encode()
+                others = {name.encode(): fn for name, fn in self._listeners.items()}
                 while True:
                     message = await pubsub.get_message(timeout=5.0)
                     if message is None or message.get("type") != "message":
+                        continue
+                    channel = message["channel"]
+                    if channel != events:
+                        others[channel](message["data"])
                         continue
                     try:
                         self.dispatch(message["data"])
@@ -311,6 +354,8 @@ class EventHub:
                         log.warning("events.bad_notice")
             except Exception as exc:  # RedisError, OSError, or anything else: keep the hub alive
                 self.connected.clear()
+                for listener in self._listeners.values():
+                    listener(None)
                 log.warning("events.hub_disconnected error=%s", type(exc).__name__)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

@@ -14,6 +14,7 @@ from app.core import routing
 from app.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from app.core.ids import new_id
 from app.core.inputs import references, validate_input
+from app.core.job_rows import FAIR_COUNT_CAP
 from app.core.keys import lock_key
 from app.core.media import mark_job_media_deleted
 from app.core.models import (
@@ -41,7 +42,14 @@ async def resolve_model(
         raise InvalidRequestError(
             f"type must be one of {', '.join(MEDIA_TYPES)}; got {media_type!r}", param="type"
         )
-    route = await routing.resolve(session, catalog, model)
+    return check_route(await routing.resolve(session, catalog, model), media_type, model)
+
+
+def check_route(route: Route, media_type: str, model: str) -> Route:
+    if media_type not in MEDIA_TYPES:
+        raise InvalidRequestError(
+            f"type must be one of {', '.join(MEDIA_TYPES)}; got {media_type!r}", param="type"
+        )
     if route.type != media_type:
         raise InvalidRequestError(
             f"model {model!r} makes {route.type}, not {media_type}", param="model"
@@ -66,6 +74,61 @@ async def check_references(
             )
 
 
+def build_job(
+    key_id: str,
+    route: Route,
+    params: Mapping[str, Any],
+    validated: Mapping[str, Any],
+    *,
+    job_id: str | None = None,
+    priority: str = "normal",
+    deadline_seconds: int | None = None,
+    webhook: dict[str, Any] | None = None,
+) -> Job:
+    spec = route.targets[0]
+    return Job(
+        id=job_id or new_id("job"),
+        key_id=key_id,
+        type=spec.type,
+        model=route.name,
+        provider=spec.provider,
+        provider_model=spec.provider_model,
+        targets=[target.name for target in route.targets],
+        input=dict(validated),
+        request=dict(params),
+        priority=priority,
+        webhook=webhook,
+        created_at=utcnow(),
+        deadline_at=None
+        if deadline_seconds is None
+        else utcnow() + timedelta(seconds=deadline_seconds),
+    )
+
+
+def plain_job(
+    key: VirtualKey,
+    catalog: Catalog,
+    media_type: str,
+    model: str,
+    params: Mapping[str, Any],
+    **options: Any,
+) -> Job | None:
+    """The job, validated, when nothing about it needs the database: a catalog model (not an
+    alias), no media to look up, a key without limits. None: `create_job` must decide."""
+    if key.max_concurrent_jobs is not None or key.max_bytes is not None:
+        return None
+    if key.max_objects is not None:
+        return None
+    spec = catalog.get(model)
+    if spec is None:
+        return None
+    route = check_route(Route(model, (spec,)), media_type, model)
+    validated = validate_input(spec, params)
+    if references(validated):
+        return None
+    return build_job(key.id, route, params, validated, **options)
+
+
 async def create_job(
     session: AsyncSession,
     key: VirtualKey,
@@ -75,10 +138,7 @@ async def create_job(
     params: Mapping[str, Any],
     *,
     allow_private_urls: bool = False,
-    job_id: str | None = None,
-    priority: str = "normal",
-    deadline_seconds: int | None = None,
-    webhook: dict[str, Any] | None = None,
+    **options: Any,
 ) -> Job:
     route = await resolve_model(session, catalog, media_type, model)
     # Valid for every fallback target, so moving to the next one cannot fail on the input.
@@ -86,33 +146,22 @@ async def create_job(
     await check_references(session, key.id, validated[0], allow_private_urls=allow_private_urls)
     # The key's row, locked: concurrent submits of one key check its limits one after another.
     await check_submit(session, await lock_key(session, key.id))
-    spec = route.targets[0]
-    job = Job(
-        id=job_id or new_id("job"),
-        key_id=key.id,
-        type=spec.type,
-        model=route.name,
-        provider=spec.provider,
-        provider_model=spec.provider_model,
-        targets=[target.name for target in route.targets],
-        input=validated[0],
-        request=dict(params),
-        priority=priority,
-        webhook=webhook,
-        deadline_at=None
-        if deadline_seconds is None
-        else utcnow() + timedelta(seconds=deadline_seconds),
-    )
+    job = build_job(key.id, route, params, validated[0], **options)
     session.add(job)
     await session.flush()
     return job
 
 
 async def queued_jobs(session: AsyncSession, key_id: str) -> int:
-    """How many of the key's jobs wait in the queue (fair share places the next one after)."""
-    count = await session.exec(
-        select(func.count()).where(col(Job.key_id) == key_id, col(Job.status) == "queued")
+    """How many of the key's jobs wait in the queue (fair share places the next one after),
+    counted up to FAIR_COUNT_CAP: more would not move it further back."""
+    queued = (
+        select(col(Job.id))
+        .where(col(Job.key_id) == key_id, col(Job.status) == "queued")
+        .limit(FAIR_COUNT_CAP)
+        .subquery()
     )
+    count = await session.exec(select(func.count()).select_from(queued))
     return int(count.one())
 
 

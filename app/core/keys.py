@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from redis.asyncio import Redis
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.core.contract import keys_channel
 from app.core.errors import AuthenticationError, InvalidRequestError, NotFoundError
 from app.core.ids import hash_key, new_api_key, new_id
 from app.core.models import VirtualKey, utcnow
@@ -110,13 +113,72 @@ async def revoke_key(session: AsyncSession, key_id: str) -> VirtualKey:
     return key
 
 
-async def authenticate(session: AsyncSession, token: str) -> VirtualKey | None:
-    """The active key whose hash matches `token`, else None."""
+def token_digest(token: str) -> str | None:
+    """The hash a well-formed token is stored under; None for one that cannot be a key."""
     if not token.startswith("mg_") or len(token) > 128:
         return None
-    digest = hash_key(token)
+    return hash_key(token)
+
+
+async def authenticate(session: AsyncSession, token: str) -> VirtualKey | None:
+    """The active key whose hash matches `token`, else None."""
+    digest = token_digest(token)
+    if digest is None:
+        return None
     key = (await session.exec(select(VirtualKey).where(VirtualKey.key_hash == digest))).first()
     if key is None or key.revoked_at is not None:
         return None
     # The lookup is by an unguessable hash; compare again in constant time all the same.
     return key if hmac.compare_digest(key.key_hash, digest) else None
+
+
+class KeyCache:
+    """Keys that authenticated lately, by token hash, so that a request does not read the key's
+    row: kept `ttl` seconds at most, and dropped at once when the key changes (`announce_change`
+    on any process; the API's event hub hands the notice to `on_notice`) or when notices may have
+    been missed (`on_notice(None)`: the hub lost Redis). Used only while `live()` says notices
+    arrive. A request that writes on the key's behalf still re-reads its row under a lock
+    (`lock_key`), so a copy a moment old can never let a revoked key write. Cached keys are
+    shared between requests: read them, never change them."""
+
+    MAX_ENTRIES = 100_000
+
+    def __init__(self, ttl_seconds: float, live: Callable[[], bool] = lambda: False) -> None:
+        self.ttl = ttl_seconds
+        self.live = live
+        self._by_digest: dict[str, tuple[float, VirtualKey]] = {}
+        self.generation = 0
+        """Moves on every change notice: a row read before a notice is not cached after it."""
+
+    def get(self, digest: str) -> VirtualKey | None:
+        found = self._by_digest.get(digest)
+        if found is None or not self.live():
+            return None
+        if found[0] < time.monotonic():
+            del self._by_digest[digest]
+            return None
+        return found[1]
+
+    def put(self, digest: str, key: VirtualKey, generation: int) -> None:
+        """Cache `key`, read from the database when `generation` was current."""
+        if generation != self.generation or self.ttl <= 0 or not self.live():
+            return
+        if len(self._by_digest) >= self.MAX_ENTRIES:
+            self._by_digest.clear()
+        self._by_digest[digest] = (time.monotonic() + self.ttl, key)
+
+    def on_notice(self, key_id: bytes | None) -> None:
+        """A key changed (its id), or, with None, notices may have been missed."""
+        self.generation += 1
+        if key_id is None:
+            self._by_digest.clear()
+            return
+        changed = key_id.decode()
+        for digest, (_, key) in list(self._by_digest.items()):
+            if key.id == changed:
+                del self._by_digest[digest]
+
+
+async def announce_change(redis: Redis, namespace: str, key_id: str) -> None:
+    """Tell every API process to drop its cached copy of the key (after the change committed)."""
+    await redis.publish(keys_channel(namespace), key_id)

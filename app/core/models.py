@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
@@ -63,7 +63,16 @@ class VirtualKey(SQLModel, table=True):
 
 class Job(SQLModel, table=True):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_key_id_id", "key_id", "id"),)
+    __table_args__ = (
+        Index("ix_jobs_key_id_id", "key_id", "id"),
+        # Fair share counts a key's queued jobs on every submit (app/core/job_rows.py).
+        Index(
+            "ix_jobs_key_id_queued",
+            "key_id",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
+    )
 
     id: str = Field(primary_key=True, max_length=40)
     key_id: str = Field(foreign_key="virtual_keys.id", max_length=40)

@@ -4,7 +4,7 @@ the CLI alike; nothing here is global."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -40,6 +40,9 @@ class Resources:
     http: httpx.AsyncClient
     providers: dict[str, Provider] = field(default_factory=dict)
     models_file: ModelsFile = field(default_factory=ModelsFile)
+    redis_connected: Callable[[], bool] = lambda: False
+    """True while a long-lived connection to Redis is known to be up (the API's event hub sets
+    this to its own state); False means: ask Redis."""
 
     @property
     def queue_name(self) -> str:
@@ -119,7 +122,11 @@ async def open_resources(
 ) -> AsyncIterator[Resources]:
     """Open everything; `store` lets the embedded dev worker share the API's memory store."""
     async with contextlib.AsyncExitStack() as stack:
-        engine = create_engine(settings.database_url, timeout=settings.database_timeout_seconds)
+        engine = create_engine(
+            settings.database_url,
+            timeout=settings.database_timeout_seconds,
+            pool_size=settings.database_pool_size,
+        )
         stack.push_async_callback(engine.dispose)
         redis = await open_redis(settings)
         stack.push_async_callback(redis.aclose)

@@ -76,6 +76,16 @@ class Settings:
     database_timeout_seconds: float = 5.0
     """Connecting to the database, or waiting for a pooled connection, gives up after this long
     (the API answers 503 instead of hanging)."""
+    database_pool_size: int = 20
+    """PostgreSQL connections each process keeps open (no overflow: a connection opened and
+    closed per request costs more than waiting for a pooled one)."""
+    key_cache_seconds: float = 60.0
+    """How long an API process may reuse a key it authenticated without reading its row again.
+    A change to the key (revoke, delete, limits) is announced over Redis and drops every copy at
+    once; this bounds a copy's age should a notice be missed. 0 reads the row on every request."""
+    access_log: bool = False
+    """One log line per HTTP request (uvicorn's access log); mediagate's own events are logged
+    either way."""
     openai_api_key: str | None = None
     openai_base_url: str = "https://api.openai.com/v1"
     minimax_api_key: str | None = None
@@ -159,6 +169,7 @@ class Settings:
             "outbox_grace_seconds",
             "idempotency_ttl_seconds",
             "webhook_retry_seconds",
+            "database_pool_size",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
@@ -185,6 +196,8 @@ class Settings:
             raise SettingsError(f"MEDIAGATE_PROVIDER_CONCURRENCY: {exc}") from None
         if self.worker_shutdown_grace_seconds < 0:
             raise SettingsError("MEDIAGATE_WORKER_SHUTDOWN_GRACE_SECONDS must not be negative")
+        if self.key_cache_seconds < 0:
+            raise SettingsError("MEDIAGATE_KEY_CACHE_SECONDS must not be negative")
         if self.reconcile_grace_seconds < 0:
             raise SettingsError("MEDIAGATE_RECONCILE_GRACE_SECONDS must not be negative")
         if self.retention_days is not None and self.retention_days < 1:

@@ -1,0 +1,245 @@
+"""Submit throughput: `POST /v1/jobs` on mediagate against the bare durable submit
+(bench/bare_submit.py: parse, asyncpg INSERT, arq enqueue), on the same PostgreSQL and Redis,
+alternating in one run, driven by wrk (its own process, written in C: the client costs a few
+percent of a core at these rates).
+
+Before each measured run the jobs table and the queue are emptied, so every run starts from the
+same state; each run lasts `--seconds` after a warm-up. Reported: requests per second, p50/p99
+latency, answers that were not 202, and the ratio to the bare baseline. mediagate is measured with
+one key and with 32 keys (a busy key must not serialise the API), and with `--workers 1..N` API
+processes when `--api-workers` lists several.
+
+    python -m bench.submit
+    python -m bench.submit --seconds 5 --api-workers 1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import asyncpg
+import redis
+
+from app.core.ids import new_id
+from app.dev import free_port
+from bench.common import (
+    base_settings,
+    drop_namespace,
+    mediagate_api_argv,
+    mediagate_env,
+    new_key,
+    postgres_database,
+    serve,
+)
+from tests.infra import REDIS_URL
+
+BODY = '{"type":"image","model":"local-image","input":{"prompt":"a red fox in snow","size":"256x256"}}'
+LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+@dataclass
+class Run:
+    variant: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def wrk_script(tokens: list[str]) -> str:
+    quoted = ", ".join(f'"{t}"' for t in tokens) or '""'
+    return f"""
+local tokens = {{{quoted}}}
+local body = '{BODY}'
+local i = 0
+request = function()
+  i = i + 1
+  local headers = {{["Content-Type"] = "application/json"}}
+  local token = tokens[(i % #tokens) + 1]
+  if token ~= "" then headers["Authorization"] = "Bearer " .. token end
+  return wrk.format("POST", "/v1/jobs", headers, body)
+end
+"""
+
+
+def wrk(url: str, tokens: list[str], seconds: float, connections: int) -> tuple[float, float, float, int]:
+    """(requests/s, p50 ms, p99 ms, answers other than 2xx/3xx) of one wrk run."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(wrk_script(tokens))
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            "--timeout",
+            "10s",
+            "-s",
+            script.name,
+            url + "/v1/jobs",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    Path(script.name).unlink()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    lat = {q: float(v) * UNIT[u] for q, v, u in LATENCY.findall(out)}
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = int(bad.group(1)) if bad else 0
+    errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    return rps, lat.get("50", 0.0), lat.get("99", 0.0), errors
+
+
+def reset(database: str, namespace: str) -> None:
+    """Empty the jobs table and the queue: every run starts from the same state."""
+
+    async def truncate() -> None:
+        conn = await asyncpg.connect(database)
+        try:
+            await conn.execute("TRUNCATE media_objects, webhook_deliveries, idempotency_keys, jobs")
+        finally:
+            await conn.close()
+
+    asyncio.run(truncate())
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        queue = f"{namespace}:queue"
+        ids = [raw.decode() for raw in client.zrange(queue, 0, -1)]  # type: ignore[union-attr]
+        pipe = client.pipeline(transaction=False)
+        for job_id in ids:
+            for prefix in ("arq:job:", "arq:retry:", "arq:in-progress:", "arq:result:"):
+                pipe.delete(prefix + job_id)
+        pipe.execute()
+    finally:
+        client.close()
+    drop_namespace(namespace)
+
+
+def measure(
+    variant: str, url: str, tokens: list[str], args: argparse.Namespace, db: str, ns: str
+) -> Run:
+    reset(db, ns)
+    wrk(url, tokens, 2, args.connections)  # warm-up: connections, caches, JIT of nothing
+    reset(db, ns)
+    rps, p50, p99, errors = wrk(url, tokens, args.seconds, args.connections)
+    run = Run(variant, rps, p50, p99, errors)
+    print(
+        f"{variant:<28}{rps:>10.0f}{p50:>10.1f}{p99:>10.1f}{errors:>8}",
+        flush=True,
+    )
+    return run
+
+
+def bare_key(database: str) -> str:
+    """A key row for the bare baseline's jobs (the foreign key needs one)."""
+    key_id = new_id("key")
+
+    async def insert() -> None:
+        conn = await asyncpg.connect(database)
+        try:
+            await conn.execute(
+                "INSERT INTO virtual_keys (id, name, prefix, key_hash, created_at,"
+                " purge_deleted_objects) VALUES ($1, 'bare', 'mg_bare', $1, now(), 0)",
+                key_id,
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(insert())
+    return key_id
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--api-workers", default="1,2", help="API process counts to measure")
+    parser.add_argument("--only", choices=("mediagate", "bare"))
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench.submit needs wrk (apt-get install wrk; `make bench` installs it)")
+    counts = [int(n) for n in args.api_workers.split(",")]
+    results: list[Run] = []
+    print(f"POST /v1/jobs, {args.connections} connections, {args.seconds:.0f} s a run, PostgreSQL")
+    print(f"{'variant':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    with postgres_database() as sa_url:
+        db = sa_url.replace("postgresql+asyncpg://", "postgresql://")
+        settings = replace(base_settings(sa_url), storage="memory")
+        key_id = bare_key(db)
+        for _ in range(args.rounds):
+            if args.only != "bare":
+                for workers in counts:
+                    port = free_port()
+                    argv = mediagate_api_argv(port, "--workers", str(workers))
+                    url = f"http://127.0.0.1:{port}"
+                    with serve(argv, url, env=mediagate_env(settings)):
+                        tokens = [new_key(url, f"bench-{i}") for i in range(32)]
+                        ns = settings.redis_namespace
+                        label = f"mediagate x{workers}"
+                        results.append(measure(f"{label}, 1 key", url, tokens[:1], args, db, ns))
+                        results.append(measure(f"{label}, 32 keys", url, tokens, args, db, ns))
+            if args.only != "mediagate":
+                for no_db in (False, True):
+                    port = free_port()
+                    ns = settings.redis_namespace
+                    argv = [
+                        sys.executable,
+                        "-m",
+                        "bench.bare_submit",
+                        "--port",
+                        str(port),
+                        "--database",
+                        db,
+                        "--redis",
+                        REDIS_URL,
+                        "--queue",
+                        f"{ns}:queue",
+                        "--key-id",
+                        key_id,
+                        *(["--no-db"] if no_db else []),
+                    ]
+                    url = f"http://127.0.0.1:{port}"
+                    with serve(argv, url):
+                        name = "bare, no database" if no_db else "bare (INSERT + enqueue)"
+                        results.append(measure(name, url, [""], args, db, ns))
+        drop_namespace(settings.redis_namespace)
+    _report(results, counts)
+
+
+def _best(results: list[Run], variant: str) -> Run | None:
+    runs = [r for r in results if r.variant == variant]
+    return max(runs, key=lambda r: r.rps) if runs else None
+
+
+def _report(results: list[Run], counts: list[int]) -> None:
+    bare = _best(results, "bare (INSERT + enqueue)")
+    print("\nbest of the rounds; ratios against the bare durable submit")
+    for variant in dict.fromkeys(r.variant for r in results):
+        run = _best(results, variant)
+        assert run is not None
+        line = f"{variant:<28}{run.rps:>10.0f} req/s  p99 {run.p99_ms:>6.1f} ms"
+        if bare is not None and variant.startswith("mediagate"):
+            line += f"  throughput {run.rps / bare.rps:.2f}x (target >= 0.5)"
+            line += f"  p99 {run.p99_ms / max(bare.p99_ms, 1e-9):.1f}x (target <= 3)"
+        print(line)
+    one = _best(results, f"mediagate x{counts[0]}, 32 keys")
+    for n in counts[1:]:
+        more = _best(results, f"mediagate x{n}, 32 keys")
+        if one is not None and more is not None:
+            print(f"{n} API processes against {counts[0]}: {more.rps / one.rps:.2f}x throughput")
+
+
+if __name__ == "__main__":
+    main()

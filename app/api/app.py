@@ -169,17 +169,22 @@ def _limit_body(request: Request[Any, Any, Any]) -> None:
         )
 
 
+_SECURITY_HEADERS = [
+    (name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()
+]
+_CSP = (b"content-security-policy", CONTENT_SECURITY_POLICY.encode())
+_NO_STORE = (b"cache-control", b"no-store")
+
+
 async def _security_headers(message: Message, scope: Scope) -> None:
     if message["type"] != "http.response.start":
         return
     headers = cast(list[tuple[bytes, bytes]], message.setdefault("headers", []))
     present = {name.lower(): value for name, value in headers}
-    wanted = dict(SECURITY_HEADERS)
+    wanted = list(_SECURITY_HEADERS)
     if not str(scope.get("path", "")).startswith("/schema"):
-        wanted["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        wanted.append(_CSP)
     # API answers (jobs, keys, usage, errors) are per key and change: no cache may keep them.
     if present.get(b"content-type", b"").startswith(b"application/json"):
-        wanted["Cache-Control"] = "no-store"
-    for name, value in wanted.items():
-        if name.lower().encode() not in present:
-            headers.append((name.lower().encode(), value.encode()))
+        wanted.append(_NO_STORE)
+    headers.extend(header for header in wanted if header[0] not in present)

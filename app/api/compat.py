@@ -171,7 +171,14 @@ async def submit_request(
     params = {**params, **{name: {"media_id": m.id} for name, m in uploads.items()}}
     try:
         job, created = await submit(
-            resources, session, key, media_type, model, params, body.claim, webhook=body.webhook
+            resources,
+            key,
+            media_type,
+            model,
+            params,
+            body.claim,
+            session=session,
+            webhook=body.webhook,
         )
     except BaseException as exc:  # refused (or failed) before anything was committed
         await session.rollback()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Annotated, Any
 
@@ -63,64 +64,97 @@ async def check_queue(resources: Resources) -> None:
 
 async def submit(
     resources: Resources,
-    session: AsyncSession,
     key: VirtualKey,
     media_type: str,
     model: str,
     params: dict[str, Any],
     claim: Claim | None = None,
     *,
+    session: AsyncSession | None = None,
     priority: str = "normal",
     deadline_seconds: int | None = None,
     webhook: dict[str, Any] | None = None,
 ) -> tuple[Job, bool]:
     """Create and enqueue a job: `(job, True)`. With an `Idempotency-Key` that an earlier (or a
-    concurrent) request already used: `(that request's job, False)`, and nothing is created."""
+    concurrent) request already used: `(that request's job, False)`, and nothing is created.
+    `session` holds what must commit with the job (uploads the job names); without one, a session
+    is opened only if the job needs the ORM path."""
     # Refuse while Redis is down rather than accept jobs that only the outbox could start.
     await _redis_reachable(resources)
-    job_id = new_id("job")
     options: dict[str, Any] = {
-        "job_id": job_id,
+        "job_id": new_id("job"),
         "priority": priority,
         "deadline_seconds": deadline_seconds,
     }
-    if claim is not None:  # first: a repeated request gets its job back even if the queue is full
-        ttl = resources.settings.idempotency_ttl_seconds
-        earlier = await idempotency.claim_for_job(session, key.id, claim, job_id, ttl)
-        if earlier is not None:
-            await session.rollback()
-            return await job_service.get_job(session, key.id, earlier), False
-    await check_queue(resources)
-    if webhook is not None:
-        webhook = await webhooks.check_target(
-            str(webhook.get("url", "")),
-            webhook.get("events"),
-            "webhook.url",
-            allow_private=resources.settings.allow_private_urls,
-        )
-    options["webhook"] = webhook
-    job: Job | None = None
-    queued_ahead: int | None = None
-    if claim is None and resources.engine.dialect.name == "postgresql":
-        # The common case in one round trip: no claim to commit with it, nothing to look up.
-        job = job_service.plain_job(key, resources.catalog, media_type, model, params, **options)
-        queued_ahead = None if job is None else await insert_queued(resources.engine, job)
-    if job is None or queued_ahead is None:
-        job = await job_service.create_job(
-            session,
-            key,
-            resources.catalog,
-            media_type,
-            model,
-            params,
-            allow_private_urls=resources.settings.allow_private_urls,
-            **options,
-        )
-        queued_ahead = await job_service.queued_jobs(session, key.id) - 1
-        await session.commit()  # commit, then enqueue: a worker must find the row
+    async with contextlib.AsyncExitStack() as stack:
+        if claim is not None:
+            # First: a repeated request gets its job back even if the queue is full.
+            if session is None:
+                session = await stack.enter_async_context(resources.sessionmaker())
+            ttl = resources.settings.idempotency_ttl_seconds
+            earlier = await idempotency.claim_for_job(
+                session, key.id, claim, options["job_id"], ttl
+            )
+            if earlier is not None:
+                await session.rollback()
+                return await job_service.get_job(session, key.id, earlier), False
+        await check_queue(resources)
+        options["webhook"] = await _checked_webhook(resources, webhook)
+        found = None
+        if session is None:
+            found = await _insert_plain(resources, key, media_type, model, params, options)
+        if found is None:
+            if session is None:
+                session = await stack.enter_async_context(resources.sessionmaker())
+            job = await job_service.create_job(
+                session,
+                key,
+                resources.catalog,
+                media_type,
+                model,
+                params,
+                allow_private_urls=resources.settings.allow_private_urls,
+                **options,
+            )
+            found = job, await job_service.queued_jobs(session, key.id) - 1
+            await session.commit()  # commit, then enqueue: a worker must find the row
+    job, queued_ahead = found
     await enqueue(resources, job, queued_ahead)
     log.info("job.queued job_id=%s key_id=%s type=%s model=%s", job.id, key.id, job.type, job.model)
     return job, True
+
+
+async def _checked_webhook(
+    resources: Resources, webhook: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    if webhook is None:
+        return None
+    return await webhooks.check_target(
+        str(webhook.get("url", "")),
+        webhook.get("events"),
+        "webhook.url",
+        allow_private=resources.settings.allow_private_urls,
+    )
+
+
+async def _insert_plain(
+    resources: Resources,
+    key: VirtualKey,
+    media_type: str,
+    model: str,
+    params: dict[str, Any],
+    options: dict[str, Any],
+) -> tuple[Job, int] | None:
+    """The common case in one round trip and no ORM: a catalog model, nothing to look up, a key
+    without limits, on PostgreSQL. None: the job needs the ORM path (which decides, and says
+    why if it refuses)."""
+    if resources.engine.dialect.name != "postgresql":
+        return None
+    job = job_service.plain_job(key, resources.catalog, media_type, model, params, **options)
+    if job is None:
+        return None
+    queued_ahead = await insert_queued(resources.engine, job)
+    return None if queued_ahead is None else (job, queued_ahead)
 
 
 async def _redis_reachable(resources: Resources) -> None:
@@ -174,18 +208,15 @@ class JobController(Controller):
         request: Request[Any, Any, Any],
         data: JobCreate,
         key: VirtualKey,
-        session: AsyncSession,
         resources: Resources,
     ) -> Response[JobObject]:
-        claim = idempotency.claim_of(
-            request.headers.get(idempotency.HEADER),
-            request.method,
-            request.url.path,
-            data.model_dump(mode="json"),
-        )
+        header = request.headers.get(idempotency.HEADER)
+        claim = None
+        if header is not None:
+            body = data.model_dump(mode="json")
+            claim = idempotency.claim_of(header, request.method, request.url.path, body)
         job, created = await submit(
             resources,
-            session,
             key,
             data.type,
             data.model,
@@ -196,7 +227,7 @@ class JobController(Controller):
             webhook=data.webhook.model_dump() if data.webhook else None,
         )
         # A new job has no outputs yet; a repeated request's job may have.
-        outputs = [] if created else (await job_service.outputs_of(session, [job.id]))[job.id]
+        outputs = [] if created else await job_service.outputs_for(resources, job)
         return Response(
             render_job(request, resources.settings, job, outputs),  # type: ignore[arg-type]
             status_code=202,

@@ -24,8 +24,10 @@ from app.core.models import (
     MediaObject,
     VirtualKey,
     iso,
+    transient_job,
     utcnow,
 )
+from app.core.resources import Resources
 from app.core.routing import Route
 from app.core.urls import check_url
 from app.core.usage import check_submit
@@ -86,7 +88,7 @@ def build_job(
     webhook: dict[str, Any] | None = None,
 ) -> Job:
     spec = route.targets[0]
-    return Job(
+    return transient_job(
         id=job_id or new_id("job"),
         key_id=key_id,
         type=spec.type,
@@ -254,6 +256,12 @@ async def outputs_of(session: AsyncSession, job_ids: Iterable[str]) -> dict[str,
         if media.job_id is not None:
             found[media.job_id].append(media)
     return found
+
+
+async def outputs_for(resources: Resources, job: Job) -> list[MediaObject]:
+    """The job's outputs, read in a session of its own."""
+    async with resources.sessionmaker() as session:
+        return (await outputs_of(session, [job.id]))[job.id]
 
 
 def job_snapshot(job: Job, outputs: Sequence[MediaObject]) -> dict[str, Any]:

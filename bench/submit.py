@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,7 +42,9 @@ from bench.common import (
 )
 from tests.infra import REDIS_URL
 
-BODY = '{"type":"image","model":"local-image","input":{"prompt":"a red fox in snow","size":"256x256"}}'
+BODY = (
+    '{"type":"image","model":"local-image","input":{"prompt":"a red fox in snow","size":"256x256"}}'
+)
 LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
@@ -49,6 +52,7 @@ UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 @dataclass
 class Run:
     variant: str
+    round: int
     rps: float
     p50_ms: float
     p99_ms: float
@@ -71,7 +75,9 @@ end
 """
 
 
-def wrk(url: str, tokens: list[str], seconds: float, connections: int) -> tuple[float, float, float, int]:
+def wrk(
+    url: str, tokens: list[str], seconds: float, connections: int
+) -> tuple[float, float, float, int]:
     """(requests/s, p50 ms, p99 ms, answers other than 2xx/3xx) of one wrk run."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(wrk_script(tokens))
@@ -127,13 +133,19 @@ def reset(database: str, namespace: str) -> None:
 
 
 def measure(
-    variant: str, url: str, tokens: list[str], args: argparse.Namespace, db: str, ns: str
+    variant: str,
+    round_: int,
+    url: str,
+    tokens: list[str],
+    args: argparse.Namespace,
+    db: str,
+    ns: str,
 ) -> Run:
     reset(db, ns)
     wrk(url, tokens, 2, args.connections)  # warm-up: connections, caches, JIT of nothing
     reset(db, ns)
     rps, p50, p99, errors = wrk(url, tokens, args.seconds, args.connections)
-    run = Run(variant, rps, p50, p99, errors)
+    run = Run(variant, round_, rps, p50, p99, errors)
     print(
         f"{variant:<28}{rps:>10.0f}{p50:>10.1f}{p99:>10.1f}{errors:>8}",
         flush=True,
@@ -178,7 +190,7 @@ def main() -> None:
         db = sa_url.replace("postgresql+asyncpg://", "postgresql://")
         settings = replace(base_settings(sa_url), storage="memory")
         key_id = bare_key(db)
-        for _ in range(args.rounds):
+        for round_ in range(args.rounds):
             if args.only != "bare":
                 for workers in counts:
                     port = free_port()
@@ -188,8 +200,11 @@ def main() -> None:
                         tokens = [new_key(url, f"bench-{i}") for i in range(32)]
                         ns = settings.redis_namespace
                         label = f"mediagate x{workers}"
-                        results.append(measure(f"{label}, 1 key", url, tokens[:1], args, db, ns))
-                        results.append(measure(f"{label}, 32 keys", url, tokens, args, db, ns))
+                        for name, chosen in (
+                            (f"{label}, 1 key", tokens[:1]),
+                            (f"{label}, 32 keys", tokens),
+                        ):
+                            results.append(measure(name, round_, url, chosen, args, db, ns))
             if args.only != "mediagate":
                 for no_db in (False, True):
                     port = free_port()
@@ -213,32 +228,44 @@ def main() -> None:
                     url = f"http://127.0.0.1:{port}"
                     with serve(argv, url):
                         name = "bare, no database" if no_db else "bare (INSERT + enqueue)"
-                        results.append(measure(name, url, [""], args, db, ns))
+                        results.append(measure(name, round_, url, [""], args, db, ns))
         drop_namespace(settings.redis_namespace)
     _report(results, counts)
 
 
-def _best(results: list[Run], variant: str) -> Run | None:
-    runs = [r for r in results if r.variant == variant]
-    return max(runs, key=lambda r: r.rps) if runs else None
+def _ratios(results: list[Run], variant: str, base: str, attr: str) -> list[float]:
+    """The variant's figure over the baseline's, round by round (runs of one round are minutes
+    apart at most, runs of different rounds may meet different noise)."""
+    by_round = {r.round: r for r in results if r.variant == base}
+    return [
+        getattr(r, attr) / max(getattr(by_round[r.round], attr), 1e-9)
+        for r in results
+        if r.variant == variant and r.round in by_round
+    ]
 
 
 def _report(results: list[Run], counts: list[int]) -> None:
-    bare = _best(results, "bare (INSERT + enqueue)")
-    print("\nbest of the rounds; ratios against the bare durable submit")
+    base = "bare (INSERT + enqueue)"
+    print("\nmedian over the rounds; ratios against the bare durable submit of the same round")
     for variant in dict.fromkeys(r.variant for r in results):
-        run = _best(results, variant)
-        assert run is not None
-        line = f"{variant:<28}{run.rps:>10.0f} req/s  p99 {run.p99_ms:>6.1f} ms"
-        if bare is not None and variant.startswith("mediagate"):
-            line += f"  throughput {run.rps / bare.rps:.2f}x (target >= 0.5)"
-            line += f"  p99 {run.p99_ms / max(bare.p99_ms, 1e-9):.1f}x (target <= 3)"
+        runs = [r for r in results if r.variant == variant]
+        rps = statistics.median(r.rps for r in runs)
+        p99 = statistics.median(r.p99_ms for r in runs)
+        line = f"{variant:<28}{rps:>8.0f} req/s  p99 {p99:>6.1f} ms"
+        if variant.startswith("mediagate") and any(r.variant == base for r in results):
+            speed = statistics.median(_ratios(results, variant, base, "rps"))
+            slow = statistics.median(_ratios(results, variant, base, "p99_ms"))
+            line += f"  throughput {speed:.2f}x (target >= 0.5)  p99 {slow:.1f}x (target <= 3)"
         print(line)
-    one = _best(results, f"mediagate x{counts[0]}, 32 keys")
     for n in counts[1:]:
-        more = _best(results, f"mediagate x{n}, 32 keys")
-        if one is not None and more is not None:
-            print(f"{n} API processes against {counts[0]}: {more.rps / one.rps:.2f}x throughput")
+        gains = _ratios(
+            results, f"mediagate x{n}, 32 keys", f"mediagate x{counts[0]}, 32 keys", "rps"
+        )
+        if gains:
+            print(
+                f"{n} API processes against {counts[0]}: "
+                f"{statistics.median(gains):.2f}x throughput (32 keys)"
+            )
 
 
 if __name__ == "__main__":

@@ -18,12 +18,12 @@ from typing import Any
 
 from arq import Retry
 
-from app.core import runs, webhooks
+from app.core import job_rows, runs, webhooks
 from app.core.errors import OUTAGE_ERRORS, MediagateError, unavailable_part
 from app.core.inputs import validate_input
 from app.core.jobs import job_snapshot, outputs_of
 from app.core.limits import acquire_slot, release_slot
-from app.core.models import TERMINAL_STATUSES, Job, VirtualKey, as_utc, utcnow
+from app.core.models import TERMINAL_STATUSES, Job, MediaObject, VirtualKey, as_utc, utcnow
 from app.core.resources import Resources
 from providers.base import GenerationRequest, MediaType, ProviderError
 from providers.registry import ModelSpec
@@ -69,6 +69,14 @@ async def generate_media(ctx: dict[str, Any], job_id: str) -> str:
 
 
 async def _run(res: Resources, job_id: str) -> str:
+    caps = res.settings.provider_caps()
+    if not caps and res.engine.dialect.name == "postgresql":
+        # The common case in one statement: no provider slot to take first, so the attempt
+        # starts at once (a job this cannot start takes the path below).
+        started = await job_rows.start_attempt(res.engine, job_id)
+        if started is not None:
+            job, key = started
+            return await _attempt(res, job, key, [], job.provider)
     async with res.sessionmaker() as session:
         late = await runs.cancel_if_late(session, job_id)
         await session.commit()
@@ -83,14 +91,22 @@ async def _run(res: Resources, job_id: str) -> str:
         return "skipped"
     # The provider's pool-wide cap: without a slot, the job waits in the queue, not in a worker.
     provider = waiting.provider
-    caps = res.settings.provider_caps()
     lease = res.settings.job_lease_seconds
     ns = res.settings.redis_namespace
     if not await acquire_slot(res.redis, ns, caps, provider, job_id, lease):
         raise Retry(defer=random.uniform(0.5, 1.5))
     outcome: str | None = None
     try:
-        outcome = await _attempt(res, job_id, provider)
+        async with res.sessionmaker() as session:
+            attempt = await runs.start_attempt(session, job_id)
+            if attempt is None:
+                await session.commit()
+                log.info("job.skipped job_id=%s", job_id)
+                return "skipped"
+            owner = await session.get(VirtualKey, attempt.key_id)
+            await session.commit()
+        assert owner is not None
+        outcome = await _attempt(res, attempt, owner, [], provider)
         return outcome
     finally:
         # A superseded attempt's slot is the newer attempt's now (both hold it as the job).
@@ -100,19 +116,15 @@ async def _run(res: Resources, job_id: str) -> str:
                     await release_slot(res.redis, ns, provider, job_id)
 
 
-async def _attempt(res: Resources, job_id: str, provider: str) -> str:
+async def _attempt(
+    res: Resources, job: Job, key: VirtualKey, outputs: list[MediaObject], provider: str
+) -> str:
     started = time.monotonic()
-    async with res.sessionmaker() as session:
-        job = await runs.start_attempt(session, job_id)
-        if job is None:
-            await session.commit()
-            log.info("job.skipped job_id=%s", job_id)
-            return "skipped"
+    job_id = job.id
+    if job.attempts > 1:
         # A re-run keeps what an earlier attempt recorded until it overwrites it.
-        outputs = (await outputs_of(session, [job_id]))[job_id]
-        key = await session.get(VirtualKey, job.key_id)
-        await session.commit()
-    assert key is not None
+        async with res.sessionmaker() as session:
+            outputs = (await outputs_of(session, [job_id]))[job_id]
     run = JobRun(res, job, key, outputs)
     try:
         async with held_lease(res, job_id, attempt=run.attempt, slot=provider) as lease:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlmodel import col, select
 
-from app.core import runs, usage, webhooks
+from app.core import job_rows, runs, usage, webhooks
 from app.core.errors import AuthenticationError, InvalidRequestError
 from app.core.events import TERMINAL_EVENTS
 from app.core.inputs import references
@@ -70,6 +71,7 @@ class _Digest:
 
 
 FENCE_READ_SECONDS = 10.0
+PROGRESS_SAVE_SECONDS = 1.0
 
 
 class JobRun:
@@ -85,6 +87,9 @@ class JobRun:
         self.expires_at: datetime | None = usage.expiry(key, res.settings.retention_days)
         self.lease: Lease | None = None
         """The lease the attempt runs under (`workers.lease`), once it holds one."""
+        self._progress_saved_at = -PROGRESS_SAVE_SECONDS
+        self._progress_flush: asyncio.TimerHandle | None = None
+        self._background: set[asyncio.Task[bool]] = set()
 
     @property
     def lease_lost(self) -> bool:
@@ -134,12 +139,31 @@ class JobRun:
         nothing is recorded and `Superseded` (or `Stopped`, when its owner canceled it) raised."""
         if self.lease is not None:
             self.lease.closing = True
-        async with self.res.sessionmaker() as session:
-            done = await runs.finish(
-                session, self.job.id, self.attempt, status, error_code=code, error_message=message
+        if self._progress_flush is not None:
+            self._progress_flush.cancel()  # the end writes the job's progress itself
+        fresh: Job | None
+        if self.res.engine.dialect.name == "postgresql":
+            fresh = await job_rows.finish(
+                self.res.engine,
+                self.job.id,
+                self.attempt,
+                status,
+                error_code=code,
+                error_message=message,
             )
-            await session.commit()
-            fresh = await session.get(Job, self.job.id)
+            done = fresh is not None
+        else:
+            async with self.res.sessionmaker() as session:
+                done = await runs.finish(
+                    session,
+                    self.job.id,
+                    self.attempt,
+                    status,
+                    error_code=code,
+                    error_message=message,
+                )
+                await session.commit()
+                fresh = await session.get(Job, self.job.id)
         if not done:
             raise await self.fenced_out()
         if fresh is not None:
@@ -176,16 +200,40 @@ class JobRun:
     # RunHooks, for the provider ---------------------------------------------------------------
 
     async def progress(self, percent: int) -> None:
+        """Every step is an event (fenced by attempt in Redis, live on SSE); the database, which
+        answers `GET /v1/jobs/{id}`, takes the latest step at most once a second: at once if the
+        last write is a second old, else when it is."""
         percent = max(0, min(99, percent))
         if percent <= self.job.progress:
             return  # nothing new: no write, no event
-        async with self.res.sessionmaker() as session:
-            mine = await runs.set_progress(session, self.job.id, self.attempt, percent)
-            await session.commit()
-        if not mine:
-            raise await self.fenced_out()
         self.job.progress = percent
+        wait = self._progress_saved_at + PROGRESS_SAVE_SECONDS - time.monotonic()
+        if wait <= 0:
+            if not await self._save_progress():
+                raise await self.fenced_out()
+        elif self._progress_flush is None:
+            self._progress_flush = asyncio.get_running_loop().call_later(wait, self._flush_progress)
         await self.publish("job.progress")
+
+    async def _save_progress(self) -> bool:
+        self._progress_saved_at = time.monotonic()
+        async with self.res.sessionmaker() as session:
+            mine = await runs.set_progress(session, self.job.id, self.attempt, self.job.progress)
+            await session.commit()
+        return mine
+
+    def _flush_progress(self) -> None:
+        # A write fenced by attempt: should the run have ended or lost the job meanwhile, it
+        # changes nothing, so it needs no cleanup.
+        self._progress_flush = None
+        task = asyncio.create_task(self._save_progress())
+        self._background.add(task)
+        task.add_done_callback(self._progress_written)
+
+    def _progress_written(self, task: asyncio.Task[bool]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("job.progress_not_saved job_id=%s", self.job.id)
 
     async def task_started(self, task_id: str | None) -> None:
         async with self.res.sessionmaker() as session:
@@ -234,6 +282,22 @@ class JobRun:
     ) -> tuple[MediaObject, str | None]:
         """Record an output in one transaction, under the key's row lock (a deleted key records
         nothing) and then the attempt's hold on the job's row (a superseded attempt neither)."""
+        if self.res.engine.dialect.name == "postgresql":
+            media = await job_rows.record_output(
+                self.res.engine,
+                job_id=self.job.id,
+                key_id=self.job.key_id,
+                attempt=self.attempt,
+                variant=variant,
+                index=index,
+                storage_key=key,
+                content_type=content_type,
+                size=digest.size,
+                sha256=digest.sha.hexdigest(),
+                expires_at=self.expires_at,
+            )
+            if media is not None:
+                return media, None
         async with self.res.sessionmaker() as session:
             try:
                 owner = await lock_key(session, self.job.key_id, allow_revoked=True)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import orjson
 from sqlalchemy import event
 from sqlalchemy.exc import (
     DataError,
@@ -53,6 +54,8 @@ def create_engine(
         max_overflow=0,
         pool_timeout=timeout,
         connect_args={"timeout": timeout},
+        json_serializer=_json_text,
+        json_deserializer=orjson.loads,
     )
 
     @event.listens_for(engine.sync_engine, "checkout")
@@ -65,6 +68,10 @@ def create_engine(
             raise DisconnectionError("the server closed this pooled connection")
 
     return engine
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def create_sessionmaker(engine: AsyncEngine) -> SessionMaker:

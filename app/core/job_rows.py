@@ -5,11 +5,15 @@ takes the ORM path."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.database import driver_connection
-from app.core.models import Job
+from app.core.ids import new_id
+from app.core.models import Job, MediaObject, VirtualKey, media_kind, transient, utcnow
 from app.core.queueing import FAIR_STEP, FAIR_WINDOW
 
 FAIR_COUNT_CAP = int(FAIR_WINDOW / FAIR_STEP)
@@ -71,3 +75,142 @@ async def insert_queued(engine: AsyncEngine, job: Job) -> int | None:
     if row["inserted"] != 1:
         return None
     return int(row["ahead"])
+
+
+def job_of(record: Any) -> Job:
+    # json columns arrive parsed: the engine's connections decode them (database.py).
+    return transient(Job, **dict(record))
+
+
+# A new attempt, as `runs.start_attempt` makes it, for a job that is queued (and not past its
+# deadline) or running (its last attempt's worker was lost). Any other job is left to the ORM
+# path, which ends a late job, or skips one that is gone or has ended.
+_START_ATTEMPT = """
+UPDATE jobs SET status = 'running', attempts = attempts + 1, tries = tries + 1,
+       heartbeat_at = $2, started_at = coalesce(started_at, $2)
+WHERE id = $1 AND deleted_at IS NULL
+  AND (status = 'running' OR (status = 'queued' AND (deadline_at IS NULL OR deadline_at > $2)))
+RETURNING *
+"""
+_KEY = "SELECT * FROM virtual_keys WHERE id = $1"
+
+
+async def start_attempt(engine: AsyncEngine, job_id: str) -> tuple[Job, VirtualKey] | None:
+    """Mark the job running and count the attempt (one statement: the row is locked for its
+    length), with the job's key; None when the ORM path must decide (see above)."""
+    async with driver_connection(engine) as conn:
+        record = await conn.fetchrow(_START_ATTEMPT, job_id, utcnow())
+        if record is None:
+            return None
+        key = await conn.fetchrow(_KEY, record["key_id"])
+    return job_of(record), transient(VirtualKey, **dict(key))
+
+
+_FINISH = """
+UPDATE jobs SET status = $3::varchar, finished_at = $4,
+       progress = CASE WHEN $3::varchar = 'succeeded' THEN 100 ELSE progress END,
+       error_code = coalesce($5, error_code), error_message = coalesce($6, error_message)
+WHERE id = $1 AND status = 'running' AND attempts = $2
+RETURNING *
+"""
+
+
+async def finish(
+    engine: AsyncEngine,
+    job_id: str,
+    attempt: int,
+    status: str,
+    *,
+    error_code: str | None = None,
+    error_message: str | None = None,
+) -> Job | None:
+    """`runs.finish` in one statement: the attempt's job moved to a terminal status, as it is
+    now; None if the job no longer runs that attempt (nothing changed)."""
+    message = None if error_code is None else (error_message or "")[:2000]
+    async with driver_connection(engine) as conn:
+        record = await conn.fetchrow(
+            _FINISH, job_id, attempt, status, utcnow(), error_code, message
+        )
+    return None if record is None else job_of(record)
+
+
+# An attempt's output, as `JobRun._record` records it, when nothing is in the way: the key's row
+# under a share lock (its deletion waits, or this finds it deleted and does nothing), the job's
+# row held by this attempt (the fence, and the heartbeat), the media row inserted unless one for
+# (job, variant, index) exists, and the key's usage moved with it. A key with a quota, an attempt
+# that was superseded, a re-run that replaces an earlier row: nothing changes, and the caller
+# takes the ORM path, which checks the quota, says why, or replaces the row.
+_RECORD_OUTPUT = """
+WITH k AS (
+    SELECT id FROM virtual_keys
+    WHERE id = $2 AND deleted_at IS NULL AND max_bytes IS NULL AND max_objects IS NULL
+    FOR SHARE
+), j AS (
+    UPDATE jobs SET heartbeat_at = $11
+    WHERE id = $1 AND status = 'running' AND attempts = $3 AND EXISTS (SELECT 1 FROM k)
+    RETURNING id
+), m AS (
+    INSERT INTO media_objects (id, job_id, key_id, variant, "index", storage_key, content_type,
+                               bytes, sha256, kind, created_at, expires_at)
+    SELECT $4, j.id, $2, $5, $6, $7, $8, $9, $10, $12, $11, $13 FROM j
+    ON CONFLICT (job_id, variant, "index") DO NOTHING
+    RETURNING id
+), u AS (
+    UPDATE key_usage SET bytes = bytes + $9, objects = objects + 1,
+           bytes_written = bytes_written + $9, objects_written = objects_written + 1,
+           updated_at = $11
+    WHERE key_id = $2 AND kind = $12 AND EXISTS (SELECT 1 FROM m)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM m) AS inserted
+"""
+
+
+async def record_output(
+    engine: AsyncEngine,
+    *,
+    job_id: str,
+    key_id: str,
+    attempt: int,
+    variant: str,
+    index: int,
+    storage_key: str,
+    content_type: str,
+    size: int,
+    sha256: str,
+    expires_at: datetime | None,
+) -> MediaObject | None:
+    """Record a new output in one statement (see above); None: nothing was recorded."""
+    media = transient(
+        MediaObject,
+        id=new_id("med"),
+        job_id=job_id,
+        key_id=key_id,
+        variant=variant,
+        index=index,
+        storage_key=storage_key,
+        content_type=content_type,
+        bytes=size,
+        sha256=sha256,
+        kind=media_kind(content_type),
+        created_at=utcnow(),
+        expires_at=expires_at,
+    )
+    async with driver_connection(engine) as conn:
+        inserted = await conn.fetchval(
+            _RECORD_OUTPUT,
+            job_id,
+            key_id,
+            attempt,
+            media.id,
+            variant,
+            index,
+            storage_key,
+            content_type,
+            size,
+            sha256,
+            media.created_at,
+            media.kind,
+            expires_at,
+        )
+    return media if inserted == 1 else None

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
+
+T = TypeVar("T", bound=SQLModel)
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
@@ -113,30 +115,34 @@ class Job(SQLModel, table=True):
     lease has lost its worker, and the outbox reconciler queues it again."""
 
 
-_JOB_DEFAULTS: dict[str, Any] = {}
+_DEFAULTS: dict[type[SQLModel], dict[str, Any]] = {}
+_SAMPLES: dict[type[SQLModel], dict[str, Any]] = {}
+
+
+def transient(table: type[T], **values: Any) -> T:
+    """A new `table` row object (in no session) with `values` and the table's defaults for the
+    rest, built as the ORM builds a row it loads: `Job(...)` sets each of its 26 fields through
+    SQLAlchemy's instrumentation and pydantic and costs ~70 us, more than the INSERT that stores
+    it. Used where rows are made or read thousands of times a second (`app/core/job_rows.py`)."""
+    defaults = _DEFAULTS.get(table)
+    if defaults is None:
+        sample = table(**_SAMPLES.get(table, {}))
+        defaults = _DEFAULTS[table] = {
+            name: value for name, value in sample.__dict__.items() if not name.startswith("_")
+        }
+    unknown = set(values) - set(defaults)
+    if unknown:
+        raise TypeError(f"{table.__name__} has no field {', '.join(sorted(unknown))}")
+    row: T = table._sa_class_manager.new_instance()  # type: ignore[attr-defined]
+    fields = row.__dict__
+    for name, default in defaults.items():
+        fields[name] = default.copy() if isinstance(default, list | dict) else default
+    fields.update(values)
+    return row
 
 
 def transient_job(**values: Any) -> Job:
-    """A new Job (not added to any session) with `values` and the table's defaults for the rest,
-    built as the ORM builds a row it loads: `Job(...)` sets each of its 26 fields through
-    SQLAlchemy's instrumentation and costs ~70 µs, more than the submit's whole INSERT. Every
-    field needs a value or a constant default (`created_at` has a factory: pass it)."""
-    if not _JOB_DEFAULTS:
-        sample = Job(
-            id="", key_id="", type="", model="", provider="", provider_model="", created_at=utcnow()
-        )
-        _JOB_DEFAULTS.update(
-            (name, value) for name, value in sample.__dict__.items() if not name.startswith("_")
-        )
-    unknown = set(values) - set(_JOB_DEFAULTS)
-    if unknown:
-        raise TypeError(f"Job has no field {', '.join(sorted(unknown))}")
-    job: Job = Job._sa_class_manager.new_instance()  # type: ignore[attr-defined]
-    fields = job.__dict__
-    for name, default in _JOB_DEFAULTS.items():
-        fields[name] = default.copy() if isinstance(default, list | dict) else default
-    fields.update(values)
-    return job
+    return transient(Job, **values)
 
 
 MEDIA_VARIANTS = ("output", "thumbnail", "input")
@@ -241,3 +247,24 @@ class WebhookDelivery(SQLModel, table=True):
     """Each attempt: {"at", "status_code", "latency_ms", "error"}."""
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     delivered_at: datetime | None = _ts(nullable=True)
+
+
+# Values for the required fields of a sample row (only its defaults are kept).
+_SAMPLES[Job] = {
+    "id": "",
+    "key_id": "",
+    "type": "",
+    "model": "",
+    "provider": "",
+    "provider_model": "",
+    "created_at": utcnow(),
+}
+_SAMPLES[VirtualKey] = {"id": "", "name": "", "prefix": "", "key_hash": ""}
+_SAMPLES[MediaObject] = {
+    "id": "",
+    "key_id": "",
+    "storage_key": "",
+    "content_type": "",
+    "bytes": 0,
+    "sha256": "",
+}

@@ -87,7 +87,9 @@ class JobRun:
         self.expires_at: datetime | None = usage.expiry(key, res.settings.retention_days)
         self.lease: Lease | None = None
         """The lease the attempt runs under (`workers.lease`), once it holds one."""
-        self._progress_saved_at = -PROGRESS_SAVE_SECONDS
+        self._progress_saved_at = time.monotonic()
+        """Starting the attempt wrote the job's row: a job done within a second writes no
+        progress but its end."""
         self._progress_flush: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task[bool]] = set()
 
@@ -202,7 +204,7 @@ class JobRun:
     async def progress(self, percent: int) -> None:
         """Every step is an event (fenced by attempt in Redis, live on SSE); the database, which
         answers `GET /v1/jobs/{id}`, takes the latest step at most once a second: at once if the
-        last write is a second old, else when it is."""
+        last write of the row is a second old, else when it is."""
         percent = max(0, min(99, percent))
         if percent <= self.job.progress:
             return  # nothing new: no write, no event
@@ -217,6 +219,10 @@ class JobRun:
 
     async def _save_progress(self) -> bool:
         self._progress_saved_at = time.monotonic()
+        if self.res.engine.dialect.name == "postgresql":
+            return await job_rows.set_progress(
+                self.res.engine, self.job.id, self.attempt, self.job.progress
+            )
         async with self.res.sessionmaker() as session:
             mine = await runs.set_progress(session, self.job.id, self.attempt, self.job.progress)
             await session.commit()

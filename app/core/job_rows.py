@@ -214,3 +214,16 @@ async def record_output(
             expires_at,
         )
     return media if inserted == 1 else None
+
+
+_SET_PROGRESS = """
+UPDATE jobs SET progress = greatest(progress, $3)
+WHERE id = $1 AND status = 'running' AND attempts = $2
+"""
+
+
+async def set_progress(engine: AsyncEngine, job_id: str, attempt: int, progress: int) -> bool:
+    """`runs.set_progress` in one statement: False if the job no longer runs this attempt."""
+    async with driver_connection(engine) as conn:
+        status: str = await conn.execute(_SET_PROGRESS, job_id, attempt, progress)
+    return status != "UPDATE 0"

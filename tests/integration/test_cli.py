@@ -80,3 +80,58 @@ def test_api_command_serves(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_api_workers_share_one_port(tmp_path: Path) -> None:
+    """`mediagate api --workers 2`: two API processes behind one port, each a whole API (its own
+    pools and event hub), both answering; SIGTERM stops them all."""
+    env = _env(tmp_path)
+    assert _cli(env, "migrate").returncode == 0
+    token = _cli(env, "keys", "create", "--name", "multi").stdout.strip().split("\t")[2]
+    port = free_port()
+    argv = [sys.executable, "-m", "app.cli", "api", "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(
+        [*argv, "--workers", "2"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        children: list[str] = []
+        ready = False
+        while len(children) < 2 or not ready:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            try:
+                ready = httpx.get(url + "/readyz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                ready = False
+        headers = {"Authorization": f"Bearer {token}"}
+        body = {
+            "type": "image",
+            "model": "local-image",
+            "input": {"prompt": "two", "size": "256x256"},
+        }
+        # Fresh connections, which the kernel hands to either process.
+        answers = [httpx.post(url + "/v1/jobs", json=body, headers=headers) for _ in range(20)]
+        assert {a.status_code for a in answers} == {202}
+        for answer in answers[:3]:
+            job = httpx.get(url + f"/v1/jobs/{answer.json()['id']}", headers=headers)
+            assert job.status_code == 200 and job.json()["status"] == "queued"
+    finally:
+        proc.terminate()
+        assert proc.wait(30) is not None
+    assert all(_ended(int(pid)) for pid in children)
+
+
+def _ended(pid: int) -> bool:
+    """Gone, or a zombie waiting for whoever reaps orphans here."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")

@@ -71,7 +71,7 @@ def main() -> None:
                 datetime.now(UTC),
             )
         redis: ArqRedis = state["redis"]
-        await redis.enqueue_job("generate", job_id, _job_id=job_id)
+        await redis.enqueue_job("generate_media", job_id, _job_id=job_id)
         return Response(
             orjson.dumps({"id": job_id, "object": "job", "status": "queued"}),
             status_code=202,

@@ -232,7 +232,7 @@ def run_bare(args: argparse.Namespace, sa_url: str, s3: str, bucket: str, round_
     db = sa_url.replace("postgresql+asyncpg://", "postgresql://")
     namespace = f"bench-{secrets.token_hex(4)}"
     queue = f"{namespace}:queue"
-    key_id = asyncio.run(_bare_key(db))
+    key_id = asyncio.run(bare_key(db))
     try:
         ids = asyncio.run(queue_bare(db, queue, key_id, args.jobs, args.size))
         argv = [
@@ -259,7 +259,7 @@ def run_bare(args: argparse.Namespace, sa_url: str, s3: str, bucket: str, round_
     return Run("bare", round_, rate, cpu, ok)
 
 
-async def _bare_key(database: str) -> str:
+async def bare_key(database: str) -> str:
     key_id = new_id("key")
     conn = await asyncpg.connect(database)
     try:

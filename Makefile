@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck install bench clean
+.PHONY: dev test lint typecheck install bench bench-submit bench-worker bench-latency bench-sse bench-multipart wrk clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,27 @@ test: $(STAMP) lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
 
 # Speed and memory figures, each against a baseline measured in the same run (not part of `test`).
-bench: $(STAMP)
-	$(BIN)/python bench/multipart_rss.py $(BENCH_ARGS)
+# One at a time: `make bench-submit BENCH_ARGS="--seconds 5"`. The submit benchmark drives load
+# with wrk (Debian's package, installed here when missing).
+bench: bench-submit bench-worker bench-latency bench-sse bench-multipart
+
+wrk:
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+
+bench-submit: $(STAMP) wrk
+	$(BIN)/python -m bench.submit $(BENCH_ARGS)
+
+bench-worker: $(STAMP)
+	$(BIN)/python -m bench.worker $(BENCH_ARGS)
+
+bench-latency: $(STAMP)
+	$(BIN)/python -m bench.latency $(BENCH_ARGS)
+
+bench-sse: $(STAMP)
+	$(BIN)/python -m bench.sse_fanout $(BENCH_ARGS)
+
+bench-multipart: $(STAMP)
+	$(BIN)/python -m bench.multipart_rss $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mediagate out .pytest_cache .mypy_cache .ruff_cache

@@ -29,7 +29,7 @@ from pathlib import Path
 import asyncpg
 import redis
 
-from app.core.ids import new_id
+from app.core.ids import hash_key, new_id
 from app.dev import free_port
 from bench.common import (
     base_settings,
@@ -132,6 +132,32 @@ def reset(database: str, namespace: str) -> None:
     drop_namespace(namespace)
 
 
+def prefill(database: str, token_hashes: list[str], queued: int) -> None:
+    """`queued` queued jobs for each of the keys (by their tokens' hashes), as a backlog."""
+
+    async def insert() -> None:
+        conn = await asyncpg.connect(database)
+        try:
+            for digest in token_hashes:
+                key_id = await conn.fetchval(
+                    "SELECT id FROM virtual_keys WHERE key_hash = $1", digest
+                )
+                await conn.execute(
+                    "INSERT INTO jobs (id, key_id, type, model, provider, provider_model, input,"
+                    " request, status, progress, attempts, tries, targets, target_index,"
+                    " created_at, priority)"
+                    " SELECT 'job_backlog_' || $1 || '_' || g, $1, 'image', 'local-image', 'local',"
+                    " 'local-image', '{}', '{}', 'queued', 0, 0, 0, '[]', 0, now(), 'normal'"
+                    " FROM generate_series(1, $2) AS g",
+                    key_id,
+                    queued,
+                )
+        finally:
+            await conn.close()
+
+    asyncio.run(insert())
+
+
 def measure(
     variant: str,
     round_: int,
@@ -140,10 +166,13 @@ def measure(
     args: argparse.Namespace,
     db: str,
     ns: str,
+    backlog: int = 0,
 ) -> Run:
     reset(db, ns)
     wrk(url, tokens, 2, args.connections)  # warm-up: connections, caches, JIT of nothing
     reset(db, ns)
+    if backlog:
+        prefill(db, [hash_key(t) for t in tokens if t], backlog)
     rps, p50, p99, errors = wrk(url, tokens, args.seconds, args.connections)
     run = Run(variant, round_, rps, p50, p99, errors)
     print(
@@ -179,7 +208,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--api-workers", default="1,2", help="API process counts to measure")
     parser.add_argument("--only", choices=("mediagate", "bare"))
+    parser.add_argument(
+        "--backlogs",
+        default="10,10000",
+        help="also measure one key that already has this many queued jobs ('' for none)",
+    )
     args = parser.parse_args()
+    backlogs = [int(n) for n in args.backlogs.split(",") if n]
     if shutil.which("wrk") is None:
         sys.exit("bench.submit needs wrk (apt-get install wrk; `make bench` installs it)")
     counts = [int(n) for n in args.api_workers.split(",")]
@@ -205,6 +240,13 @@ def main() -> None:
                             (f"{label}, 32 keys", tokens),
                         ):
                             results.append(measure(name, round_, url, chosen, args, db, ns))
+                        if workers != counts[0]:
+                            continue
+                        for backlog in backlogs:
+                            name = f"{label}, 1 key, {backlog} queued"
+                            results.append(
+                                measure(name, round_, url, tokens[:1], args, db, ns, backlog)
+                            )
             if args.only != "mediagate":
                 for no_db in (False, True):
                     port = free_port()

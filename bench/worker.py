@@ -96,7 +96,7 @@ async def make_bucket(endpoint: str, bucket: str) -> None:
         await s3.create_bucket(Bucket=bucket)
 
 
-async def submit_all(url: str, token: str, jobs: int, size: str) -> list[str]:
+async def submit_all(url: str, token: str, jobs: int, size: str, outputs: int = 1) -> list[str]:
     limits = httpx.Limits(max_connections=16)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
 
@@ -104,7 +104,7 @@ async def submit_all(url: str, token: str, jobs: int, size: str) -> list[str]:
             data = {
                 "type": "image",
                 "model": "local-image",
-                "input": {"prompt": f"lighthouse {i}", "size": size},
+                "input": {"prompt": f"lighthouse {i}", "size": size, "n": outputs},
             }
             resp = await client.post(
                 "/v1/jobs", json=data, headers={"Authorization": f"Bearer {token}"}
@@ -218,7 +218,7 @@ def run_mediagate(args: argparse.Namespace, sa_url: str, s3: str, bucket: str, r
     try:
         with serve(mediagate_api_argv(port), f"http://127.0.0.1:{port}", env=env) as api:
             token = new_key(api.url)
-            ids = asyncio.run(submit_all(api.url, token, args.jobs, args.size))
+            ids = asyncio.run(submit_all(api.url, token, args.jobs, args.size, args.outputs))
         argv = [sys.executable, "-m", "app.cli", "worker", "--concurrency", str(args.concurrency)]
         with process(argv, env) as worker:
             db = sa_url.replace("postgresql+asyncpg://", "postgresql://")
@@ -281,6 +281,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--only", choices=("mediagate", "bare"))
+    parser.add_argument(
+        "--outputs", type=int, default=1, help="images per mediagate job (the bare makes one)"
+    )
     args = parser.parse_args()
     results: list[Run] = []
     print(

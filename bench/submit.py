@@ -146,7 +146,7 @@ def prefill(database: str, token_hashes: list[str], queued: int) -> None:
                     "INSERT INTO jobs (id, key_id, type, model, provider, provider_model, input,"
                     " request, status, progress, attempts, tries, targets, target_index,"
                     " created_at, priority)"
-                    " SELECT 'job_backlog_' || $1 || '_' || g, $1, 'image', 'local-image', 'local',"
+                    " SELECT 'job_b' || md5($1 || g::text), $1, 'image', 'local-image', 'local',"
                     " 'local-image', '{}', '{}', 'queued', 0, 0, 0, '[]', 0, now(), 'normal'"
                     " FROM generate_series(1, $2) AS g",
                     key_id,
@@ -225,53 +225,55 @@ def main() -> None:
         db = sa_url.replace("postgresql+asyncpg://", "postgresql://")
         settings = replace(base_settings(sa_url), storage="memory")
         key_id = bare_key(db)
-        for round_ in range(args.rounds):
-            if args.only != "bare":
-                for workers in counts:
-                    port = free_port()
-                    argv = mediagate_api_argv(port, "--workers", str(workers))
-                    url = f"http://127.0.0.1:{port}"
-                    with serve(argv, url, env=mediagate_env(settings)):
-                        tokens = [new_key(url, f"bench-{i}") for i in range(32)]
+        try:
+            for round_ in range(args.rounds):
+                if args.only != "bare":
+                    for workers in counts:
+                        port = free_port()
+                        argv = mediagate_api_argv(port, "--workers", str(workers))
+                        url = f"http://127.0.0.1:{port}"
+                        with serve(argv, url, env=mediagate_env(settings)):
+                            tokens = [new_key(url, f"bench-{i}") for i in range(32)]
+                            ns = settings.redis_namespace
+                            label = f"mediagate x{workers}"
+                            for name, chosen in (
+                                (f"{label}, 1 key", tokens[:1]),
+                                (f"{label}, 32 keys", tokens),
+                            ):
+                                results.append(measure(name, round_, url, chosen, args, db, ns))
+                            if workers != counts[0]:
+                                continue
+                            for backlog in backlogs:
+                                name = f"{label}, 1 key, {backlog} queued"
+                                results.append(
+                                    measure(name, round_, url, tokens[:1], args, db, ns, backlog)
+                                )
+                if args.only != "mediagate":
+                    for no_db in (False, True):
+                        port = free_port()
                         ns = settings.redis_namespace
-                        label = f"mediagate x{workers}"
-                        for name, chosen in (
-                            (f"{label}, 1 key", tokens[:1]),
-                            (f"{label}, 32 keys", tokens),
-                        ):
-                            results.append(measure(name, round_, url, chosen, args, db, ns))
-                        if workers != counts[0]:
-                            continue
-                        for backlog in backlogs:
-                            name = f"{label}, 1 key, {backlog} queued"
-                            results.append(
-                                measure(name, round_, url, tokens[:1], args, db, ns, backlog)
-                            )
-            if args.only != "mediagate":
-                for no_db in (False, True):
-                    port = free_port()
-                    ns = settings.redis_namespace
-                    argv = [
-                        sys.executable,
-                        "-m",
-                        "bench.bare_submit",
-                        "--port",
-                        str(port),
-                        "--database",
-                        db,
-                        "--redis",
-                        REDIS_URL,
-                        "--queue",
-                        f"{ns}:queue",
-                        "--key-id",
-                        key_id,
-                        *(["--no-db"] if no_db else []),
-                    ]
-                    url = f"http://127.0.0.1:{port}"
-                    with serve(argv, url):
-                        name = "bare, no database" if no_db else "bare (INSERT + enqueue)"
-                        results.append(measure(name, round_, url, [""], args, db, ns))
-        drop_namespace(settings.redis_namespace)
+                        argv = [
+                            sys.executable,
+                            "-m",
+                            "bench.bare_submit",
+                            "--port",
+                            str(port),
+                            "--database",
+                            db,
+                            "--redis",
+                            REDIS_URL,
+                            "--queue",
+                            f"{ns}:queue",
+                            "--key-id",
+                            key_id,
+                            *(["--no-db"] if no_db else []),
+                        ]
+                        url = f"http://127.0.0.1:{port}"
+                        with serve(argv, url):
+                            name = "bare, no database" if no_db else "bare (INSERT + enqueue)"
+                            results.append(measure(name, round_, url, [""], args, db, ns))
+        finally:
+            reset(db, settings.redis_namespace)  # leave nothing behind
     _report(results, counts)
 
 

@@ -87,12 +87,18 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
     SQLSTATE kept), so callers and the error mapping treat both paths alike."""
     # The pool's own checkout (with its events) and return, without a SQLAlchemy Connection
     # around it: 17 us instead of 70. No transaction is begun, so nothing is reset on return.
-    raw = await engine.raw_connection()
+    dbapi_error: type[Exception] = getattr(engine.dialect.dbapi, "Error", OSError)
+    try:
+        raw = await engine.raw_connection()
+    except (dbapi_error, asyncpg.PostgresError, OSError) as exc:
+        # Connecting failed (the server is down, starting or shutting down): an outage, as
+        # SQLAlchemy's own connect() would report it.
+        raise OperationalError(None, None, exc) from exc
     try:
         yield raw.driver_connection
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         translated = _translate(exc)
-        if not isinstance(exc, asyncpg.PostgresError):
+        if not isinstance(exc, asyncpg.PostgresError | ValueError):
             raw.invalidate()  # the connection itself is broken: never hand it out again
         raise translated from exc
     finally:
@@ -102,8 +108,8 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
 def _translate(exc: BaseException) -> DBAPIError:
     code = getattr(exc, "sqlstate", None) or ""
     kind: type[DBAPIError]
-    if code.startswith("22"):
-        kind = DataError
+    if code.startswith("22") or isinstance(exc, ValueError):
+        kind = DataError  # ValueError: asyncpg refused an argument before sending it
     elif code.startswith("23"):
         kind = IntegrityError
     elif not code or code[:2] in OUTAGE_SQLSTATE_CLASSES:

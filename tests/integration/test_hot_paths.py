@@ -258,3 +258,26 @@ async def test_key_cache_drops_a_key_on_another_processs_notice(pg_url: str) -> 
     finally:
         await hub.stop()
         await redis.aclose()
+
+
+async def test_driver_connection_errors_are_outages_or_the_statements_fault(
+    res: Resources,
+) -> None:
+    """The hot paths' errors are classified as the ORM's are: a server that cannot be reached is
+    an outage (the worker retries, the API answers 503), a bad value is the statement's fault."""
+    from app.core.database import create_engine, driver_connection
+    from app.core.errors import unavailable_part
+    from tests.infra import free_port
+
+    nowhere = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x", timeout=1)
+    try:
+        with pytest.raises(Exception) as refused:
+            async with driver_connection(nowhere):
+                pass
+        assert unavailable_part(refused.value) == "database"
+    finally:
+        await nowhere.dispose()
+    with pytest.raises(Exception) as bad:
+        async with driver_connection(res.engine) as conn:
+            await conn.execute("SELECT $1::int", "not a number")
+    assert unavailable_part(bad.value) is None

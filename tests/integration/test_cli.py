@@ -125,13 +125,21 @@ def test_api_workers_share_one_port(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         assert proc.wait(30) is not None
-    assert all(_ended(int(pid)) for pid in children)
+    # Its children (the API processes, and multiprocessing's resource tracker, which leaves
+    # once its parent has gone) end too.
+    deadline = time.monotonic() + 15
+    while not all(_ended(int(pid)) for pid in children):
+        assert time.monotonic() < deadline, [_state(int(pid)) for pid in children]
+        time.sleep(0.1)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
 
 
 def _ended(pid: int) -> bool:
     """Gone, or a zombie waiting for whoever reaps orphans here."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in ("Z", "X")
+    return _state(pid) in ("gone", "Z", "X")

@@ -1,5 +1,5 @@
-"""`mediagate dev`: API and worker in one process on SQLite and memory storage, with a private
-Redis when none answers. Prints the URL, an admin key and a ready virtual key."""
+"""`mediagate dev`: API and worker in one process on SQLite and files under .mediagate/, with a
+private Redis when none answers. Prints the URL, an admin key and a ready virtual key."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ from workers.settings import build_worker
 
 DEV_DEFAULTS = {
     "MEDIAGATE_DATABASE_URL": "sqlite+aiosqlite:///./.mediagate/dev.db",
-    "MEDIAGATE_STORAGE": "memory",
+    # On disk beside the database, so that both survive a restart together.
+    "MEDIAGATE_STORAGE": "files",
+    "MEDIAGATE_FILES_DIR": "./.mediagate/media",
     "MEDIAGATE_LOCAL_LATENCY_SECONDS": "1.5",
 }
 

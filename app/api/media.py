@@ -18,7 +18,7 @@ from app.api.render import media_url
 from app.api.schemas import RequestModel
 from app.core import usage
 from app.core.errors import InvalidRequestError, NotFoundError
-from app.core.media import download_name, get_media, mark_deleted, verify
+from app.core.media import download_name, get_media, mark_deleted, open_object, verify
 from app.core.models import MediaObject, VirtualKey, iso
 from app.core.resources import Resources
 from app.core.uploads import MEDIA_TYPES, save_upload
@@ -123,15 +123,14 @@ class MediaController(Controller):
                 b"", status_code=416, headers={**headers, "Content-Range": f"bytes */{media.bytes}"}
             )
         if span is None:
-            chunks = resources.store.iter_bytes(media.storage_key)
             return Stream(
-                chunks,
+                await open_object(resources.store, media),
                 media_type=media.content_type,
                 headers={**headers, "Content-Length": str(media.bytes)},
             )
         start, end = span
         return Stream(
-            resources.store.iter_bytes(media.storage_key, start=start, end=end),
+            await open_object(resources.store, media, start=start, end=end),
             status_code=206,
             media_type=media.content_type,
             headers={

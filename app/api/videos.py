@@ -19,7 +19,7 @@ from app.api.jobs import delete_with_media
 from app.api.schemas import RequestModel
 from app.core import jobs as job_service
 from app.core.errors import ConflictError, InvalidRequestError, NotFoundError
-from app.core.media import download_name, media_of_job
+from app.core.media import download_name, media_of_job, open_object
 from app.core.models import Job, VirtualKey, as_utc
 from app.core.resources import Resources
 
@@ -177,7 +177,7 @@ class VideoController(Controller):
             raise NotFoundError(f"Video {video_id!r} has no {variant}.", param="variant")
         media = rows[0]
         return Stream(
-            resources.store.iter_bytes(media.storage_key),
+            await open_object(resources.store, media),
             media_type=media.content_type,
             headers={
                 "Content-Length": str(media.bytes),

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 import secrets
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
@@ -17,6 +17,7 @@ from app.core import usage
 from app.core.errors import GoneError, NotFoundError
 from app.core.ids import new_id
 from app.core.models import MediaObject, as_utc, media_kind, utcnow
+from storage.base import MediaStore, StorageNotFoundError
 
 
 def sign(secret: bytes, media_id: str, expires: int) -> str:
@@ -228,3 +229,30 @@ async def mark_job_media_deleted(session: AsyncSession, job_id: str, reason: str
         )
     ).all()
     return await mark_deleted(session, rows, reason)
+
+
+async def open_object(
+    store: MediaStore, media: MediaObject, *, start: int = 0, end: int | None = None
+) -> AsyncIterator[bytes]:
+    """The object's bytes with the first chunk already read, so that an object the store lost
+    (a row whose object is gone) is a `410 media_missing` before any response starts, never a
+    200 cut short."""
+    chunks = store.iter_bytes(media.storage_key, start=start, end=end)
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = b""
+    except StorageNotFoundError:
+        raise GoneError(
+            f"The file of media {media.id!r} is missing from storage.",
+            code="media_missing",
+            param="id",
+        ) from None
+
+    async def rest() -> AsyncIterator[bytes]:
+        if first:
+            yield first
+        async for chunk in chunks:
+            yield chunk
+
+    return rest()

@@ -24,6 +24,7 @@ from providers.registry import Catalog, build_catalog
 from providers.replicate import ReplicateProvider
 from providers.upstream import UpstreamConfig
 from storage.base import MediaStore
+from storage.files import FileStore
 from storage.memory import MemoryStore
 from storage.s3 import S3Config, open_s3_store
 
@@ -52,6 +53,10 @@ class Resources:
 async def open_store(settings: Settings) -> MediaStore:
     if settings.storage == "memory":
         return MemoryStore()
+    if settings.storage == "files":
+        files = FileStore(settings.files_dir)
+        await files.ensure_root()
+        return files
     store = await open_s3_store(
         S3Config(
             bucket=settings.s3_bucket,

@@ -28,7 +28,9 @@ class Settings:
     """Signs media URLs; defaults to a value derived from the admin key."""
     public_url: str | None = None
     """Base of the links we hand out (https://media.example.com); else the request's own base."""
-    storage: Literal["memory", "s3"] = "memory"
+    storage: Literal["memory", "s3", "files"] = "memory"
+    files_dir: str = "./.mediagate/media"
+    """Where `MEDIAGATE_STORAGE=files` keeps objects (`mediagate dev` does)."""
     s3_endpoint_url: str | None = None
     s3_bucket: str = "mediagate"
     s3_region: str = "us-east-1"

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 from PIL import Image
 
 from tests.infra import ROOT, free_port
@@ -43,3 +44,55 @@ def test_dev_demo_saves_png_with_private_redis(tmp_path: Path) -> None:
     (png,) = (tmp_path / "out").glob("job_*.png")
     with Image.open(png) as img:
         assert img.format == "PNG" and img.size == (512, 512)
+
+
+def test_dev_outputs_survive_a_restart(tmp_path: Path) -> None:
+    """The dev database survives a restart, and so must the media it points at: an output made
+    before the restart downloads whole after it (dev media lives under .mediagate/media)."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MEDIAGATE_")},
+        "MEDIAGATE_LOCAL_LATENCY_SECONDS": "0.1",
+        "PYTHONPATH": str(ROOT),
+    }
+    argv = [sys.executable, "-m", "app.cli", "dev", "--demo"]
+    first = subprocess.run(
+        [*argv, "--exit-after-demo", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    old_key = first.stdout.split("virtual key: ")[1].split()[0]
+    (png,) = (tmp_path / "out").glob("job_*.png")
+    job_id = png.stem
+    port = free_port()
+    second = subprocess.Popen(
+        [*argv[:-1], "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert second.stdout is not None
+        for line in second.stdout:
+            if "serving;" in line:
+                break
+        base = f"http://127.0.0.1:{port}"
+        job = httpx.get(f"{base}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {old_key}"})
+        assert job.status_code == 200, job.text
+        output = httpx.get(job.json()["outputs"][0]["url"])
+        assert output.status_code == 200 and output.content == png.read_bytes()
+        # A row whose object is gone (deleted by hand) says so before sending a byte.
+        for path in (tmp_path / ".mediagate" / "media").rglob("*.png"):
+            path.unlink()
+        url = job.json()["outputs"][0]["url"]
+        for headers in ({}, {"Range": "bytes=0-9"}):
+            gone = httpx.get(url, headers=headers)
+            assert gone.status_code == 410 and gone.json()["error"]["code"] == "media_missing"
+    finally:
+        second.terminate()
+        second.wait(30)

@@ -36,6 +36,7 @@ PG_PORT = int(os.environ.get("MEDIAGATE_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("MEDIAGATE_TEST_PG_USER", "postgres")
 REDIS_URL = os.environ.get("MEDIAGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN_KEY = "admin_" + secrets.token_urlsafe(24)
+SECRET_KEY = secrets.token_urlsafe(32)
 
 
 async def _pg_admin(sql: str) -> None:
@@ -104,6 +105,7 @@ def base_settings(database_url: str, **changes: Any) -> Settings:
         redis_url=REDIS_URL,
         redis_namespace=new_namespace(),
         admin_key=ADMIN_KEY,
+        secret_key=SECRET_KEY,
         worker_poll_delay=0.02,
         sse_ping_seconds=1.0,
         # Stacks share one database; their workers' outbox must not take other tests' jobs

@@ -30,6 +30,8 @@ from app.core.models import VirtualKey
 from app.core.resources import Resources
 from app.core.settings import Settings
 
+MAX_EVENT_ID = 2**63
+"""Event ids are a job's Redis stream ids (64-bit); a resume point past them is a client's bug."""
 SEND_TIMEOUT_SECONDS = 30.0
 """A client that takes longer than this to accept one frame is cut off (its stream resumes)."""
 PING = ServerSentEvent(comment="ping").encode()
@@ -157,8 +159,9 @@ def _resume_point(last_event_id: str | None, after: int | None) -> int:
         raise InvalidRequestError(
             "Last-Event-ID must be an event id (an integer).", param="Last-Event-ID"
         ) from None
-    if value < 0:
-        raise InvalidRequestError("after must be 0 or greater.", param="after")
+    if not 0 <= value < MAX_EVENT_ID:
+        param = "Last-Event-ID" if last_event_id not in (None, "") else "after"
+        raise InvalidRequestError(f"{param} must be between 0 and {MAX_EVENT_ID - 1}.", param=param)
     return value
 
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
+import secrets
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 ENV_PREFIX = "MEDIAGATE_"
+MIN_SECRET_LENGTH = 32
+_DEV_SECRET = secrets.token_bytes(32)
 
 
 class SettingsError(ValueError):
@@ -25,7 +26,8 @@ class Settings:
     """Prefix of every Redis key we own (queue, events): deployments can share one Redis."""
     admin_key: str | None = None
     secret_key: str | None = None
-    """Signs media URLs; defaults to a value derived from the admin key."""
+    """Signs media links: 32+ random characters, required outside dev mode (a key derived from
+    the admin key would let anyone holding one signed link guess the admin key offline)."""
     public_url: str | None = None
     """Base of the links we hand out (https://media.example.com); else the request's own base."""
     storage: Literal["memory", "s3", "files"] = "memory"
@@ -154,6 +156,18 @@ class Settings:
             raise SettingsError("MEDIAGATE_ADMIN_KEY is required (only `mediagate dev` makes one)")
         if self.admin_key is not None and len(self.admin_key) < 16:
             raise SettingsError("MEDIAGATE_ADMIN_KEY must be at least 16 characters")
+        if not self.dev and not self.secret_key:
+            raise SettingsError(
+                "MEDIAGATE_SECRET_KEY is required: 32 or more random characters that sign media "
+                "links, e.g. the output of "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        if self.secret_key is not None and len(self.secret_key) < MIN_SECRET_LENGTH:
+            raise SettingsError(
+                f"MEDIAGATE_SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters"
+            )
+        if self.secret_key is not None and self.secret_key == self.admin_key:
+            raise SettingsError("MEDIAGATE_SECRET_KEY must differ from MEDIAGATE_ADMIN_KEY")
         if self.storage == "s3" and not self.s3_bucket:
             raise SettingsError("MEDIAGATE_S3_BUCKET is required when MEDIAGATE_STORAGE=s3")
         for name in (
@@ -235,8 +249,8 @@ class Settings:
     def signing_secret(self) -> bytes:
         if self.secret_key:
             return self.secret_key.encode()
-        base = (self.admin_key or "").encode()
-        return hmac.new(base, b"mediagate media url signing", hashlib.sha256).digest()
+        # Dev mode without one: random per process start (links from an earlier run stop working).
+        return _DEV_SECRET
 
 
 def _convert(name: str, raw: str, hint: Any) -> Any:

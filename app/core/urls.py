@@ -24,9 +24,21 @@ def _is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
+MAX_URL_LENGTH = 2000
+"""As long as the columns that keep URLs (a webhook's, a key's)."""
+
+
 def check_url(url: str, param: str, *, allow_private: bool) -> None:
     """Refuse what can be refused without a DNS lookup."""
-    parts = urlsplit(url)
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidRequestError(
+            f"{param} must be at most {MAX_URL_LENGTH} characters", param=param
+        )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one (over 65535)
+    except ValueError:
+        raise InvalidRequestError(f"{param} is not a valid URL", param=param) from None
     allowed = ("https", "http") if allow_private else ("https",)
     if parts.scheme not in allowed or not parts.hostname:
         raise InvalidRequestError(f"{param} must be an https:// URL", param=param)

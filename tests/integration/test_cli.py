@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.infra import ADMIN_KEY, REDIS_URL, ROOT, free_port, new_namespace
+from tests.infra import ADMIN_KEY, REDIS_URL, ROOT, SECRET_KEY, free_port, new_namespace
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -20,6 +20,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
         "MEDIAGATE_REDIS_URL": REDIS_URL,
         "MEDIAGATE_REDIS_NAMESPACE": new_namespace(),
         "MEDIAGATE_ADMIN_KEY": ADMIN_KEY,
+        "MEDIAGATE_SECRET_KEY": SECRET_KEY,
         "PYTHONPATH": str(ROOT),
     }
 

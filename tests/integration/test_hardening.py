@@ -3,6 +3,8 @@ fake outage or a 500."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.infra import Stack
@@ -64,3 +66,58 @@ async def test_a_nul_byte_in_a_body_is_refused_and_changes_nothing(api_only_stac
     assert bad_prompt.json()["error"]["param"] == "input"
     assert "input.prompt contains a NUL" in bad_prompt.json()["error"]["message"]
     assert listed == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers", "param"),
+    [
+        # A Webhook-Url longer than the column that would keep it.
+        (
+            "/v1/images/generations",
+            {"prompt": "w", "size": "256x256"},
+            {"Webhook-Url": "https://example.com/" + "a" * 2100},
+            "webhook.url",
+        ),
+        # A port that is not one.
+        (
+            "/v1/jobs",
+            {**IMAGE, "webhook": {"url": "https://example.com:99999/h"}},
+            {},
+            "webhook.url",
+        ),
+        (
+            "/v1/jobs",
+            {**IMAGE, "input": {**IMAGE["input"], "image": {"url": "https://example.com:70000/a"}}},
+            {},
+            "input.image",
+        ),
+    ],
+)
+async def test_edge_urls_are_a_400_and_change_nothing(
+    api_only_stack: Stack, path: str, body: dict[str, Any], headers: dict[str, str], param: str
+) -> None:
+    token = api_only_stack.new_key()
+    async with api_only_stack.client(token) as client:
+        resp = await client.post(path, json=body, headers=headers)
+        assert resp.status_code == 400, resp.text
+        assert resp.json()["error"]["param"] == param
+        assert (await client.get("/v1/jobs")).json()["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "query", "param"),
+    [
+        ({"Last-Event-ID": str(2**64)}, {}, "Last-Event-ID"),
+        ({}, {"after": str(2**64)}, "after"),
+        ({}, {"after": "-1"}, "after"),
+    ],
+)
+async def test_resume_points_past_any_event_id_are_a_400(
+    api_only_stack: Stack, headers: dict[str, str], query: dict[str, str], param: str
+) -> None:
+    token = api_only_stack.new_key()
+    async with api_only_stack.client(token) as client:
+        job = (await client.post("/v1/jobs", json=IMAGE)).json()
+        resp = await client.get(f"/v1/jobs/{job['id']}/events", headers=headers, params=query)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["param"] == param

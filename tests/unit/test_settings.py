@@ -4,7 +4,7 @@ import pytest
 
 from app.core.settings import Settings, SettingsError
 
-BASE = {"MEDIAGATE_ADMIN_KEY": "a" * 20}
+BASE = {"MEDIAGATE_ADMIN_KEY": "a" * 20, "MEDIAGATE_SECRET_KEY": "s" * 32}
 
 
 def test_defaults_and_conversion() -> None:
@@ -46,7 +46,16 @@ def test_admin_key_required_outside_dev() -> None:
     assert Settings.from_env({}, dev=True).admin_key is None
 
 
-def test_signing_secret_is_stable_and_overridable() -> None:
-    a = Settings.from_env(BASE)
-    assert a.signing_secret == Settings.from_env(BASE).signing_secret
-    assert Settings.from_env({**BASE, "MEDIAGATE_SECRET_KEY": "k"}).signing_secret == b"k"
+def test_signing_secret_is_required_and_never_derived_from_the_admin_key() -> None:
+    """One signed link must not let anyone guess the admin key offline: outside dev mode the
+    link secret is its own setting, long and different from the admin key."""
+    admin = {"MEDIAGATE_ADMIN_KEY": "a" * 20}
+    with pytest.raises(SettingsError, match="MEDIAGATE_SECRET_KEY is required"):
+        Settings.from_env(admin)
+    with pytest.raises(SettingsError, match="at least 32"):
+        Settings.from_env({**admin, "MEDIAGATE_SECRET_KEY": "k" * 31})
+    with pytest.raises(SettingsError, match="differ"):
+        Settings.from_env({"MEDIAGATE_ADMIN_KEY": "a" * 40, "MEDIAGATE_SECRET_KEY": "a" * 40})
+    assert Settings.from_env(BASE).signing_secret == b"s" * 32
+    dev = Settings.from_env({"MEDIAGATE_ADMIN_KEY": "a" * 20}, dev=True)
+    assert len(dev.signing_secret) == 32 and b"a" * 20 not in dev.signing_secret

@@ -16,6 +16,8 @@ QUIET_LOGGERS = {
     "aiobotocore": logging.INFO,
     "urllib3": logging.INFO,
     "httpcore": logging.INFO,
+    # At INFO httpx logs every request's URL: tenants' input and webhook URLs, presigned links.
+    "httpx": logging.WARNING,
     "hpack": logging.INFO,
     "multipart": logging.INFO,
     "python_multipart": logging.INFO,
@@ -28,9 +30,33 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(level)
 
 
+_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F]}
+
+
+class SafeLines(logging.Filter):
+    """On our handlers: every record is one line (control characters escaped, so a request path
+    holding CR/LF cannot forge a log line), and an access-log line has no query string (signed
+    media links carry their signature there)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple):
+            args = list(record.args)
+            if len(args) >= 3:
+                args[2] = str(args[2]).split("?", 1)[0]
+                record.args = tuple(args)
+        message = record.getMessage()
+        escaped = message.translate(_ESCAPES)
+        if escaped != message:
+            record.msg, record.args = escaped, None
+        return True
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, SafeLines) for f in handler.filters):
+            handler.addFilter(SafeLines())
     quiet_libraries()

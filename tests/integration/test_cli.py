@@ -144,3 +144,43 @@ def _state(pid: int) -> str:
 def _ended(pid: int) -> bool:
     """Gone, or a zombie waiting for whoever reaps orphans here."""
     return _state(pid) in ("gone", "Z", "X")
+
+
+def test_api_log_lines_hold_no_signature_and_cannot_be_forged(tmp_path: Path) -> None:
+    """Read as an operator reads it: `mediagate api`'s own output, access log on."""
+    env = {**_env(tmp_path), "MEDIAGATE_ACCESS_LOG": "true", "MEDIAGATE_LOG_LEVEL": "DEBUG"}
+    assert _cli(env, "migrate").returncode == 0
+    port = free_port()
+    log_path = tmp_path / "api.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(url + "/healthz", timeout=2)
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)
+            signature = "SIGNATURE" + "x" * 20
+            httpx.get(f"{url}/v1/media/med_01abc?exp=9999999999&sig={signature}")
+            # CR LF and a fake log line in the path; the request itself goes out as sent.
+            httpx.get(
+                url + "/v1/jobs/job_1%0d%0a2026-01-01 INFO forged line",
+                headers={"Authorization": "Bearer mg_" + "z" * 43},
+            )
+        finally:
+            proc.terminate()
+            proc.wait(20)
+    text = log_path.read_text()
+    assert "GET /v1/media/med_01abc" in text  # the access log did log the request
+    assert signature not in text and "sig=" not in text
+    assert not any(line.startswith("2026-01-01 INFO forged") for line in text.splitlines())

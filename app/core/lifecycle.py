@@ -154,8 +154,11 @@ class Reconciliation:
 
 async def reconcile(res: Resources, *, fix: bool) -> Reconciliation:
     """Compare the bucket with the database. With `fix`, delete orphans older than the grace
-    period and mark rows whose object is missing (their usage moves down)."""
+    period and mark rows whose object is missing (their usage moves down). Only the prefixes of
+    this deployment's keys are looked at: a bucket shared with anything else keeps what is not
+    ours, whatever its age."""
     async with res.sessionmaker() as session:
+        key_ids = (await session.exec(select(VirtualKey.id))).all()
         live = dict(
             (
                 await session.exec(
@@ -168,11 +171,12 @@ async def reconcile(res: Resources, *, fix: bool) -> Reconciliation:
     present: set[str] = set()
     orphans: list[str] = []
     cutoff = time.time() - res.settings.reconcile_grace_seconds
-    async for info in res.store.list_objects(""):
-        present.add(info.key)
-        # A young object may be an upload whose row is about to be committed: leave it.
-        if info.key not in live and info.modified and info.modified < cutoff:
-            orphans.append(info.key)
+    for key_id in key_ids:
+        async for info in res.store.list_objects(f"{key_id}/"):
+            present.add(info.key)
+            # A young object may be an upload whose row is about to be committed: leave it.
+            if info.key not in live and info.modified and info.modified < cutoff:
+                orphans.append(info.key)
     missing = [media_id for storage_key, media_id in live.items() if storage_key not in present]
     orphans_deleted = missing_marked = 0
     if fix and orphans:

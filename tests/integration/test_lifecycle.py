@@ -244,6 +244,10 @@ async def test_reconcile_finds_and_removes_orphans(pg_s3_stack: Stack, res: Reso
 
     orphan = f"{key_id}/job_crashed/0.png"
     await res.store.put(orphan, one(_png()), content_type="image/png")
+    # Objects of whatever else shares the bucket, old enough to look like orphans: not ours.
+    foreign = [f"other-app-{key_id}/report.png", f"key_notours{key_id[4:]}/job_x/0.png"]
+    for name in foreign:
+        await res.store.put(name, one(_png()), content_type="image/png")
     async with res.sessionmaker() as session:
         gone = await session.get(MediaObject, job["outputs"][1]["id"])
         assert gone is not None
@@ -281,6 +285,9 @@ async def test_reconcile_finds_and_removes_orphans(pg_s3_stack: Stack, res: Reso
     counts = dict(line.split("\t") for line in fixed.stdout.splitlines())
     assert int(counts["orphans_deleted"]) >= 1 and int(counts["missing_marked"]) >= 1
     assert orphan not in await _objects(res.store, f"{key_id}/")
+    for name in foreign:
+        assert name in await _objects(res.store, name.split("/")[0] + "/")
+        await res.store.delete(name)
     async with pg_s3_stack.client(key) as client:
         usage = (await client.get("/v1/usage")).json()
     assert usage["objects"] == 1 and usage["bytes"] == job["outputs"][0]["bytes"]

@@ -39,38 +39,52 @@ class RunHooks(Protocol):
 
 
 class ProviderError(Exception):
+    """`message` is for operators (logs): it may quote the upstream's own text, which can name
+    our account, key suffix or organisation. `public` is what a tenant is told: the class's
+    generic sentence unless the provider wrote one of its own with nothing upstream in it."""
+
     code = "provider_error"
     retryable = False
+    generic = "The provider failed to produce the output."
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, public: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.public = public or self.generic
 
 
 class ProviderRetryableError(ProviderError):
     code = "provider_unavailable"
     retryable = True
+    generic = "The provider was unavailable or failed, and kept failing when retried."
 
 
 class ProviderTimeoutError(ProviderRetryableError):
     code = "timeout"
+    generic = "The provider did not finish in time."
 
 
 class ProviderRejectedError(ProviderError):
     code = "invalid_request"
+    generic = "The provider refused the request."
 
 
 class ContentPolicyError(ProviderRejectedError):
     code = "content_policy_violation"
+    generic = "The provider refused the request under its content policy."
 
 
 class ProviderInvalidRequestError(ProviderRejectedError):
     code = "invalid_request"
+    generic = "The provider refused the request's parameters."
 
 
 class ProviderAuthError(ProviderRejectedError):
     code = "provider_auth_failed"
+    generic = "The provider refused this deployment's credentials; tell its operator."
 
 
 EXTENSIONS = {

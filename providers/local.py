@@ -52,7 +52,9 @@ def render_edit(
         with Image.open(io.BytesIO(source.data)) as opened:
             base = opened.convert("RGB").resize((width, height))
     except (OSError, ValueError) as exc:
-        raise ProviderInvalidRequestError("the input image could not be decoded") from exc
+        raise ProviderInvalidRequestError(
+            "the input image could not be decoded", public="The input image could not be decoded."
+        ) from exc
     return Image.blend(base, render_image(prompt, size, seed, index), 0.35)
 
 
@@ -215,7 +217,8 @@ class LocalProvider:
             )
             yield GeneratedMedia(content_type, fmt, iter_chunks(data))
         else:
-            raise ProviderInvalidRequestError(f"local provider cannot make {request.type!r}")
+            message = f"The local provider cannot make {request.type!r}."
+            raise ProviderInvalidRequestError(message, public=message)
 
     async def cancel(self, task_id: str) -> None:
         return None  # local work has no upstream task

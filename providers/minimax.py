@@ -49,7 +49,8 @@ def base_error(body: dict[str, Any]) -> ProviderError | None:
         return None
     message = f"minimax error {code}: {base.get('status_msg') or ''}".rstrip(": ")
     if code in CONTENT:
-        return ContentPolicyError(f"minimax refused the request: {CONTENT[code]} ({code})")
+        reason = f"The provider refused the request: {CONTENT[code]}."
+        return ContentPolicyError(f"minimax refused the request ({code})", public=reason)
     if code in AUTH:
         return ProviderAuthError(message)
     if code == 1001:

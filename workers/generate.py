@@ -255,8 +255,14 @@ async def _after_provider_error(run: JobRun, exc: ProviderError) -> str:
     if exc.retryable:
         if job.tries < res.settings.max_tries_for(job.type):
             delay = retry_delay(job.tries, res.settings.retry_base_seconds, exc.retry_after)
-            log.warning("job.retrying job_id=%s code=%s in=%.1fs", job.id, exc.code, delay)
-            await run.publish("job.retrying", error={"code": exc.code, "message": exc.message})
+            log.warning(
+                "job.retrying job_id=%s code=%s in=%.1fs upstream=%r",
+                job.id,
+                exc.code,
+                delay,
+                exc.message[:300],
+            )
+            await run.publish("job.retrying", error={"code": exc.code, "message": exc.public})
             raise Retry(defer=delay) from exc
         target = _next_target(res, job)
         if target is not None:
@@ -266,7 +272,7 @@ async def _after_provider_error(run: JobRun, exc: ProviderError) -> str:
             except MediagateError:
                 job_input = None  # validated at submit; a changed catalog may still refuse it
             if job_input is None:
-                await run.finish("failed", exc.code, exc.message)
+                await run.finish("failed", exc.code, exc.public)
                 return "failed"
             async with res.sessionmaker() as session:
                 moved = await runs.fall_back(session, job.id, run.attempt, index, spec, job_input)
@@ -281,8 +287,9 @@ async def _after_provider_error(run: JobRun, exc: ProviderError) -> str:
                 exc.code,
             )
             raise Retry(defer=0) from exc
-    await run.finish("failed", exc.code, exc.message)
-    log.warning("job.failed job_id=%s code=%s", job.id, exc.code)
+    await run.finish("failed", exc.code, exc.public)
+    # The upstream's own words stay here: they may name our account. One line, bounded.
+    log.warning("job.failed job_id=%s code=%s upstream=%r", job.id, exc.code, exc.message[:300])
     return "failed"
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.infra import Stack
+from tests.infra import Stack, wait_for_job
 
 IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "h", "size": "256x256"}}
 
@@ -121,3 +121,43 @@ async def test_resume_points_past_any_event_id_are_a_400(
         resp = await client.get(f"/v1/jobs/{job['id']}/events", headers=headers, params=query)
     assert resp.status_code == 400, resp.text
     assert resp.json()["error"]["param"] == param
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "retries"),
+    [
+        (401, "provider_auth_failed", 2),  # the job's attempt, then the OpenAI-compatible call
+        (400, "invalid_request", 2),
+        (429, "provider_unavailable", 9),  # every retry of the job
+    ],
+)
+async def test_upstream_error_text_never_reaches_the_tenant(
+    upstream_stack: Stack, emu: dict[str, Any], status: int, code: str, retries: int
+) -> None:
+    """OpenAI's error messages carry our key's suffix and organisation: the tenant gets our code
+    and a generic sentence, in the job, its events and the OpenAI-compatible error."""
+    leak = "Incorrect API key provided: sk-proj-****WXYZ; organization org-Leak123"
+    emu["openai"].fail(
+        "/v1/images/generations",
+        status,
+        {"error": {"message": leak, "type": "invalid_request_error", "code": "x"}},
+        times=retries,
+    )
+    token = upstream_stack.new_key()
+    body = {
+        "type": "image",
+        "model": "openai/dall-e-2",
+        "input": {"prompt": "p", "size": "256x256"},
+    }
+    async with upstream_stack.client(token) as client:
+        job = (await client.post("/v1/jobs", json=body)).json()
+        done = await wait_for_job(client, job["id"], timeout=60)
+        events = (await client.get(f"/v1/jobs/{job['id']}/events")).text
+        compat = await client.post(
+            "/v1/images/generations", json={"model": "openai/dall-e-2", "prompt": "p"}
+        )
+    assert done["status"] == "failed" and done["error"]["code"] == code
+    for text in (str(done), events):
+        assert "WXYZ" not in text and "org-Leak123" not in text
+    if status != 429:  # the 429s were used up by the first job's retries
+        assert compat.status_code >= 400 and "WXYZ" not in compat.text

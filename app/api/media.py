@@ -32,19 +32,26 @@ async def _authorize(
     media_id: str,
     exp: int | None,
     sig: str | None,
-) -> MediaObject:
+) -> tuple[MediaObject, int]:
+    """The media a signed link or the owner's key opens, and for how many seconds more a direct
+    link to it may be handed out: no longer than the signed link itself lives."""
     settings = resources.settings
+    now = time.time()
     if exp is not None and sig is not None:
-        if verify(settings.signing_secret, media_id, exp, sig, time.time()):
+        if verify(settings.signing_secret, media_id, exp, sig, now):
             async with resources.sessionmaker() as session:
-                return await get_media(session, media_id, None)
+                media = await get_media(session, media_id, None)
+                owner = await session.get(VirtualKey, media.key_id)
+            # A link stops working with its key: revoked or deleted (its purge may still run).
+            if owner is not None and owner.revoked_at is None and owner.deleted_at is None:
+                return media, max(1, min(settings.media_url_ttl_seconds, int(exp - now)))
     else:
         key = await lookup_key(
             resources, bearer_token(request.headers), request.app.state.key_cache
         )
         if key is not None:
             async with resources.sessionmaker() as session:
-                return await get_media(session, media_id, key.id)
+                return await get_media(session, media_id, key.id), settings.media_url_ttl_seconds
     # Wrong signature, expired link, no key or another key's media all look the same.
     raise NotFoundError(f"No media found with id {media_id!r}.", param="id")
 
@@ -101,19 +108,17 @@ class MediaController(Controller):
         exp: int | None = None,
         sig: str | None = None,
     ) -> Response[Any]:
-        media = await _authorize(request, resources, media_id, exp, sig)
+        media, lifetime = await _authorize(request, resources, media_id, exp, sig)
         filename = download_name(media.storage_key)
         direct = await resources.store.url(
-            media.storage_key,
-            expires_in=resources.settings.media_url_ttl_seconds,
-            filename=filename,
+            media.storage_key, expires_in=lifetime, filename=filename
         )
         if direct is not None:
             return Redirect(direct, status_code=302)
         headers = {
             "Accept-Ranges": "bytes",
             "Content-Disposition": f'inline; filename="{filename}"',
-            "Cache-Control": "private, max-age=3600",
+            "Cache-Control": f"private, max-age={lifetime}",
             "ETag": f'"{media.sha256}"',
         }
         try:

@@ -8,9 +8,11 @@ import io
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -18,6 +20,7 @@ from PIL import Image
 from sqlmodel import col, update
 
 from app.core import lifecycle
+from app.core.media import signed_path
 from app.core.models import MediaObject, VirtualKey, utcnow
 from app.core.resources import Resources, open_resources
 from app.core.usage import usage_of
@@ -338,3 +341,29 @@ async def test_uploads_as_inputs_ranges_and_urls(
                 json={**IMAGE, "input": {**IMAGE["input"], "image": {"media_id": upload["id"]}}},
             )
         assert refused.status_code == 400 and refused.json()["error"]["param"] == "input.image"
+
+
+async def test_signed_links_end_with_their_key_and_their_own_expiry(
+    pg_s3_stack: Stack, res: Resources
+) -> None:
+    """A direct (presigned) URL never outlives the signed link it came from, and a signed link
+    stops working once its key is revoked or deleted, before the purge has removed anything."""
+    key_id, key = _admin_key(pg_s3_stack)
+    async with pg_s3_stack.client(key) as client:
+        job = await _job(client)
+    media_id = job["outputs"][0]["id"]
+    secret = pg_s3_stack.settings.signing_secret
+    short = pg_s3_stack.url + signed_path(secret, media_id, int(time.time()) + 100)
+    async with httpx.AsyncClient() as anyone:
+        redirect = await anyone.get(short)
+        assert redirect.status_code == 302
+        presigned = parse_qs(urlsplit(redirect.headers["location"]).query)
+        assert 1 <= int(presigned["X-Amz-Expires"][0]) <= 100
+        # Revoked (the CLI's revoke; no purge runs): the same link is gone at once.
+        async with res.sessionmaker() as session:
+            await session.exec(
+                update(VirtualKey).where(col(VirtualKey.id) == key_id).values(revoked_at=utcnow())
+            )
+            await session.commit()
+        assert (await anyone.get(short)).status_code == 404
+        assert (await anyone.get(job["outputs"][0]["url"])).status_code == 404

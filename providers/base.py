@@ -13,6 +13,8 @@ Providers say whether an error is retryable; the worker decides what a retry mea
 
 from __future__ import annotations
 
+import io
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -85,6 +87,34 @@ class ProviderInvalidRequestError(ProviderRejectedError):
 class ProviderAuthError(ProviderRejectedError):
     code = "provider_auth_failed"
     generic = "The provider refused this deployment's credentials; tell its operator."
+
+
+MAX_INPUT_PIXELS = 40_000_000
+"""Largest input image we decode (e.g. 8000x5000). A few kilobytes of PNG or WebP can declare
+170 megapixels and cost most of a gigabyte to decode: such an input is refused from its header,
+before any pixel is decoded."""
+
+
+def check_input_image(data: bytes) -> tuple[int, int]:
+    """The image's (width, height), read from its header alone; ProviderInvalidRequestError when
+    it cannot be read or is larger than MAX_INPUT_PIXELS."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns of what we are about to refuse anyway.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as opened:  # reads the header, decodes nothing
+                width, height = opened.size
+    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        message = "The input image could not be read."
+        raise ProviderInvalidRequestError(message, public=message) from exc
+    if width * height > MAX_INPUT_PIXELS:
+        message = (
+            f"The input image is {width}x{height}, over {MAX_INPUT_PIXELS // 1_000_000} megapixels."
+        )
+        raise ProviderInvalidRequestError(message, public=message)
+    return width, height
 
 
 EXTENSIONS = {

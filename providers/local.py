@@ -21,6 +21,7 @@ from providers.base import (
     InputFile,
     ProviderInvalidRequestError,
     RunHooks,
+    check_input_image,
     iter_chunks,
 )
 
@@ -48,6 +49,7 @@ def render_edit(
 ) -> Image.Image:
     """An edit: the uploaded image, resized, blended with what the prompt alone would draw."""
     width, height = _parse_size(size)
+    check_input_image(source.data)  # its size, before a pixel is decoded
     try:
         with Image.open(io.BytesIO(source.data)) as opened:
             base = opened.convert("RGB").resize((width, height))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import av
 from PIL import Image
@@ -30,3 +32,19 @@ def audio_samples(data: bytes) -> tuple[int, int]:
         stream = container.streams.audio[0]
         total = sum(frame.samples for frame in container.decode(audio=0))
         return total, stream.rate
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_bomb(width: int = 13_000, height: int = 13_000) -> bytes:
+    """A PNG of a few dozen bytes that declares width x height RGB pixels (169 megapixels by
+    default: about half a gigabyte decoded)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + _chunk(b"IEND", b"")
+    )

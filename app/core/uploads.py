@@ -14,7 +14,13 @@ from app.core.keys import get_key, lock_key
 from app.core.media import download_name, input_storage_key, record_input
 from app.core.models import MediaObject
 from app.core.usage import check_room
-from providers.base import extension_for, iter_chunks, sniff_content_type
+from providers.base import (
+    ProviderError,
+    check_input_image,
+    extension_for,
+    iter_chunks,
+    sniff_content_type,
+)
 from storage.base import MediaStore
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
@@ -50,6 +56,11 @@ async def save_upload(
         raise InvalidRequestError(
             f"{param} must be one of {', '.join(allowed)} (judged by its content)", param=param
         )
+    if content_type in IMAGE_TYPES:
+        try:
+            check_input_image(data)
+        except ProviderError as exc:
+            raise InvalidRequestError(exc.public, param=param) from None
     # A first look without the lock, so as not to store what would be refused at once.
     await check_room(session, await get_key(session, key_id), len(data))
     media_id = new_id("med")

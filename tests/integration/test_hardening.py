@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests.infra import Stack, wait_for_job
+from tests.media_checks import png_bomb
 
 IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "h", "size": "256x256"}}
 
@@ -161,3 +162,26 @@ async def test_upstream_error_text_never_reaches_the_tenant(
         assert "WXYZ" not in text and "org-Leak123" not in text
     if status != 429:  # the 429s were used up by the first job's retries
         assert compat.status_code >= 400 and "WXYZ" not in compat.text
+
+
+async def test_a_decompression_bomb_upload_is_a_400_and_stores_nothing(
+    api_only_stack: Stack,
+) -> None:
+    token = api_only_stack.new_key()
+    async with api_only_stack.client(token) as client:
+        for path, fields in (("/v1/media", {}), ("/v1/images/edits", {"prompt": "p"})):
+            resp = await client.post(
+                path,
+                data=fields,
+                files={
+                    "file" if path == "/v1/media" else "image": (
+                        "bomb.png",
+                        png_bomb(),
+                        "image/png",
+                    )
+                },
+            )
+            assert resp.status_code == 400, resp.text
+            assert "megapixels" in resp.json()["error"]["message"]
+        usage = (await client.get("/v1/usage")).json()
+    assert usage["objects"] == 0

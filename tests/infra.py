@@ -111,6 +111,8 @@ def base_settings(database_url: str, **changes: Any) -> Settings:
         # Stacks share one database; their workers' outbox must not take other tests' jobs
         # (left queued on purpose, in another namespace). Outbox tests use their own database.
         outbox_grace_seconds=3600,
+        # Every test talks from 127.0.0.1; the throttle has a test of its own.
+        auth_failures_per_minute=None,
     )
     return replace(settings, **changes)
 

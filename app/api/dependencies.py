@@ -13,10 +13,10 @@ from litestar.di import Provide
 from litestar.handlers.base import BaseRouteHandler
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.core.errors import AuthenticationError
+from app.core.errors import AuthenticationError, QuotaExceededError
 from app.core.events import EventHub
 from app.core.keys import KeyCache, authenticate, token_digest
-from app.core.limits import admit_request
+from app.core.limits import admit_request, auth_failures, record_auth_failure
 from app.core.models import VirtualKey
 from app.core.resources import Resources
 
@@ -44,41 +44,58 @@ async def provide_session(resources: Resources) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def lookup_key(
-    resources: Resources, token: str | None, cache: KeyCache | None = None
-) -> VirtualKey | None:
-    """The active key `token` names: from the process's cache, else from its row (a session of
-    its own, closed at once: long streams must not hold a pooled connection)."""
+async def caller_key(request: Request[Any, Any, Any], resources: Resources) -> VirtualKey | None:
+    """The active key the request's bearer token names, or None. A key that authenticated lately
+    comes from the process's cache; anything else costs a database read, so an address whose
+    tokens failed `MEDIAGATE_AUTH_FAILURES_PER_MINUTE` times this minute is refused (429) before
+    that read."""
+    token = bearer_token(request.headers)
     if token is None:
         return None
+    cache: KeyCache = request.app.state.key_cache
     digest = token_digest(token)
-    if digest is None:
-        return None
-    if cache is not None:
-        key = cache.get(digest)
-        if key is not None:
-            return key
+    if digest is not None and (cached := cache.get(digest)) is not None:
+        return cached
+    settings = resources.settings
+    limit = settings.auth_failures_per_minute
+    address = request.client.host if request.client else "unknown"
+    ns = settings.redis_namespace
+    if limit is not None and await auth_failures(resources.redis, ns, address) >= limit:
+        raise QuotaExceededError(
+            f"Too many failed authentications from this address (limit {limit} a minute). "
+            "Retry in a minute.",
+            code="too_many_failed_authentications",
+            retry_after=60,
+        )
+    if digest is not None:
         generation = cache.generation
-    async with resources.sessionmaker() as session:
-        key = await authenticate(session, token)
-    if key is not None and cache is not None:
-        cache.put(digest, key, generation)
-    return key
+        async with resources.sessionmaker() as session:
+            key = await authenticate(session, token)
+        if key is not None:
+            cache.put(digest, key, generation)
+            return key
+    if limit is not None:
+        await record_auth_failure(resources.redis, ns, address)
+    return None
+
+
+async def admit(resources: Resources, key: VirtualKey) -> None:
+    """Count the request against the key's requests-per-minute limit (429 past it)."""
+    per_minute = key.requests_per_minute or resources.settings.requests_per_minute
+    if per_minute is not None:
+        await admit_request(resources.redis, resources.settings.redis_namespace, key.id, per_minute)
 
 
 async def provide_key(request: Request[Any, Any, Any], resources: Resources) -> VirtualKey:
-    token = bearer_token(request.headers)
-    if token is None:
+    if bearer_token(request.headers) is None:
         raise AuthenticationError(
             "You didn't provide an API key. Send it as 'Authorization: Bearer mg_...'.",
             code="missing_api_key",
         )
-    key = await lookup_key(resources, token, request.app.state.key_cache)
+    key = await caller_key(request, resources)
     if key is None:
         raise AuthenticationError("Incorrect API key provided.", code="invalid_api_key")
-    per_minute = key.requests_per_minute or resources.settings.requests_per_minute
-    if per_minute is not None:
-        await admit_request(resources.redis, resources.settings.redis_namespace, key.id, per_minute)
+    await admit(resources, key)
     return key
 
 

@@ -13,7 +13,7 @@ from litestar.response import Redirect, Stream
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.api.compat import read_body
-from app.api.dependencies import KEY_DEPENDENCY, bearer_token, lookup_key
+from app.api.dependencies import KEY_DEPENDENCY, admit, caller_key
 from app.api.render import media_url
 from app.api.schemas import RequestModel
 from app.core import usage
@@ -46,10 +46,9 @@ async def _authorize(
             if owner is not None and owner.revoked_at is None and owner.deleted_at is None:
                 return media, max(1, min(settings.media_url_ttl_seconds, int(exp - now)))
     else:
-        key = await lookup_key(
-            resources, bearer_token(request.headers), request.app.state.key_cache
-        )
+        key = await caller_key(request, resources)
         if key is not None:
+            await admit(resources, key)  # downloads count against the key's rate limit too
             async with resources.sessionmaker() as session:
                 return await get_media(session, media_id, key.id), settings.media_url_ttl_seconds
     # Wrong signature, expired link, no key or another key's media all look the same.

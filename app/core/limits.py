@@ -88,3 +88,21 @@ async def acquire_slot(
 
 async def release_slot(redis: Redis, namespace: str, provider: str, holder: str) -> None:
     await redis.zrem(_slots_key(namespace, provider), holder)
+
+
+def _auth_failures_key(namespace: str, address: str, minute: int) -> str:
+    return f"{namespace}:auth-failures:{address}:{minute}"
+
+
+async def auth_failures(redis: Redis, namespace: str, address: str) -> int:
+    """Failed authentications from `address` this minute (a fixed window)."""
+    count = await redis.get(_auth_failures_key(namespace, address, int(time.time() // 60)))
+    return int(count or 0)
+
+
+async def record_auth_failure(redis: Redis, namespace: str, address: str) -> None:
+    key = _auth_failures_key(namespace, address, int(time.time() // 60))
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, 120)
+        await pipe.execute()

@@ -67,6 +67,9 @@ class Settings:
     """How long an Idempotency-Key maps to the job it created."""
     requests_per_minute: int | None = None
     """Each key's requests per minute, unless the key has its own limit; unset: unlimited."""
+    auth_failures_per_minute: int | None = 30
+    """Failed authentications (unknown or revoked keys) one client address may make a minute
+    before it gets 429 without a database read; unset: no limit."""
     max_queue_length: int | None = None
     """Beyond this many jobs waiting in the queue, submits get 429 `queue_full` at once."""
     provider_concurrency: str | None = None
@@ -202,7 +205,7 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be greater than 0")
-        for name in ("requests_per_minute", "max_queue_length"):
+        for name in ("requests_per_minute", "max_queue_length", "auth_failures_per_minute"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1 (or unset)")

@@ -3,11 +3,12 @@ fake outage or a 500."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import pytest
 
-from tests.infra import Stack, wait_for_job
+from tests.infra import Stack, base_settings, running_stack, wait_for_job
 from tests.media_checks import png_bomb
 
 IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "h", "size": "256x256"}}
@@ -185,3 +186,35 @@ async def test_a_decompression_bomb_upload_is_a_400_and_stores_nothing(
             assert "megapixels" in resp.json()["error"]["message"]
         usage = (await client.get("/v1/usage")).json()
     assert usage["objects"] == 0
+
+
+async def test_failed_authentications_are_throttled_per_address(pg_url: str) -> None:
+    settings = base_settings(pg_url, auth_failures_per_minute=3)
+    with running_stack(settings, embedded_worker=False) as stack:
+        good = stack.new_key()
+        async with stack.client(good) as client:
+            assert (await client.get("/v1/jobs")).status_code == 200  # now cached
+        answers = []
+        for _ in range(5):
+            async with stack.client("mg_" + secrets.token_urlsafe(32)) as guesser:
+                answers.append(await guesser.get("/v1/jobs"))
+        assert [a.status_code for a in answers] == [401, 401, 401, 429, 429]
+        refused = answers[-1]
+        assert refused.json()["error"]["code"] == "too_many_failed_authentications"
+        assert refused.headers["retry-after"] == "60"
+        # Signed links need no key; a key this process knows still works from that address.
+        async with stack.client(good) as client:
+            assert (await client.get("/v1/jobs")).status_code == 200
+
+
+async def test_media_downloads_by_key_count_against_its_rate_limit(pg_url: str) -> None:
+    with running_stack(base_settings(pg_url), embedded_worker=True) as stack:
+        with stack.admin() as admin:
+            created = admin.post("/admin/keys", json={"name": "r", "requests_per_minute": 10})
+        token = created.json()["key"]
+        async with stack.client(token) as client:
+            job = (await client.post("/v1/jobs", json=IMAGE)).json()  # 1
+            done = await wait_for_job(client, job["id"])  # 2.. (polls count too)
+            media_id = done["outputs"][0]["id"]
+            statuses = [(await client.get(f"/v1/media/{media_id}")).status_code for _ in range(12)]
+    assert statuses[-1] == 429

@@ -38,7 +38,7 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def png_bomb(width: int = 13_000, height: int = 13_000) -> bytes:
+def declared_png(width: int = 13_000, height: int = 13_000) -> bytes:
     """A PNG of a few dozen bytes that declares width x height RGB pixels (169 megapixels by
     default: about half a gigabyte decoded)."""
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)

@@ -36,6 +36,7 @@ from tests.infra import (
     wait_for_job,
     worker_log,
 )
+from tests.media_checks import declared_png
 
 LEASE = 3
 IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "f", "size": "256x256"}}
@@ -229,13 +230,15 @@ async def test_a_paused_worker_writes_nothing_after_a_takeover(
 
 
 def _slow_png(total: int, seconds: float) -> Callable[[], AsyncIterator[bytes]]:
-    """A multipart body holding a PNG-looking file of `total` bytes, sent over `seconds`."""
+    """A multipart body holding a PNG of `total` bytes (a real 64x64 header, then padding that
+    nothing reads), sent over `seconds`."""
     boundary = "fence-boundary"
     head = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
         "Content-Type: image/png\r\n\r\n"
     ).encode()
-    png = b"\x89PNG\r\n\x1a\n" + secrets.token_bytes(total - 8)
+    header = declared_png(64, 64)
+    png = header + secrets.token_bytes(total - len(header))
     tail = f"\r\n--{boundary}--\r\n".encode()
 
     async def body() -> AsyncIterator[bytes]:

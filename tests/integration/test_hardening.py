@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.infra import Stack, base_settings, running_stack, wait_for_job
-from tests.media_checks import png_bomb
+from tests.media_checks import declared_png
 
 IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "h", "size": "256x256"}}
 
@@ -177,7 +177,7 @@ async def test_a_decompression_bomb_upload_is_a_400_and_stores_nothing(
                 files={
                     "file" if path == "/v1/media" else "image": (
                         "bomb.png",
-                        png_bomb(),
+                        declared_png(),
                         "image/png",
                     )
                 },

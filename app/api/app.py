@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, cast
 from urllib.parse import parse_qsl
 
-from litestar import Litestar, Request
-from litestar.exceptions import HTTPException
+from litestar import Litestar, Request, Router
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -49,6 +49,9 @@ SECURITY_HEADERS = {
 CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'; sandbox"
 
 
+FORM_OVERHEAD_BYTES = 64 * 1024
+"""Room beyond the largest file in an upload's multipart body: boundaries, part headers, fields."""
+
 Companion = Callable[[Resources], contextlib.AbstractAsyncContextManager[None]]
 
 
@@ -76,6 +79,7 @@ def create_app(
             app.state.resources = resources
             app.state.hub = hub
             app.state.key_cache = keys
+            app.state.upload_slots = asyncio.Semaphore(settings.max_concurrent_uploads)
             try:
                 async with contextlib.AsyncExitStack() as stack:
                     for companion in companions:
@@ -84,16 +88,22 @@ def create_app(
             finally:
                 await hub.stop()
 
+    # The routes that take file uploads (multipart) may receive MEDIAGATE_MAX_UPLOAD_BYTES, plus
+    # room for the form's framing and fields; every other body is held to MAX_BODY_BYTES. Both
+    # are Litestar's own limits, counted as the body streams in (chunked bodies included).
+    uploads = Router(
+        path="/",
+        route_handlers=[MediaController, edit_images, VideoController],
+        request_max_body_size=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
+    )
     app = Litestar(
         route_handlers=[
             JobController,
             job_events,
-            MediaController,
+            uploads,
             key_usage,
             ModelController,
             create_images,
-            edit_images,
-            VideoController,
             create_speech,
             AdminKeyController,
             AdminModelController,
@@ -104,8 +114,7 @@ def create_app(
         lifespan=[lifespan],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
-        # Uploads may be this large; other bodies are held to max_body_bytes by _limit_body.
-        request_max_body_size=max(settings.max_body_bytes, settings.max_upload_bytes),
+        request_max_body_size=settings.max_body_bytes,
         before_request=_check_request,
         before_send=[_security_headers],
         openapi_config=OpenAPIConfig(
@@ -139,10 +148,8 @@ async def _seed_aliases(resources: Resources) -> None:
 
 async def _check_request(request: Request[Any, Any, Any]) -> None:
     """What no handler can use is refused before any handler runs: a NUL character in the path
-    (an id that cannot exist) or the query (PostgreSQL cannot store or compare one), and a body
-    over its limit."""
+    (an id that cannot exist) or the query (PostgreSQL cannot store or compare one)."""
     _refuse_nul(request.scope)
-    _limit_body(request)
 
 
 def _refuse_nul(scope: Scope) -> None:
@@ -155,18 +162,6 @@ def _refuse_nul(scope: Scope) -> None:
                 raise InvalidRequestError(
                     f"{name!r} contains a NUL character, which is not allowed.", param=name
                 )
-
-
-def _limit_body(request: Request[Any, Any, Any]) -> None:
-    """Only multipart uploads may use the larger upload limit."""
-    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-        return
-    settings: Settings = request.app.state.resources.settings
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-        raise HTTPException(
-            status_code=413, detail="The request body is larger than this server accepts."
-        )
 
 
 _SECURITY_HEADERS = [

@@ -19,7 +19,7 @@ from app.api.errors import error_response
 from app.api.jobs import submit
 from app.api.render import render_job
 from app.core import idempotency
-from app.core.errors import InvalidRequestError, MediagateError
+from app.core.errors import InvalidRequestError, MediagateError, QuotaExceededError
 from app.core.events import EventHub
 from app.core.idempotency import Claim
 from app.core.jobs import get_job, is_terminal, outputs_of
@@ -62,6 +62,28 @@ class Body(Generic[Model]):
     no place for it."""
 
 
+async def _read_form(
+    request: Request[Any, Any, Any], max_file_bytes: int
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    files: dict[str, bytes] = {}
+    fields: dict[str, Any] = {}
+    form = await request.form()
+    for name, value in form.multi_items():
+        name = name.removesuffix("[]")
+        if isinstance(value, UploadFile):
+            if name in files:
+                raise InvalidRequestError(f"send one file as {name}", param=name)
+            data = await value.read(max_file_bytes + 1)
+            if len(data) > max_file_bytes:
+                raise InvalidRequestError(
+                    f"{name} is larger than {max_file_bytes} bytes", param=name
+                )
+            files[name] = data
+        else:
+            fields[name] = value
+    return files, fields
+
+
 async def read_body(
     request: Request[Any, Any, Any], schema: type[Model], max_file_bytes: int
 ) -> Body[Model]:
@@ -69,20 +91,15 @@ async def read_body(
     files: dict[str, bytes] = {}
     fields: dict[str, Any] = {}
     if is_multipart(request):
-        form = await request.form()
-        for name, value in form.multi_items():
-            name = name.removesuffix("[]")
-            if isinstance(value, UploadFile):
-                if name in files:
-                    raise InvalidRequestError(f"send one file as {name}", param=name)
-                data = await value.read(max_file_bytes + 1)
-                if len(data) > max_file_bytes:
-                    raise InvalidRequestError(
-                        f"{name} is larger than {max_file_bytes} bytes", param=name
-                    )
-                files[name] = data
-            else:
-                fields[name] = value
+        slots: asyncio.Semaphore = request.app.state.upload_slots
+        if slots.locked():
+            raise QuotaExceededError(
+                "This server is reading as many uploads as it takes at once. Retry shortly.",
+                code="too_many_uploads",
+                retry_after=5,
+            )
+        async with slots:
+            files, fields = await _read_form(request, max_file_bytes)
     else:
         try:
             raw = orjson.loads(await request.body())

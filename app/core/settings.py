@@ -113,6 +113,9 @@ class Settings:
     """How long /v1/images/generations and /v1/audio/speech wait before answering 202."""
     max_upload_bytes: int = 26_214_400
     """Largest upload, and largest input fetched by URL."""
+    max_concurrent_uploads: int = 8
+    """Multipart uploads one API process reads at a time (each is held in memory while it is
+    read, up to MAX_UPLOAD_BYTES); more get 429 at once."""
     retention_days: int | None = None
     """Media expires this many days after it is stored (a key's own retention_days wins);
     unset keeps media until it is deleted."""
@@ -189,6 +192,7 @@ class Settings:
             "idempotency_ttl_seconds",
             "webhook_retry_seconds",
             "database_pool_size",
+            "max_concurrent_uploads",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")

@@ -3,10 +3,15 @@ fake outage or a 500."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import secrets
+from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
+from PIL import Image
 
 from tests.infra import Stack, base_settings, running_stack, wait_for_job
 from tests.media_checks import declared_png
@@ -218,3 +223,77 @@ async def test_media_downloads_by_key_count_against_its_rate_limit(pg_url: str) 
             media_id = done["outputs"][0]["id"]
             statuses = [(await client.get(f"/v1/media/{media_id}")).status_code for _ in range(12)]
     assert statuses[-1] == 429
+
+
+async def _chunked(data: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), 64 * 1024):
+        yield data[start : start + 64 * 1024]
+
+
+async def test_body_limits_cannot_be_bypassed(api_only_stack: Stack) -> None:
+    """MAX_BODY_BYTES holds for every body but uploads: sent chunked (no Content-Length) or as
+    multipart to a JSON endpoint, a large body is a 413 and changes nothing; an upload route
+    takes a file over MAX_BODY_BYTES (up to MAX_UPLOAD_BYTES)."""
+    limit = api_only_stack.settings.max_body_bytes
+    token = api_only_stack.new_key()
+    big_prompt = "x" * (limit + 1024)
+    body = orjson.dumps({**IMAGE, "input": {**IMAGE["input"], "prompt": big_prompt}})
+    async with api_only_stack.client(token) as client:
+        chunked = await client.post(
+            "/v1/jobs", content=_chunked(body), headers={"Content-Type": "application/json"}
+        )
+        assert chunked.status_code == 413, chunked.text
+        assert chunked.json()["error"]["type"] == "invalid_request_error"
+        for path in ("/v1/jobs", "/v1/images/generations", "/v1/audio/speech"):
+            multipart = await client.post(
+                path, data={"prompt": big_prompt, "input": big_prompt, "model": "local-image"}
+            )
+            assert multipart.status_code == 413, (path, multipart.text)
+        assert (await client.get("/v1/jobs")).json()["data"] == []
+        buf = io.BytesIO()
+        Image.frombytes("RGB", (700, 700), secrets.token_bytes(700 * 700 * 3)).save(buf, "PNG")
+        assert len(buf.getvalue()) > limit
+        upload = await client.post(
+            "/v1/media", files={"file": ("big.png", buf.getvalue(), "image/png")}
+        )
+        assert upload.status_code == 201, upload.text
+
+
+async def test_concurrent_uploads_are_capped(pg_url: str) -> None:
+    settings = base_settings(pg_url, max_concurrent_uploads=1)
+    with running_stack(settings, embedded_worker=False) as stack:
+        token = stack.new_key()
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 64)).save(buf, "PNG")
+        boundary = "cap-boundary"
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        release = asyncio.Event()
+
+        async def slow() -> AsyncIterator[bytes]:
+            yield head + buf.getvalue()
+            await release.wait()
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        async with stack.client(token) as client:
+            first = asyncio.create_task(
+                client.post(
+                    "/v1/media",
+                    content=slow(),
+                    headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+                )
+            )
+            await asyncio.sleep(0.5)  # the first upload holds the only slot
+            second = await client.post(
+                "/v1/media", files={"file": ("b.png", buf.getvalue(), "image/png")}
+            )
+            release.set()
+            assert (await first).status_code == 201
+            third = await client.post(
+                "/v1/media", files={"file": ("c.png", buf.getvalue(), "image/png")}
+            )
+    assert second.status_code == 429 and second.json()["error"]["code"] == "too_many_uploads"
+    assert second.headers["retry-after"] == "5"
+    assert third.status_code == 201

@@ -149,7 +149,12 @@ async def _measure(
 
 
 async def run_mediagate(args: argparse.Namespace, database_url: str) -> Result:
-    settings = replace(base_settings(database_url), sse_ping_seconds=15.0, storage="memory")
+    settings = replace(
+        base_settings(database_url),
+        sse_ping_seconds=15.0,
+        storage="memory",
+        max_streams_per_key=None,  # every stream is the one key's
+    )
     port = free_port()
     result = Result("mediagate", args.streams)
     try:

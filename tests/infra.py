@@ -161,9 +161,13 @@ def s3_changes(endpoint: str, bucket: str) -> dict[str, Any]:
 def settings_env(settings: Settings) -> dict[str, str]:
     """The MEDIAGATE_* environment that reproduces `settings` in another process."""
     env: dict[str, str] = {}
+    defaults = Settings()
     for name in Settings.env_names():
-        value = getattr(settings, name.removeprefix("MEDIAGATE_").lower())
+        field = name.removeprefix("MEDIAGATE_").lower()
+        value = getattr(settings, field)
         if value is None:
+            if getattr(defaults, field) is not None:
+                env[name] = ""  # unset where the default is a limit: no limit
             continue
         env[name] = str(value).lower() if isinstance(value, bool) else str(value)
     return env

@@ -31,6 +31,7 @@ from app.core.contract import keys_channel
 from app.core.errors import InvalidRequestError, NotFoundError
 from app.core.events import EventHub
 from app.core.keys import KeyCache
+from app.core.limits import Holds
 from app.core.resources import Resources, open_resources
 from app.core.routing import seed_aliases
 from app.core.settings import Settings
@@ -80,6 +81,12 @@ def create_app(
             app.state.hub = hub
             app.state.key_cache = keys
             app.state.upload_slots = asyncio.Semaphore(settings.max_concurrent_uploads)
+            app.state.streams = Holds(
+                settings.max_streams_per_key, "event streams", "too_many_streams"
+            )
+            app.state.waits = Holds(
+                settings.max_waits_per_key, "requests waiting for their job", "too_many_waits"
+            )
             try:
                 async with contextlib.AsyncExitStack() as stack:
                     for companion in companions:

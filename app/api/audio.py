@@ -18,11 +18,12 @@ from app.api.compat import (
     read_body,
     submit_request,
     wait_for_job,
+    waiting,
 )
 from app.api.dependencies import KEY_DEPENDENCY
 from app.api.schemas import RequestModel
 from app.core.events import EventHub
-from app.core.media import download_name
+from app.core.media import download_name, open_object
 from app.core.models import VirtualKey
 from app.core.resources import Resources
 
@@ -63,26 +64,24 @@ async def create_speech(
         if theirs is not None:
             params[ours] = theirs
     model = body.model or resources.settings.default_speech_model
-    job = await submit_request(
-        resources,
-        session,
-        key,
-        "speech",
-        model,
-        params,
-        request_body,
-        openai_names={"format": "response_format"},
-    )
+    names = {"format": "response_format"}
     if prefers_async(request):
+        job = await submit_request(
+            resources, session, key, "speech", model, params, request_body, openai_names=names
+        )
         return accepted(request, resources, job)
-    job = await wait_for_job(resources, hub, job.id, resources.settings.sync_wait_seconds)
+    with waiting(request, key):  # before the submit: a refused request changes nothing
+        job = await submit_request(
+            resources, session, key, "speech", model, params, request_body, openai_names=names
+        )
+        job = await wait_for_job(resources, hub, job.id, resources.settings.sync_wait_seconds)
     if job.status in ("failed", "canceled"):
         return failed(job)
     if job.status != "succeeded":
         return accepted(request, resources, job)
     media = (await job_outputs(resources, job))[0]
     return Stream(
-        resources.store.iter_bytes(media.storage_key),
+        await open_object(resources.store, media),
         media_type=media.content_type,
         headers={
             "Content-Length": str(media.bytes),

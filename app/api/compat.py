@@ -23,6 +23,7 @@ from app.core.errors import InvalidRequestError, MediagateError, QuotaExceededEr
 from app.core.events import EventHub
 from app.core.idempotency import Claim
 from app.core.jobs import get_job, is_terminal, outputs_of
+from app.core.limits import Hold, Holds
 from app.core.models import Job, MediaObject, VirtualKey
 from app.core.resources import Resources
 from app.core.uploads import save_upload
@@ -207,6 +208,13 @@ async def submit_request(
     if not created:  # a concurrent duplicate won: its job stands, our uploads go
         await discard_uploads(resources, uploads)
     return job
+
+
+def waiting(request: Request[Any, Any, Any], key: VirtualKey) -> Hold:
+    """The key's hold on one request waiting for its job (429 past its cap); release it (`with`)
+    once the wait is over."""
+    waits: Holds = request.app.state.waits
+    return waits.take(key.id)
 
 
 async def wait_for_job(resources: Resources, hub: EventHub, job_id: str, seconds: float) -> Job:

@@ -26,6 +26,7 @@ from app.api.render import base_url, linked
 from app.core import jobs as job_service
 from app.core.errors import InvalidRequestError
 from app.core.events import Closed, EventBus, EventHub, JobEvent, Subscription
+from app.core.limits import Hold, Holds
 from app.core.models import VirtualKey
 from app.core.resources import Resources
 from app.core.settings import Settings
@@ -73,7 +74,10 @@ class JobStream:
         fallback: dict[str, Any],
         base: str,
         settings: Settings,
+        hold: Hold,
     ) -> None:
+        self.hold = hold
+        """The key's hold on one of its streams, given back when the stream ends."""
         self.hub = hub
         self.bus = bus
         self.job_id = job_id
@@ -83,6 +87,10 @@ class JobStream:
         self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with self.hold:
+            await self._stream(receive, send)
+
+    async def _stream(self, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
         loop = asyncio.get_running_loop()
         # Subscribe before reading history so nothing published in between is missed.
@@ -192,11 +200,17 @@ async def job_events(
     ] = None,
 ) -> ASGIApp:
     start = _resume_point(last_event_id, after)
-    async with resources.sessionmaker() as session:
-        job = await job_service.get_job(session, key.id, job_id)
-        outputs = (await job_service.outputs_of(session, [job.id]))[job.id]
+    streams: Holds = request.app.state.streams
+    hold = streams.take(key.id)  # refused (429) before anything else once the key is at its cap
+    try:
+        async with resources.sessionmaker() as session:
+            job = await job_service.get_job(session, key.id, job_id)
+            outputs = (await job_service.outputs_of(session, [job.id]))[job.id]
+    except BaseException:
+        hold.release()
+        raise
     settings = resources.settings
     snapshot = job_service.job_snapshot(job, outputs)
     return JobStream(
-        hub, resources.bus, job.id, start, snapshot, base_url(request, settings), settings
+        hub, resources.bus, job.id, start, snapshot, base_url(request, settings), settings, hold
     )

@@ -22,6 +22,7 @@ from app.api.compat import (
     read_body,
     submit_request,
     wait_for_job,
+    waiting,
 )
 from app.api.dependencies import KEY_DEPENDENCY
 from app.api.render import media_url
@@ -72,12 +73,16 @@ async def _run(
         if value is not None:
             params[name] = value
     model = body.model or resources.settings.default_image_model
-    job = await submit_request(
-        resources, session, key, "image", model, params, request_body, file_params=file_params
-    )
     if prefers_async(request):
+        job = await submit_request(
+            resources, session, key, "image", model, params, request_body, file_params=file_params
+        )
         return accepted(request, resources, job)
-    job = await wait_for_job(resources, hub, job.id, resources.settings.sync_wait_seconds)
+    with waiting(request, key):  # before the submit: a refused request changes nothing
+        job = await submit_request(
+            resources, session, key, "image", model, params, request_body, file_params=file_params
+        )
+        job = await wait_for_job(resources, hub, job.id, resources.settings.sync_wait_seconds)
     if job.status == "succeeded":
         fmt = body.response_format or "url"
         return Response(await _images_response(request, resources, job, fmt))

@@ -24,7 +24,7 @@ from app.core.ids import new_id
 from app.core.job_rows import insert_queued
 from app.core.jobs import job_snapshot
 from app.core.models import Job, MediaObject, VirtualKey, WebhookDelivery, utcnow
-from app.core.queueing import enqueue_new, queue_length
+from app.core.queueing import allowed_priority, enqueue_new, queue_length
 from app.core.resources import Resources
 
 log = logging.getLogger("mediagate.api")
@@ -79,6 +79,7 @@ async def submit(
     concurrent) request already used: `(that request's job, False)`, and nothing is created.
     `session` holds what must commit with the job (uploads the job names); without one, a session
     is opened only if the job needs the ORM path."""
+    priority = allowed_priority(key, priority, resources.settings.default_max_priority)
     # Refuse while Redis is down rather than accept jobs that only the outbox could start.
     await _redis_reachable(resources)
     options: dict[str, Any] = {

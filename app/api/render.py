@@ -62,6 +62,7 @@ def render_key(key: VirtualKey) -> dict[str, Any]:
         "max_concurrent_jobs": key.max_concurrent_jobs,
         "retention_days": key.retention_days,
         "requests_per_minute": key.requests_per_minute,
+        "max_priority": key.max_priority,
         "webhook_url": key.webhook_url,
         "webhook_events": key.webhook_events,
         "webhook_secret": key.webhook_secret,

@@ -99,6 +99,8 @@ class KeyLimits(RequestModel):
     max_concurrent_jobs: int | None = Field(default=None, ge=1)
     retention_days: int | None = Field(default=None, ge=1, le=36500)
     requests_per_minute: int | None = Field(default=None, ge=1)
+    max_priority: Literal["high", "normal", "low"] | None = None
+    """The highest priority the key may submit at; null: MEDIAGATE_DEFAULT_MAX_PRIORITY."""
 
 
 class KeyWebhook(BaseModel):
@@ -143,6 +145,7 @@ class KeyObject(BaseModel):
     max_concurrent_jobs: int | None
     retention_days: int | None
     requests_per_minute: int | None
+    max_priority: str | None
     webhook_url: str | None
     webhook_events: list[str] | None
     webhook_secret: str | None

@@ -25,6 +25,7 @@ LIMIT_FIELDS = (
     "max_concurrent_jobs",
     "retention_days",
     "requests_per_minute",
+    "max_priority",
 )
 
 

@@ -48,6 +48,8 @@ class VirtualKey(SQLModel, table=True):
     retention_days: int | None = None
     requests_per_minute: int | None = None
     """Null: the global default (`MEDIAGATE_REQUESTS_PER_MINUTE`), unlimited if that is unset."""
+    max_priority: str | None = Field(default=None, max_length=8)
+    """The highest priority the key may submit at; null: `MEDIAGATE_DEFAULT_MAX_PRIORITY`."""
     # Webhooks for every job of the key; the secret signs them (Standard Webhooks). After a
     # rotation the previous secret also signs until `webhook_previous_until`.
     webhook_url: str | None = Field(default=None, max_length=2000)

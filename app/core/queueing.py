@@ -25,7 +25,9 @@ from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 
 from app.core.contract import GENERATE_TASK, serialize
+from app.core.errors import InvalidRequestError
 from app.core.events import EventBus
+from app.core.models import VirtualKey
 
 PRIORITIES = ("high", "normal", "low")
 HEAD_START = {"high": timedelta(minutes=10), "normal": timedelta(minutes=5), "low": timedelta()}
@@ -33,6 +35,23 @@ FAIR_WINDOW = timedelta(minutes=10)
 FAIR_STEP = timedelta(seconds=5)
 # arq keeps a job's data until its score plus a day; scores in the past shorten that, so say it.
 JOB_EXPIRES = timedelta(days=7)
+
+
+def allowed_priority(key: VirtualKey, priority: str, default_max: str) -> str:
+    """The priority the job gets: at most what an admin allowed the key (else the deployment's
+    default), since any tenant choosing `high` would make it mean nothing. Asking above it is a
+    400; the default `normal` of a key held to `low` simply runs at `low`."""
+    allowed = key.max_priority or default_max
+    if priority == "normal" and allowed == "low":
+        return "low"
+    if PRIORITIES.index(priority) < PRIORITIES.index(allowed):
+        raise InvalidRequestError(
+            f"This key may submit jobs at priority {allowed!r} at most; ask an admin to raise "
+            "its max_priority.",
+            param="priority",
+            code="priority_not_allowed",
+        )
+    return priority
 
 
 def queue_time(priority: str, queued_ahead: int, now: datetime | None = None) -> datetime:

@@ -65,13 +65,21 @@ class Settings:
     are interrupted and run again elsewhere."""
     idempotency_ttl_seconds: int = 86_400
     """How long an Idempotency-Key maps to the job it created."""
-    requests_per_minute: int | None = None
-    """Each key's requests per minute, unless the key has its own limit; unset: unlimited."""
+    requests_per_minute: int | None = 3000
+    """Each key's requests per minute, unless the key has its own limit; empty: unlimited."""
     auth_failures_per_minute: int | None = 30
     """Failed authentications (unknown or revoked keys) one client address may make a minute
     before it gets 429 without a database read; unset: no limit."""
-    max_queue_length: int | None = None
-    """Beyond this many jobs waiting in the queue, submits get 429 `queue_full` at once."""
+    max_streams_per_key: int | None = 100
+    """Event streams one key may hold open on one API process; more get 429."""
+    max_waits_per_key: int | None = 20
+    """Requests of one key that may wait for their job at once on one API process (the images
+    and speech endpoints, which answer when the job ends); more get 429."""
+    default_max_priority: Literal["high", "normal", "low"] = "normal"
+    """The highest priority a key may submit at unless an admin gave it its own."""
+    max_queue_length: int | None = 100_000
+    """Beyond this many jobs waiting in the queue, submits get 429 `queue_full` at once; empty:
+    no limit."""
     provider_concurrency: str | None = None
     """Jobs at a time per provider across all workers, e.g. `minimax=4,replicate=2`."""
     webhook_timeout_seconds: float = 10.0
@@ -209,7 +217,13 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be greater than 0")
-        for name in ("requests_per_minute", "max_queue_length", "auth_failures_per_minute"):
+        for name in (
+            "requests_per_minute",
+            "max_queue_length",
+            "auth_failures_per_minute",
+            "max_streams_per_key",
+            "max_waits_per_key",
+        ):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1 (or unset)")

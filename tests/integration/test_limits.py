@@ -73,7 +73,17 @@ async def test_a_job_past_its_deadline_never_reaches_the_provider(pg_url: str) -
 async def test_priorities_are_served_in_order(pg_url: str) -> None:
     settings = base_settings(pg_url, local_latency_seconds=0.1)
     with running_stack(settings, embedded_worker=False) as stack:
-        token = stack.new_key()
+        with stack.admin() as admin:
+            plain = admin.post("/admin/keys", json={"name": "plain"}).json()["key"]
+            created = admin.post("/admin/keys", json={"name": "vip", "max_priority": "high"})
+            assert created.json()["max_priority"] == "high"
+        async with stack.client(plain) as client:
+            # `high` is the admin's to give: by default a key submits at `normal` at most.
+            refused = await client.post("/v1/jobs", json={**IMAGE, "priority": "high"})
+            assert refused.status_code == 400
+            assert refused.json()["error"]["code"] == "priority_not_allowed"
+            assert (await client.get("/v1/jobs")).json()["data"] == []
+        token = created.json()["key"]
         async with stack.client(token) as client:
             submitted = []
             for priority in ("low", "normal", "high") * 3:
@@ -134,3 +144,31 @@ async def test_concurrent_submits_respect_the_key_concurrency_limit(pg_url: str)
     assert statuses == [202] * 3 + [429] * 9
     codes = {a.json()["error"]["code"] for a in answers if a.status_code == 429}
     assert codes == {"concurrency_limit_exceeded"}
+
+
+async def test_a_key_holds_a_bounded_number_of_streams_and_waits(pg_url: str) -> None:
+    settings = base_settings(
+        pg_url, max_streams_per_key=2, max_waits_per_key=1, local_latency_seconds=1.0
+    )
+    with running_stack(settings, embedded_worker=True) as stack:
+        token = stack.new_key()
+        async with stack.client(token) as client:
+            job = (await client.post("/v1/jobs", json=IMAGE)).json()
+            path = f"/v1/jobs/{job['id']}/events"
+            async with client.stream("GET", path), client.stream("GET", path):
+                third = await client.get(path)
+            assert third.status_code == 429, third.text
+            assert third.json()["error"]["code"] == "too_many_streams"
+            assert third.headers["retry-after"] == "5"
+            await asyncio.sleep(0.2)
+            async with client.stream("GET", path) as again:  # closed ones were given back
+                assert again.status_code == 200
+            # One request of the key waits for its image; a second one is refused, unsubmitted.
+            body = {"model": "local-image", "prompt": "wait", "size": "256x256"}
+            first = asyncio.create_task(client.post("/v1/images/generations", json=body))
+            await asyncio.sleep(0.3)
+            second = await client.post("/v1/images/generations", json=body)
+            assert second.status_code == 429 and second.json()["error"]["code"] == "too_many_waits"
+            assert (await first).status_code == 200
+            listed = (await client.get("/v1/jobs")).json()["data"]
+            assert len(listed) == 2  # the first job and the waiting one; nothing for the refused

@@ -34,7 +34,7 @@ from workers.lifecycle import (
     sweep_expired_media,
 )
 from workers.recovery import forget_idempotency_keys, recover_lost_jobs
-from workers.webhooks import deliver_webhook
+from workers.webhooks import WEBHOOK_SLOTS, deliver_webhook
 
 log = logging.getLogger("mediagate.worker")
 
@@ -63,6 +63,8 @@ def worker_settings(settings: Settings, *, resources: Resources | None = None) -
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         ctx[SUPERSEDED_JOBS] = set()
+        share = settings.webhook_concurrency or max(1, settings.worker_concurrency // 4)
+        ctx[WEBHOOK_SLOTS] = asyncio.Semaphore(share)
         if resources is not None:
             ctx["resources"] = resources
             return

@@ -3,6 +3,8 @@ delivered or a day has passed."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 from typing import Any
 
 from arq import Retry
@@ -11,10 +13,18 @@ from app.core import webhooks
 from app.core.resources import Resources
 from workers.lease import held_lease
 
+WEBHOOK_SLOTS = "webhook_slots"
+"""The worker context's semaphore: how many of its slots may deliver webhooks at once."""
+
 
 async def deliver_webhook(ctx: dict[str, Any], delivery_id: str) -> str:
     res: Resources = ctx["resources"]
-    async with held_lease(res, ctx["job_id"]):
+    slots: asyncio.Semaphore = ctx[WEBHOOK_SLOTS]
+    if slots.locked():
+        # The worker's share of slots for deliveries is taken: give this slot back to the
+        # generation jobs and come back in a moment (not an attempt: nothing was sent).
+        raise Retry(defer=random.uniform(0.5, 1.5))
+    async with slots, held_lease(res, ctx["job_id"]):
         status, delay = await webhooks.deliver(res, delivery_id)
     if delay is not None:
         raise Retry(defer=delay)

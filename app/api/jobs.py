@@ -18,7 +18,7 @@ from app.api.schemas import JobCreate, JobList, JobObject
 from app.core import idempotency, webhooks
 from app.core import jobs as job_service
 from app.core.contract import deserialize
-from app.core.errors import NotFoundError, QuotaExceededError
+from app.core.errors import ConflictError, NotFoundError, QuotaExceededError
 from app.core.idempotency import Claim
 from app.core.ids import new_id
 from app.core.job_rows import insert_queued
@@ -315,6 +315,12 @@ class JobController(Controller):
         delivery = await session.get(WebhookDelivery, delivery_id)
         if delivery is None or delivery.job_id != job.id:
             raise NotFoundError(f"No webhook delivery {delivery_id!r}.", param="delivery_id")
+        if delivery.status == "pending":
+            # Its retries are still under way: a second chain beside them would deliver twice.
+            raise ConflictError(
+                f"Webhook delivery {delivery_id!r} is still being retried.",
+                code="webhook_pending",
+            )
         delivery.status, delivery.created_at = "pending", utcnow()  # a fresh day of retries
         session.add(delivery)
         await session.commit()

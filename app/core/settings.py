@@ -86,6 +86,12 @@ class Settings:
     """One webhook request."""
     webhook_retry_seconds: int = 86_400
     """A webhook not delivered (2xx) this long after its event is marked failed."""
+    webhook_max_attempts: int = 20
+    """A webhook is marked failed after this many attempts (or its retry window), whichever
+    comes first."""
+    webhook_concurrency: int | None = None
+    """Deliveries one worker makes at once; the rest wait, so that webhooks never take the
+    slots generation jobs need. Unset: a quarter of the worker's concurrency (at least 1)."""
     webhook_retry_base_seconds: float = 5.0
     """Backoff before webhook retry n is about base * 2**(n-1), jittered, at most an hour."""
     database_timeout_seconds: float = 5.0
@@ -201,6 +207,7 @@ class Settings:
             "webhook_retry_seconds",
             "database_pool_size",
             "max_concurrent_uploads",
+            "webhook_max_attempts",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")

@@ -8,6 +8,7 @@ DNS, so a name that turns private later is refused (DNS rebinding)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -21,7 +22,7 @@ from typing import Any
 
 import httpx
 import orjson
-from sqlmodel import col, select
+from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.contract import WEBHOOK_TASK
@@ -183,6 +184,16 @@ async def deliver(res: Resources, delivery_id: str) -> tuple[str, float | None]:
         key = await session.get(VirtualKey, delivery.key_id) if delivery else None
     if delivery is None or key is None or delivery.status != "pending":
         return ("missing" if delivery is None else delivery.status), None
+    if len(delivery.attempts) >= settings.webhook_max_attempts:
+        # Its last attempts died with their workers: they count, and there is no other.
+        async with res.sessionmaker() as session:
+            await session.exec(
+                update(WebhookDelivery)
+                .where(col(WebhookDelivery.id) == delivery_id)
+                .values(status="failed")
+            )
+            await session.commit()
+        return "failed", None
     body = orjson.dumps(delivery.payload)
     timestamp = int(time.time())
     headers = {
@@ -195,42 +206,38 @@ async def deliver(res: Resources, delivery_id: str) -> tuple[str, float | None]:
         ),
     }
     record: dict[str, Any] = {"at": iso(utcnow()), "status_code": None, "latency_ms": None}
+    # The attempt is recorded before it is made: one that dies with its worker still counts
+    # towards the limit, so a receiver that kills workers cannot be retried forever.
+    made = await _record_attempt(res, delivery_id, {**record, "error": "interrupted"}, None)
     started = time.monotonic()
     try:
-        # Again at every attempt: the name may resolve elsewhere now than at submit.
-        check_url(delivery.url, "webhook.url", allow_private=settings.allow_private_urls)
-        if not settings.allow_private_urls:
-            await check_resolves_public(delivery.url, "webhook.url")
-        resp = await res.http.post(
-            delivery.url,
-            content=body,
-            headers=headers,
-            follow_redirects=False,
-            timeout=settings.webhook_timeout_seconds,
-        )
-        record["status_code"] = resp.status_code
+        # The whole attempt, not each read: a receiver trickling a byte every few seconds
+        # holds a worker's slot no longer than the timeout.
+        async with asyncio.timeout(settings.webhook_timeout_seconds):
+            # Again at every attempt: the name may resolve elsewhere now than at submit.
+            check_url(delivery.url, "webhook.url", allow_private=settings.allow_private_urls)
+            if not settings.allow_private_urls:
+                await check_resolves_public(delivery.url, "webhook.url")
+            async with res.http.stream(
+                "POST", delivery.url, content=body, headers=headers, follow_redirects=False
+            ) as resp:
+                # The status is the whole answer we need: nothing of the body is read, so a
+                # receiver answering gigabytes costs nothing.
+                record["status_code"] = resp.status_code
         ok = 200 <= resp.status_code < 300
         if not ok:
             record["error"] = f"HTTP {resp.status_code}"
     except InvalidRequestError as exc:
         record["error"] = f"refused: {exc.message}"
         ok = False
+    except TimeoutError:
+        record["error"] = "timeout"
+        ok = False
     except httpx.HTTPError as exc:
         record["error"] = type(exc).__name__
         ok = False
     record["latency_ms"] = int((time.monotonic() - started) * 1000)
-    async with res.sessionmaker() as session:
-        fresh = await session.get(WebhookDelivery, delivery_id)
-        assert fresh is not None
-        fresh.attempts = [*fresh.attempts, record]
-        given_up = as_utc(fresh.created_at) + timedelta(seconds=settings.webhook_retry_seconds)
-        if ok:
-            fresh.status, fresh.delivered_at = "delivered", utcnow()
-        elif utcnow() >= given_up:
-            fresh.status = "failed"
-        session.add(fresh)
-        await session.commit()
-        status, attempts = fresh.status, len(fresh.attempts)
+    status, attempts = await _record_attempt(res, delivery_id, record, ok, made)
     log.info(
         "webhook.attempt delivery_id=%s event=%s status=%s code=%s ms=%s",
         delivery_id,
@@ -242,6 +249,41 @@ async def deliver(res: Resources, delivery_id: str) -> tuple[str, float | None]:
     if status == "pending":
         return status, retry_delay(attempts, settings.webhook_retry_base_seconds)
     return status, None
+
+
+async def _record_attempt(
+    res: Resources,
+    delivery_id: str,
+    record: dict[str, Any],
+    ok: bool | None,
+    replace_last: tuple[str, int] | None = None,
+) -> tuple[str, int]:
+    """Append `record` to the delivery's attempts (or, with `replace_last`, put it in place of
+    the one recorded before sending) and settle its status: delivered when `ok`, failed once it
+    has used its attempts or its retry window. Returns (status, attempts so far)."""
+    settings = res.settings
+    async with res.sessionmaker() as session:
+        fresh = (
+            await session.exec(
+                select(WebhookDelivery)
+                .where(WebhookDelivery.id == delivery_id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+        ).first()
+        assert fresh is not None
+        earlier = fresh.attempts[:-1] if replace_last is not None else fresh.attempts
+        fresh.attempts = [*earlier, record]
+        given_up = as_utc(fresh.created_at) + timedelta(seconds=settings.webhook_retry_seconds)
+        if ok:
+            fresh.status, fresh.delivered_at = "delivered", utcnow()
+        elif ok is False and (
+            utcnow() >= given_up or len(fresh.attempts) >= settings.webhook_max_attempts
+        ):
+            fresh.status = "failed"
+        session.add(fresh)
+        await session.commit()
+        return fresh.status, len(fresh.attempts)
 
 
 async def deliveries_of(session: AsyncSession, job_id: str) -> list[WebhookDelivery]:

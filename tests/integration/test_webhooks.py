@@ -6,8 +6,9 @@ submit and at delivery, and the OpenAI-compatible header."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -239,3 +240,88 @@ async def test_a_webhook_that_keeps_failing_is_marked_failed(
         last = await webhooks.deliver(res, ids[0])
     assert first[0] == "pending" and first[1] is not None
     assert last == ("failed", None)
+
+
+@contextlib.asynccontextmanager
+async def _hostile_receiver(mode: str) -> AsyncIterator[str]:
+    """A loopback receiver that answers 200 then streams without end (`flood`), or trickles its
+    status line a byte a second (`trickle`); it stops by itself when the test ends."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            if mode == "flood":
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000000\r\n\r\n")
+                chunk = b"x" * 65536
+                for _ in range(200_000):  # bounded: ~13 GB at most, cut off by the client
+                    writer.write(chunk)
+                    await writer.drain()
+            else:
+                for byte in b"HTTP/1.1 200 OK\r\n\r\n":
+                    writer.write(bytes([byte]))
+                    await writer.drain()
+                    await asyncio.sleep(1.0)
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/hook"
+    finally:
+        server.close()
+
+
+async def test_a_hostile_receiver_costs_one_bounded_attempt(pg_url: str) -> None:
+    settings = base_settings(
+        pg_url,
+        allow_private_urls=True,
+        webhook_timeout_seconds=1.0,
+        webhook_retry_base_seconds=0.2,
+        webhook_max_attempts=2,
+    )
+    with running_stack(settings, embedded_worker=True) as stack:
+        token = stack.new_key()
+        async with stack.client(token) as client:
+            async with _hostile_receiver("flood") as url:
+                job = (
+                    await client.post("/v1/jobs", json={**IMAGE, "webhook": {"url": url}})
+                ).json()
+                started = time.monotonic()
+                flooded = await _deliveries(client, job["id"], "delivered")
+            # The status was all it took: none of the endless body was read.
+            assert time.monotonic() - started < 10
+            assert flooded[0]["attempts"][0]["status_code"] == 200
+            async with _hostile_receiver("trickle") as url:
+                job = (
+                    await client.post("/v1/jobs", json={**IMAGE, "webhook": {"url": url}})
+                ).json()
+                trickled = await _deliveries(client, job["id"], "failed")
+            attempts = trickled[0]["attempts"]
+            # Bounded in count, and each attempt in time (not per byte received).
+            assert [a["error"] for a in attempts] == ["timeout", "timeout"]
+            assert all(a["latency_ms"] < 3000 for a in attempts)
+            resend = await client.post(f"/v1/jobs/{job['id']}/webhooks/{trickled[0]['id']}/resend")
+            assert resend.status_code == 202  # a failed one may be sent again ...
+            again = await client.post(f"/v1/jobs/{job['id']}/webhooks/{trickled[0]['id']}/resend")
+            assert again.status_code == 409  # ... but not beside its own pending retries
+            assert again.json()["error"]["code"] == "webhook_pending"
+
+
+async def test_deliveries_take_only_their_share_of_a_workers_slots(pg_url: str) -> None:
+    """With the worker's share of delivery slots taken, a delivery gives its slot back at once
+    (deferred, nothing sent, nothing recorded) instead of holding one generation jobs need."""
+    from arq import Retry
+
+    from workers.webhooks import WEBHOOK_SLOTS, deliver_webhook
+
+    settings = base_settings(pg_url)
+    async with open_resources(settings) as res:
+        slots = asyncio.Semaphore(1)
+        await slots.acquire()
+        with pytest.raises(Retry):
+            await deliver_webhook(
+                {"resources": res, WEBHOOK_SLOTS: slots, "job_id": "whd_x"}, "whd_missing"
+            )

@@ -40,3 +40,40 @@ def test_dockerfile_is_multi_stage_and_non_root() -> None:
     text = (ROOT / "docker" / "Dockerfile").read_text()
     assert text.count("\nFROM ") + text.startswith("FROM ") >= 2
     assert "\nUSER mediagate" in text
+
+
+SECRET_NAMES = ("PASSWORD", "SECRET", "ACCESS_KEY", "ROOT_USER", "ADMIN_KEY", "API_KEY", "TOKEN")
+
+
+def _required_from_environment(value: str) -> bool:
+    return value.startswith("${") and ":?" in value
+
+
+def test_compose_has_no_fixed_credentials_and_exposes_storage_to_this_machine_only() -> None:
+    services = _compose()["services"]
+    for name, service in services.items():
+        for var, value in (service.get("environment") or {}).items():
+            if any(part in var for part in SECRET_NAMES) and not var.startswith(
+                ("MEDIAGATE_OPENAI", "MEDIAGATE_MINIMAX", "MEDIAGATE_REPLICATE")
+            ):
+                assert _required_from_environment(str(value)), (name, var, value)
+    for port in services["minio"]["ports"]:
+        assert str(port).startswith("127.0.0.1:"), port
+    database_url = services["api"]["environment"]["MEDIAGATE_DATABASE_URL"]
+    assert ":${POSTGRES_PASSWORD:?" in database_url
+    # The app signs into MinIO as its own user, not as MinIO's root.
+    app_env = services["api"]["environment"]
+    assert app_env["MEDIAGATE_S3_ACCESS_KEY"] != services["minio"]["environment"]["MINIO_ROOT_USER"]
+    assert "mc admin user add" in services["createbucket"]["entrypoint"]
+
+
+def test_images_are_pinned_and_the_code_is_read_only() -> None:
+    images = [s["image"] for s in _compose()["services"].values() if "image" in s]
+    text = (ROOT / "docker" / "Dockerfile").read_text()
+    images += [line.split()[1] for line in text.splitlines() if line.startswith("FROM ")]
+    for image in images:
+        tag = image.rsplit(":", 1)[1] if ":" in image else ""
+        assert tag and tag != "latest" and any(c.isdigit() for c in tag), image
+        assert "." in tag, image  # a release (16.6, 7.4.1, RELEASE.…), not a line (16, 7)
+    assert "--chown=mediagate" not in text  # root owns the code ...
+    assert "chmod -R a-w /app /opt/venv" in text  # ... and nobody may write it

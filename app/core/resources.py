@@ -16,6 +16,7 @@ from app.core.database import SessionMaker, create_engine, create_sessionmaker
 from app.core.events import EventBus
 from app.core.routing import ModelsFile, load_models_file
 from app.core.settings import Settings
+from app.core.urls import open_tenant_client
 from providers.base import Provider
 from providers.local import LocalProvider
 from providers.minimax import MiniMaxProvider
@@ -39,6 +40,9 @@ class Resources:
     store: MediaStore
     catalog: Catalog
     http: httpx.AsyncClient
+    """For the upstream providers the operator configured."""
+    tenant_http: httpx.AsyncClient
+    """For URLs tenants give (inputs, webhooks): each connection checked (app/core/urls.py)."""
     providers: dict[str, Provider] = field(default_factory=dict)
     models_file: ModelsFile = field(default_factory=ModelsFile)
     redis_connected: Callable[[], bool] = lambda: False
@@ -141,6 +145,11 @@ async def open_resources(
         models_file = load_models_file(settings.models_file)
         http = open_http_client(settings)
         stack.push_async_callback(http.aclose)
+        tenant_http = open_tenant_client(
+            allow_private=settings.allow_private_urls,
+            timeout=max(settings.input_url_timeout_seconds, settings.webhook_timeout_seconds),
+        )
+        stack.push_async_callback(tenant_http.aclose)
         providers = build_providers(settings, http)
         for provider in providers.values():
             stack.push_async_callback(provider.aclose)
@@ -153,6 +162,7 @@ async def open_resources(
             store=store,
             catalog=build_catalog(providers, models_file.models),
             http=http,
+            tenant_http=tenant_http,
             providers=providers,
             models_file=models_file,
         )

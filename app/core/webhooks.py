@@ -32,7 +32,7 @@ from app.core.ids import new_id
 from app.core.media import signed_path
 from app.core.models import Job, VirtualKey, WebhookDelivery, as_utc, iso, utcnow
 from app.core.resources import Resources
-from app.core.urls import check_resolves_public, check_url
+from app.core.urls import check_resolves_public, check_url, failure_reason
 
 log = logging.getLogger("mediagate.webhooks")
 
@@ -218,7 +218,7 @@ async def deliver(res: Resources, delivery_id: str) -> tuple[str, float | None]:
             check_url(delivery.url, "webhook.url", allow_private=settings.allow_private_urls)
             if not settings.allow_private_urls:
                 await check_resolves_public(delivery.url, "webhook.url")
-            async with res.http.stream(
+            async with res.tenant_http.stream(
                 "POST", delivery.url, content=body, headers=headers, follow_redirects=False
             ) as resp:
                 # The status is the whole answer we need: nothing of the body is read, so a
@@ -234,7 +234,7 @@ async def deliver(res: Resources, delivery_id: str) -> tuple[str, float | None]:
         record["error"] = "timeout"
         ok = False
     except httpx.HTTPError as exc:
-        record["error"] = type(exc).__name__
+        record["error"] = failure_reason(exc)
         ok = False
     record["latency_ms"] = int((time.monotonic() - started) * 1000)
     status, attempts = await _record_attempt(res, delivery_id, record, ok, made)

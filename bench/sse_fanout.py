@@ -153,7 +153,9 @@ async def run_mediagate(args: argparse.Namespace, database_url: str) -> Result:
         base_settings(database_url),
         sse_ping_seconds=15.0,
         storage="memory",
-        max_streams_per_key=None,  # every stream is the one key's
+        # Every stream is the one key's, opened within seconds: no per-key caps or rate limit.
+        max_streams_per_key=None,
+        requests_per_minute=None,
     )
     port = free_port()
     result = Result("mediagate", args.streams)

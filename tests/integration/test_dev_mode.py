@@ -51,6 +51,8 @@ def test_dev_outputs_survive_a_restart(tmp_path: Path) -> None:
     before the restart downloads whole after it (dev media lives under .mediagate/media)."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MEDIAGATE_")},
+        # Nothing listens here: each run starts a private Redis (and the machine's is left alone).
+        "MEDIAGATE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
         "MEDIAGATE_LOCAL_LATENCY_SECONDS": "0.1",
         "PYTHONPATH": str(ROOT),
     }

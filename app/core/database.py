@@ -96,11 +96,17 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
         raise OperationalError(None, None, exc) from exc
     try:
         yield raw.driver_connection
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        translated = _translate(exc)
-        if not isinstance(exc, asyncpg.PostgresError | ValueError):
-            raw.invalidate()  # the connection itself is broken: never hand it out again
-        raise translated from exc
+    except (asyncpg.PostgresError, ValueError) as exc:
+        # The server refused the statement (or asyncpg its argument): the connection is fine.
+        raise _translate(exc) from exc
+    except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as exc:
+        raw.invalidate()  # the connection itself is broken: never hand it out again
+        raise OperationalError(None, None, exc) from exc
+    except BaseException:
+        # Interrupted mid-statement (cancelled, timed out): the protocol's state is unknown, and
+        # the next user would find "another operation is in progress".
+        raw.invalidate()
+        raise
     finally:
         raw.close()
 

@@ -6,10 +6,12 @@ process and (through the Redis notice) on every other."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 from redis.asyncio import Redis
 from sqlmodel import col, select, update
@@ -281,3 +283,35 @@ async def test_driver_connection_errors_are_outages_or_the_statements_fault(
         async with driver_connection(res.engine) as conn:
             await conn.execute("SELECT $1::int", "not a number")
     assert unavailable_part(bad.value) is None
+
+
+async def test_a_statement_cut_off_midway_does_not_poison_the_pool(pg_url: str) -> None:
+    """A connection whose statement was cut off (a task cancelled by a lost lease or a shutdown)
+    or whose protocol went astray (the PostgreSQL stop test once met asyncpg's "another operation
+    is in progress") is never handed to the next caller, and the latter is an outage (the worker
+    retries the job), not an unknown error that fails it."""
+    from app.core.database import create_engine, driver_connection
+    from app.core.errors import unavailable_part
+
+    engine = create_engine(pg_url, pool_size=1)  # the next caller gets the same connection
+    try:
+
+        async def slow() -> None:
+            async with driver_connection(engine) as conn:
+                await conn.execute("SELECT pg_sleep(5)")
+
+        task = asyncio.create_task(slow())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        async with driver_connection(engine) as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+        with pytest.raises(Exception) as astray:
+            async with driver_connection(engine):
+                raise asyncpg.InternalClientError("another operation (2) is in progress")
+        assert unavailable_part(astray.value) == "database"
+        async with driver_connection(engine) as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await engine.dispose()

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import httpx
 
-from tests.infra import ADMIN_KEY, REDIS_URL, ROOT, SECRET_KEY, free_port, new_namespace
+from tests.infra import (
+    ADMIN_KEY,
+    REDIS_URL,
+    ROOT,
+    SECRET_KEY,
+    drop_namespace,
+    free_port,
+    new_namespace,
+)
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -126,6 +134,7 @@ def test_api_workers_share_one_port(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         assert proc.wait(30) is not None
+        drop_namespace(env["MEDIAGATE_REDIS_NAMESPACE"])  # the jobs it queued
     # Its children (the API processes, and multiprocessing's resource tracker, which leaves
     # once its parent has gone) end too.
     deadline = time.monotonic() + 15

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -158,7 +159,14 @@ async def _serve(settings: Settings, port: int, api_key: str, demo: bool, exit_a
             await serving
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run_dev(environ: Mapping[str, str], *, port: int, demo: bool, exit_after: bool) -> None:
+    # uvicorn stops on SIGTERM and then raises the signal again under the handler it found: with
+    # the default one the process would die there, leaving the private redis-server behind.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     env = {**DEV_DEFAULTS, **environ}
     settings = Settings.from_env(env, dev=True)
     if not settings.admin_key:

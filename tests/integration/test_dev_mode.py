@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
+from app.dev import redis_answers
 from tests.infra import ROOT, free_port
 
 
@@ -80,7 +81,10 @@ def test_dev_outputs_survive_a_restart(tmp_path: Path) -> None:
     )
     try:
         assert second.stdout is not None
+        private = ""
         for line in second.stdout:
+            if "private redis-server at " in line:
+                private = line.rsplit(" ", 1)[1].strip()
             if "serving;" in line:
                 break
         base = f"http://127.0.0.1:{port}"
@@ -98,3 +102,5 @@ def test_dev_outputs_survive_a_restart(tmp_path: Path) -> None:
     finally:
         second.terminate()
         second.wait(30)
+    # Stopped with SIGTERM, dev mode stops the Redis it started too.
+    assert private.startswith("redis://") and not redis_answers(private)

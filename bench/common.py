@@ -6,16 +6,18 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import httpx
 
+from app.core.ids import new_id
 from app.core.settings import Settings
 from tests.infra import (
     ADMIN_KEY,
@@ -65,10 +67,6 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def mean(values: Sequence[float]) -> float:
-    return statistics.fmean(values) if values else 0.0
-
-
 @dataclass
 class Server:
     proc: subprocess.Popen[bytes]
@@ -83,18 +81,8 @@ class Server:
 def serve(
     argv: Sequence[str], url: str, *, env: dict[str, str] | None = None, ready: str = "/healthz"
 ) -> Iterator[Server]:
-    """A server process, once `url + ready` answers 200; stopped with SIGTERM (then SIGKILL)
-    after. Its output is discarded, or appended to $BENCH_LOG when that names a file."""
-    log_path = os.environ.get("BENCH_LOG")
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(
-        list(argv),
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        stdout=log,
-        stderr=log,
-    )
-    try:
+    """A server process (see `process`), once `url + ready` answers 200."""
+    with process(argv, env) as proc:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
@@ -108,16 +96,6 @@ def serve(
                 raise RuntimeError(f"{' '.join(argv)} did not start")
             time.sleep(0.1)
         yield Server(proc, url)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if not isinstance(log, int):
-            log.close()
 
 
 def mediagate_api_argv(port: int, *extra: str) -> list[str]:
@@ -145,3 +123,56 @@ def new_key(url: str, name: str = "bench") -> str:
     resp.raise_for_status()
     key: str = resp.json()["key"]
     return key
+
+
+@contextlib.contextmanager
+def process(
+    argv: Sequence[str], env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A process of the benchmark's, stopped with SIGTERM (then SIGKILL) after. Its output is
+    discarded, or appended to $BENCH_LOG when that names a file."""
+    log_path = os.environ.get("BENCH_LOG")
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(
+        list(argv), cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=log
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if not isinstance(log, int):
+            log.close()
+
+
+async def bare_key(database: str) -> str:
+    """A key row for a bare baseline's jobs (the jobs' foreign key needs one)."""
+    key_id = new_id("key")
+    conn = await asyncpg.connect(database)
+    try:
+        await conn.execute(
+            "INSERT INTO virtual_keys (id, name, prefix, key_hash, created_at,"
+            " purge_deleted_objects) VALUES ($1, 'bare', 'mg_bare', $1, now(), 0)",
+            key_id,
+        )
+    finally:
+        await conn.close()
+    return key_id
+
+
+def s3_settings(database_url: str, endpoint: str, bucket: str, **changes: Any) -> Settings:
+    """Settings of a benchmark stack storing to the S3 (moto) server at `endpoint`."""
+    return replace(
+        base_settings(database_url),
+        storage="s3",
+        s3_endpoint_url=endpoint,
+        s3_bucket=bucket,
+        s3_access_key="bench",
+        s3_secret_key="bench",
+        **changes,
+    )

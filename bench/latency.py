@@ -15,23 +15,24 @@ import secrets
 import statistics
 import sys
 import time
-from dataclasses import replace
 
 import asyncpg
 import httpx
 
 from app.dev import free_port
 from bench.common import (
-    base_settings,
+    bare_key,
     drop_namespace,
     mediagate_api_argv,
     mediagate_env,
     new_key,
     percentile,
     postgres_database,
+    process,
+    s3_settings,
     serve,
 )
-from bench.worker import bare_key, make_bucket, moto, process
+from bench.worker import make_bucket, moto
 from tests.infra import REDIS_URL
 
 BODY = {"type": "image", "model": "local-image", "input": {"prompt": "now", "size": "256x256"}}
@@ -71,15 +72,7 @@ async def latencies(database: str, sent: dict[str, float]) -> list[float]:
 
 
 def run_mediagate(args: argparse.Namespace, sa_url: str, s3: str, bucket: str) -> list[float]:
-    settings = replace(
-        base_settings(sa_url),
-        storage="s3",
-        s3_endpoint_url=s3,
-        s3_bucket=bucket,
-        s3_access_key="bench",
-        s3_secret_key="bench",
-        worker_poll_delay=args.poll_delay,
-    )
+    settings = s3_settings(sa_url, s3, bucket, worker_poll_delay=args.poll_delay)
     env = mediagate_env(settings)
     port = free_port()
     db = sa_url.replace("postgresql+asyncpg://", "postgresql://")

@@ -29,9 +29,10 @@ from pathlib import Path
 import asyncpg
 import redis
 
-from app.core.ids import hash_key, new_id
+from app.core.ids import hash_key
 from app.dev import free_port
 from bench.common import (
+    bare_key,
     base_settings,
     drop_namespace,
     mediagate_api_argv,
@@ -182,25 +183,6 @@ def measure(
     return run
 
 
-def bare_key(database: str) -> str:
-    """A key row for the bare baseline's jobs (the foreign key needs one)."""
-    key_id = new_id("key")
-
-    async def insert() -> None:
-        conn = await asyncpg.connect(database)
-        try:
-            await conn.execute(
-                "INSERT INTO virtual_keys (id, name, prefix, key_hash, created_at,"
-                " purge_deleted_objects) VALUES ($1, 'bare', 'mg_bare', $1, now(), 0)",
-                key_id,
-            )
-        finally:
-            await conn.close()
-
-    asyncio.run(insert())
-    return key_id
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -227,7 +209,7 @@ def main() -> None:
         settings = replace(
             base_settings(sa_url), storage="memory", requests_per_minute=None, max_queue_length=None
         )
-        key_id = bare_key(db)
+        key_id = asyncio.run(bare_key(db))
         try:
             for round_ in range(args.rounds):
                 if args.only != "bare":

@@ -17,15 +17,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import secrets
-import signal
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +36,15 @@ from arq.connections import RedisSettings, create_pool
 from app.core.ids import new_id
 from app.dev import free_port
 from bench.common import (
-    ROOT,
-    base_settings,
+    bare_key,
     cpu_seconds,
     drop_namespace,
     mediagate_api_argv,
     mediagate_env,
     new_key,
     postgres_database,
+    process,
+    s3_settings,
     serve,
 )
 from tests.infra import REDIS_URL
@@ -178,40 +177,9 @@ async def drain(
     return len(ids) / span, cpu * 1000 / len(ids), int(row["ok"])
 
 
-@contextlib.contextmanager
-def process(
-    argv: list[str], env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-
-    proc = subprocess.Popen(
-        argv,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def run_mediagate(args: argparse.Namespace, sa_url: str, s3: str, bucket: str, round_: int) -> Run:
-    settings = replace(
-        base_settings(sa_url),
-        storage="s3",
-        s3_endpoint_url=s3,
-        s3_bucket=bucket,
-        s3_access_key="bench",
-        s3_secret_key="bench",
-        worker_concurrency=args.concurrency,
-        worker_poll_delay=0.05,
-        outbox_grace_seconds=3600,
+    settings = s3_settings(
+        sa_url, s3, bucket, worker_concurrency=args.concurrency, worker_poll_delay=0.05
     )
     env = mediagate_env(settings)
     port = free_port()
@@ -257,20 +225,6 @@ def run_bare(args: argparse.Namespace, sa_url: str, s3: str, bucket: str, round_
     finally:
         drop_namespace(namespace)
     return Run("bare", round_, rate, cpu, ok)
-
-
-async def bare_key(database: str) -> str:
-    key_id = new_id("key")
-    conn = await asyncpg.connect(database)
-    try:
-        await conn.execute(
-            "INSERT INTO virtual_keys (id, name, prefix, key_hash, created_at,"
-            " purge_deleted_objects) VALUES ($1, 'bare', 'mg_bare', $1, now(), 0)",
-            key_id,
-        )
-    finally:
-        await conn.close()
-    return key_id
 
 
 def main() -> None:

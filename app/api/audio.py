@@ -13,7 +13,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.api.compat import (
     accepted,
     failed,
-    job_outputs,
     prefers_async,
     read_body,
     submit_request,
@@ -22,6 +21,7 @@ from app.api.compat import (
 )
 from app.api.dependencies import KEY_DEPENDENCY
 from app.api.schemas import RequestModel
+from app.core import jobs as job_service
 from app.core.events import EventHub
 from app.core.media import download_name, open_object
 from app.core.models import VirtualKey
@@ -79,7 +79,7 @@ async def create_speech(
         return failed(job)
     if job.status != "succeeded":
         return accepted(request, resources, job)
-    media = (await job_outputs(resources, job))[0]
+    media = (await job_service.outputs_for(resources, job))[0]
     return Stream(
         await open_object(resources.store, media),
         media_type=media.content_type,

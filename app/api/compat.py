@@ -22,7 +22,7 @@ from app.core import idempotency
 from app.core.errors import InvalidRequestError, MediagateError, QuotaExceededError
 from app.core.events import EventHub
 from app.core.idempotency import Claim
-from app.core.jobs import get_job, is_terminal, outputs_of
+from app.core.jobs import get_job, is_terminal
 from app.core.limits import Hold, Holds
 from app.core.models import Job, MediaObject, VirtualKey
 from app.core.resources import Resources
@@ -232,11 +232,6 @@ async def wait_for_job(resources: Resources, hub: EventHub, job_id: str, seconds
                 return job
             # At least once a second, re-read: the hub may miss a notice while reconnecting.
             await sub.next(within=min(remaining, 1.0))
-
-
-async def job_outputs(resources: Resources, job: Job) -> list[MediaObject]:
-    async with resources.sessionmaker() as session:
-        return (await outputs_of(session, [job.id]))[job.id]
 
 
 def accepted(request: Request[Any, Any, Any], resources: Resources, job: Job) -> Response[Any]:

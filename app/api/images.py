@@ -17,7 +17,6 @@ from app.api.compat import (
     Body,
     accepted,
     failed,
-    job_outputs,
     prefers_async,
     read_body,
     submit_request,
@@ -27,6 +26,7 @@ from app.api.compat import (
 from app.api.dependencies import KEY_DEPENDENCY
 from app.api.render import media_url
 from app.api.schemas import RequestModel
+from app.core import jobs as job_service
 from app.core.errors import InvalidRequestError
 from app.core.events import EventHub
 from app.core.models import Job, VirtualKey, as_utc
@@ -48,7 +48,7 @@ async def _images_response(
     request: Request[Any, Any, Any], resources: Resources, job: Job, response_format: str
 ) -> dict[str, Any]:
     data: list[dict[str, Any]] = []
-    for media in await job_outputs(resources, job):
+    for media in await job_service.outputs_for(resources, job):
         if response_format == "b64_json":
             raw = b"".join([c async for c in resources.store.iter_bytes(media.storage_key)])
             data.append({"b64_json": base64.b64encode(raw).decode()})

@@ -260,10 +260,6 @@ class EventHub:
         self._tasks: list[asyncio.Task[None]] = []
         self.connected = asyncio.Event()
 
-    @property
-    def followers(self) -> int:
-        return sum(len(subs) for subs in self._subs.values())
-
     async def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._run(), name="mediagate-event-hub"),

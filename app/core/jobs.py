@@ -40,7 +40,7 @@ MAX_PAGE = 100
 async def resolve_model(
     session: AsyncSession, catalog: Catalog, media_type: str, model: str
 ) -> Route:
-    if media_type not in MEDIA_TYPES:
+    if media_type not in MEDIA_TYPES:  # before the lookup: a bad type is the first thing wrong
         raise InvalidRequestError(
             f"type must be one of {', '.join(MEDIA_TYPES)}; got {media_type!r}", param="type"
         )
@@ -117,9 +117,7 @@ def plain_job(
 ) -> Job | None:
     """The job, validated, when nothing about it needs the database: a catalog model (not an
     alias), no media to look up, a key without limits. None: `create_job` must decide."""
-    if key.max_concurrent_jobs is not None or key.max_bytes is not None:
-        return None
-    if key.max_objects is not None:
+    if (key.max_concurrent_jobs, key.max_bytes, key.max_objects) != (None, None, None):
         return None
     spec = catalog.get(model)
     if spec is None:

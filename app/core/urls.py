@@ -1,6 +1,7 @@
-"""Inputs given by URL: checked at submit (scheme, and no private or loopback address literal) and
-again when a worker fetches them (every address the name resolves to must be public), fetched
-with a size limit and a timeout, redirects refused (a redirect could point anywhere)."""
+"""URLs tenants give (input images, webhooks): checked at submit (scheme, port, no private
+address literal, every address the name resolves to public), and fetched through a client that
+checks again on the connection itself (`CheckedBackend`), with a size limit and a timeout,
+redirects refused (a redirect could point anywhere)."""
 
 from __future__ import annotations
 
@@ -178,9 +179,8 @@ def failure_reason(exc: BaseException) -> str:
 
 async def fetch_input(res: Resources, url: str, param: str) -> InputFile:
     settings = res.settings
+    # Where the name resolves now is checked by the tenant client as it connects.
     check_url(url, param, allow_private=settings.allow_private_urls)
-    if not settings.allow_private_urls:
-        await check_resolves_public(url, param)
     limit = settings.max_upload_bytes
     try:
         async with res.tenant_http.stream(

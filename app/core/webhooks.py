@@ -208,16 +208,15 @@ async def deliver(res: Resources, delivery_id: str) -> tuple[str, float | None]:
     record: dict[str, Any] = {"at": iso(utcnow()), "status_code": None, "latency_ms": None}
     # The attempt is recorded before it is made: one that dies with its worker still counts
     # towards the limit, so a receiver that kills workers cannot be retried forever.
-    made = await _record_attempt(res, delivery_id, {**record, "error": "interrupted"}, None)
+    await _record_attempt(res, delivery_id, {**record, "error": "interrupted"}, None)
     started = time.monotonic()
     try:
         # The whole attempt, not each read: a receiver trickling a byte every few seconds
         # holds a worker's slot no longer than the timeout.
         async with asyncio.timeout(settings.webhook_timeout_seconds):
-            # Again at every attempt: the name may resolve elsewhere now than at submit.
+            # Again at every attempt; where the name resolves now is checked by the tenant
+            # client as it connects (to the address it checked).
             check_url(delivery.url, "webhook.url", allow_private=settings.allow_private_urls)
-            if not settings.allow_private_urls:
-                await check_resolves_public(delivery.url, "webhook.url")
             async with res.tenant_http.stream(
                 "POST", delivery.url, content=body, headers=headers, follow_redirects=False
             ) as resp:
@@ -237,7 +236,7 @@ async def deliver(res: Resources, delivery_id: str) -> tuple[str, float | None]:
         record["error"] = failure_reason(exc)
         ok = False
     record["latency_ms"] = int((time.monotonic() - started) * 1000)
-    status, attempts = await _record_attempt(res, delivery_id, record, ok, made)
+    status, attempts = await _record_attempt(res, delivery_id, record, ok, replace_last=True)
     log.info(
         "webhook.attempt delivery_id=%s event=%s status=%s code=%s ms=%s",
         delivery_id,
@@ -256,7 +255,8 @@ async def _record_attempt(
     delivery_id: str,
     record: dict[str, Any],
     ok: bool | None,
-    replace_last: tuple[str, int] | None = None,
+    *,
+    replace_last: bool = False,
 ) -> tuple[str, int]:
     """Append `record` to the delivery's attempts (or, with `replace_last`, put it in place of
     the one recorded before sending) and settle its status: delivered when `ok`, failed once it
@@ -272,7 +272,7 @@ async def _record_attempt(
             )
         ).first()
         assert fresh is not None
-        earlier = fresh.attempts[:-1] if replace_last is not None else fresh.attempts
+        earlier = fresh.attempts[:-1] if replace_last else fresh.attempts
         fresh.attempts = [*earlier, record]
         given_up = as_utc(fresh.created_at) + timedelta(seconds=settings.webhook_retry_seconds)
         if ok:

@@ -70,7 +70,7 @@ async def generate_media(ctx: dict[str, Any], job_id: str) -> str:
 
 async def _run(res: Resources, job_id: str) -> str:
     caps = res.settings.provider_caps()
-    if not caps and res.engine.dialect.name == "postgresql":
+    if not caps and res.one_statement_paths:
         # The common case in one statement: no provider slot to take first, so the attempt
         # starts at once (a job this cannot start takes the path below).
         started = await job_rows.start_attempt(res.engine, job_id)

@@ -144,7 +144,7 @@ class JobRun:
         if self._progress_flush is not None:
             self._progress_flush.cancel()  # the end writes the job's progress itself
         fresh: Job | None
-        if self.res.engine.dialect.name == "postgresql":
+        if self.res.one_statement_paths:
             fresh = await job_rows.finish(
                 self.res.engine,
                 self.job.id,
@@ -219,7 +219,7 @@ class JobRun:
 
     async def _save_progress(self) -> bool:
         self._progress_saved_at = time.monotonic()
-        if self.res.engine.dialect.name == "postgresql":
+        if self.res.one_statement_paths:
             return await job_rows.set_progress(
                 self.res.engine, self.job.id, self.attempt, self.job.progress
             )
@@ -288,7 +288,7 @@ class JobRun:
     ) -> tuple[MediaObject, str | None]:
         """Record an output in one transaction, under the key's row lock (a deleted key records
         nothing) and then the attempt's hold on the job's row (a superseded attempt neither)."""
-        if self.res.engine.dialect.name == "postgresql":
+        if self.res.one_statement_paths:
             media = await job_rows.record_output(
                 self.res.engine,
                 job_id=self.job.id,

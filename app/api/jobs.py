@@ -149,7 +149,7 @@ async def _insert_plain(
     """The common case in one round trip and no ORM: a catalog model, nothing to look up, a key
     without limits, on PostgreSQL. None: the job needs the ORM path (which decides, and says
     why if it refuses)."""
-    if resources.engine.dialect.name != "postgresql":
+    if not resources.one_statement_paths:
         return None
     job = job_service.plain_job(key, resources.catalog, media_type, model, params, **options)
     if job is None:

@@ -50,6 +50,12 @@ class Resources:
     this to its own state); False means: ask Redis."""
 
     @property
+    def one_statement_paths(self) -> bool:
+        """Whether the hot paths may take their one-statement PostgreSQL forms
+        (`app/core/job_rows.py`); on SQLite they take the ORM path."""
+        return self.engine.dialect.name == "postgresql"
+
+    @property
     def queue_name(self) -> str:
         return queue_name(self.settings.redis_namespace)
 

@@ -10,8 +10,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from app.core.logs import configure_logging
-from app.core.settings import Settings, SettingsError
+from app.platform.logs import configure_logging
+from app.platform.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from litestar import Litestar
@@ -24,7 +24,7 @@ def _settings(**overrides: object) -> Settings:
 def cmd_api(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from app.api.app import create_app
+    from app.http.app import create_app
 
     settings = _settings()
     configure_logging(settings.log_level)
@@ -46,7 +46,7 @@ def cmd_api(args: argparse.Namespace) -> None:
 
 def api_app() -> Litestar:
     """The API app of one of `mediagate api --workers N`'s processes."""
-    from app.api.app import create_app
+    from app.http.app import create_app
 
     settings = _settings()
     configure_logging(settings.log_level)
@@ -62,7 +62,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:
-    from app.core.migrate import upgrade
+    from app.platform.migrate import upgrade
 
     settings = _settings()
     upgrade(settings.database_url)
@@ -81,9 +81,9 @@ def cmd_dev(args: argparse.Namespace) -> None:
 
 
 async def _keys(args: argparse.Namespace) -> None:
-    from app.api.render import render_key
-    from app.core import keys
-    from app.core.database import create_engine, create_sessionmaker
+    from app.http.render import render_key
+    from app.keys import service as keys
+    from app.platform.database import create_engine, create_sessionmaker
 
     settings = _settings()
     engine = create_engine(settings.database_url)
@@ -122,7 +122,7 @@ async def _announce_key_change(settings: Settings, key_id: str) -> None:
     from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
-    from app.core.keys import announce_change
+    from app.keys.service import announce_change
 
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2)
     try:
@@ -142,8 +142,8 @@ def cmd_keys(args: argparse.Namespace) -> None:
 
 
 async def _reconcile(fix: bool) -> dict[str, int]:
-    from app.core.lifecycle import reconcile
-    from app.core.resources import open_resources
+    from app.media.lifecycle import reconcile
+    from app.platform.resources import open_resources
 
     async with open_resources(_settings()) as resources:
         return (await reconcile(resources, fix=fix)).as_dict()

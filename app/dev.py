@@ -20,12 +20,12 @@ import redis
 import uvicorn
 from redis.exceptions import RedisError
 
-from app.api.app import create_app
-from app.core.database import create_engine, create_sessionmaker
-from app.core.keys import create_key
-from app.core.migrate import upgrade
-from app.core.resources import Resources
-from app.core.settings import Settings
+from app.http.app import create_app
+from app.keys.service import create_key
+from app.platform.database import create_engine, create_sessionmaker
+from app.platform.migrate import upgrade
+from app.platform.resources import Resources
+from app.platform.settings import Settings
 from workers.settings import build_worker
 
 DEV_DEFAULTS = {

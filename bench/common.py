@@ -17,8 +17,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-from app.core.ids import new_id
-from app.core.settings import Settings
+from app.platform.ids import new_id
+from app.platform.settings import Settings
 from tests.infra import (
     ADMIN_KEY,
     base_settings,

@@ -28,8 +28,8 @@ import httpx
 import orjson
 import redis.asyncio as aredis
 
-from app.core.events import EventBus
 from app.dev import free_port
+from app.platform.events import EventBus
 from bench.common import (
     ROOT,
     base_settings,

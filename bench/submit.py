@@ -29,8 +29,8 @@ from pathlib import Path
 import asyncpg
 import redis
 
-from app.core.ids import hash_key
 from app.dev import free_port
+from app.platform.ids import hash_key
 from bench.common import (
     bare_key,
     base_settings,

@@ -33,8 +33,8 @@ import orjson
 from aiobotocore.session import get_session
 from arq.connections import RedisSettings, create_pool
 
-from app.core.ids import new_id
 from app.dev import free_port
+from app.platform.ids import new_id
 from bench.common import (
     bare_key,
     cpu_seconds,

@@ -8,8 +8,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-import app.core.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from app.core.database import create_engine
+import app.platform.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from app.platform.database import create_engine
 
 config = context.config
 target_metadata = SQLModel.metadata

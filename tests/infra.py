@@ -23,11 +23,11 @@ import httpx
 import redis
 import uvicorn
 
-from app.api.app import create_app
-from app.core.migrate import upgrade
-from app.core.settings import Settings
 from app.dev import embedded_worker as worker_companion
 from app.dev import free_port
+from app.http.app import create_app
+from app.platform.migrate import upgrade
+from app.platform.settings import Settings
 from tests.emulators.base import API_KEY as UPSTREAM_KEY
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,13 +18,15 @@ from typing import Any
 
 from arq import Retry
 
-from app.core import job_rows, runs, webhooks
-from app.core.errors import OUTAGE_ERRORS, MediagateError, unavailable_part
-from app.core.inputs import validate_input
-from app.core.jobs import job_snapshot, outputs_of
-from app.core.limits import acquire_slot, release_slot
-from app.core.models import TERMINAL_STATUSES, Job, MediaObject, VirtualKey, as_utc, utcnow
-from app.core.resources import Resources
+from app.jobs import statements as job_rows
+from app.jobs import transitions as runs
+from app.jobs.inputs import validate_input
+from app.jobs.service import job_snapshot, outputs_of
+from app.platform.errors import OUTAGE_ERRORS, MediagateError, unavailable_part
+from app.platform.limits import acquire_slot, release_slot
+from app.platform.resources import Resources
+from app.platform.tables import TERMINAL_STATUSES, Job, MediaObject, VirtualKey, as_utc, utcnow
+from app.webhooks import service as webhooks
 from providers.base import GenerationRequest, MediaType, ProviderError
 from providers.registry import ModelSpec
 from workers.lease import Stopped, Superseded, held_lease

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 from arq.constants import in_progress_key_prefix
 
-from app.core.limits import acquire_slot
-from app.core.outbox import beat
-from app.core.resources import Resources
+from app.jobs.outbox import beat
+from app.platform.limits import acquire_slot
+from app.platform.resources import Resources
 
 log = logging.getLogger("mediagate.worker")
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from app.core import lifecycle
-from app.core.contract import PURGE_KEY_TASK, purge_job_id
-from app.core.resources import Resources
+from app.media import lifecycle
+from app.platform.contract import PURGE_KEY_TASK, purge_job_id
+from app.platform.resources import Resources
 from workers.lease import held_lease
 
 log = logging.getLogger("mediagate.worker")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from app.core import idempotency, outbox
-from app.core.resources import Resources
+from app.jobs import idempotency, outbox
+from app.platform.resources import Resources
 
 log = logging.getLogger("mediagate.worker")
 

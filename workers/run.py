@@ -3,7 +3,7 @@ upstream task id), storing outputs (content type judged by the bytes, the key's 
 enforced while streaming and again under a row lock, a thumbnail for videos), and loading the
 job's inputs (uploads by id, or https URLs fetched with SSRF checks).
 
-Every write is fenced by the attempt (`app.core.runs`): when a write finds the job no longer
+Every write is fenced by the attempt (`app.jobs.transitions`): when a write finds the job no longer
 running this attempt, the attempt stops with `Stopped` (its owner canceled it) or `Superseded`
 (another attempt took it over), and writes nothing more. Each attempt stores objects under keys
 of its own, and deletes only objects that no row points at."""
@@ -22,21 +22,24 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlmodel import col, select
 
-from app.core import job_rows, runs, usage, webhooks
-from app.core.errors import AuthenticationError, InvalidRequestError
-from app.core.events import TERMINAL_EVENTS
-from app.core.inputs import references
-from app.core.jobs import job_snapshot
-from app.core.keys import lock_key
-from app.core.media import (
+from app.jobs import statements as job_rows
+from app.jobs import transitions as runs
+from app.jobs.inputs import references
+from app.jobs.service import job_snapshot
+from app.keys.service import lock_key
+from app.media import usage
+from app.media.service import (
     download_name,
     mark_job_media_deleted,
     record_output,
     storage_key_for,
 )
-from app.core.models import Job, MediaObject, VirtualKey
-from app.core.resources import Resources
-from app.core.urls import fetch_input
+from app.platform.errors import AuthenticationError, InvalidRequestError
+from app.platform.events import TERMINAL_EVENTS
+from app.platform.resources import Resources
+from app.platform.tables import Job, MediaObject, VirtualKey
+from app.platform.tenant_urls import fetch_input
+from app.webhooks import service as webhooks
 from providers.base import GeneratedMedia, InputFile, iter_chunks, sniffed
 from storage.base import StorageError
 from workers.lease import Lease, Stopped, Superseded

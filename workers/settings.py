@@ -15,7 +15,7 @@ from arq.typing import WorkerCoroutine
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
-from app.core.contract import (
+from app.platform.contract import (
     GENERATE_TASK,
     PURGE_KEY_TASK,
     WEBHOOK_TASK,
@@ -23,8 +23,8 @@ from app.core.contract import (
     queue_name,
     serialize,
 )
-from app.core.resources import Resources, open_resources
-from app.core.settings import Settings
+from app.platform.resources import Resources, open_resources
+from app.platform.settings import Settings
 from workers.generate import SUPERSEDED_JOBS, generate_media
 from workers.lease import held_lease
 from workers.lifecycle import (

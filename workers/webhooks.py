@@ -9,8 +9,8 @@ from typing import Any
 
 from arq import Retry
 
-from app.core import webhooks
-from app.core.resources import Resources
+from app.platform.resources import Resources
+from app.webhooks import service as webhooks
 from workers.lease import held_lease
 
 WEBHOOK_SLOTS = "webhook_slots"

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 
-from app.core.media import signed_path
+from app.media.service import signed_path
 from tests.infra import ADMIN_KEY, Stack, wait_for_job
 
 IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "iso", "size": "256x256"}}

@@ -6,8 +6,8 @@ import asyncio
 
 from sqlalchemy import func, select
 
-from app.core.database import create_engine, create_sessionmaker
-from app.core.models import MediaObject
+from app.platform.database import create_engine, create_sessionmaker
+from app.platform.tables import MediaObject
 from tests.infra import Stack, wait_for_job
 from workers.settings import build_worker
 
@@ -72,7 +72,7 @@ async def test_cancel_finished_job_is_409(stack: Stack) -> None:
 async def test_job_whose_workers_keep_dying_fails_with_worker_lost(api_only_stack: Stack) -> None:
     from sqlalchemy import update
 
-    from app.core.models import Job
+    from app.platform.tables import Job
 
     settings = api_only_stack.settings
     key = api_only_stack.new_key()

@@ -16,10 +16,10 @@ import httpx
 import pytest
 from sqlmodel import col, func, select
 
-from app.core.migrate import upgrade
-from app.core.models import Job, KeyUsage, MediaObject
-from app.core.resources import Resources, open_resources
-from app.core.settings import Settings
+from app.platform.migrate import upgrade
+from app.platform.resources import Resources, open_resources
+from app.platform.settings import Settings
+from app.platform.tables import Job, KeyUsage, MediaObject
 from storage.base import StorageError
 from storage.s3 import S3Config, open_s3_store
 from tests.emulators.base import serve

@@ -22,9 +22,9 @@ import orjson
 import pytest
 from httpx_sse import aconnect_sse
 
-from app.core import lifecycle
-from app.core.resources import Resources, open_resources
-from app.core.settings import Settings
+from app.media import lifecycle
+from app.platform.resources import Resources, open_resources
+from app.platform.settings import Settings
 from tests.blackhole import Blackhole, blackholes
 from tests.emulators.receiver import Receiver
 from tests.infra import (

@@ -1,4 +1,4 @@
-"""The one-statement hot paths on PostgreSQL (app/core/job_rows.py) keep the guarantees of the
+"""The one-statement hot paths on PostgreSQL (app/jobs/statements.py) keep the guarantees of the
 ORM paths they stand in for: each does its whole work or nothing, and says which, so that the
 caller can fall back. Also the key cache: a change to a key takes effect at once, on this API
 process and (through the Redis notice) on every other."""
@@ -16,14 +16,15 @@ import pytest
 from redis.asyncio import Redis
 from sqlmodel import col, select, update
 
-from app.core import job_rows, keys
-from app.core.contract import keys_channel
-from app.core.events import EventBus, EventHub
-from app.core.ids import new_id
-from app.core.jobs import build_job, queued_jobs
-from app.core.models import Job, KeyUsage, MediaObject, VirtualKey, transient_job, utcnow
-from app.core.resources import Resources, open_resources
-from app.core.routing import Route
+from app.catalog.routing import Route
+from app.jobs import statements as job_rows
+from app.jobs.service import build_job, queued_jobs
+from app.keys import service as keys
+from app.platform.contract import keys_channel
+from app.platform.events import EventBus, EventHub
+from app.platform.ids import new_id
+from app.platform.resources import Resources, open_resources
+from app.platform.tables import Job, KeyUsage, MediaObject, VirtualKey, transient_job, utcnow
 from tests.infra import ADMIN_KEY, REDIS_URL, Stack, base_settings, drop_namespace
 
 IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "hot", "size": "256x256"}}
@@ -267,8 +268,8 @@ async def test_driver_connection_errors_are_outages_or_the_statements_fault(
 ) -> None:
     """The hot paths' errors are classified as the ORM's are: a server that cannot be reached is
     an outage (the worker retries, the API answers 503), a bad value is the statement's fault."""
-    from app.core.database import create_engine, driver_connection
-    from app.core.errors import unavailable_part
+    from app.platform.database import create_engine, driver_connection
+    from app.platform.errors import unavailable_part
     from tests.infra import free_port
 
     nowhere = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x", timeout=1)
@@ -290,8 +291,8 @@ async def test_a_statement_cut_off_midway_does_not_poison_the_pool(pg_url: str) 
     or whose protocol went astray (the PostgreSQL stop test once met asyncpg's "another operation
     is in progress") is never handed to the next caller, and the latter is an outage (the worker
     retries the job), not an unknown error that fails it."""
-    from app.core.database import create_engine, driver_connection
-    from app.core.errors import unavailable_part
+    from app.platform.database import create_engine, driver_connection
+    from app.platform.errors import unavailable_part
 
     engine = create_engine(pg_url, pool_size=1)  # the next caller gets the same connection
     try:

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 from sqlmodel import col, select, update
 
-from app.core.models import IdempotencyKey, Job, utcnow
-from app.core.resources import open_resources
+from app.platform.resources import open_resources
+from app.platform.tables import IdempotencyKey, Job, utcnow
 from tests.infra import Stack
 
 IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "kite", "size": "256x256"}}

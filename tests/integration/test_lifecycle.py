@@ -19,11 +19,11 @@ import pytest
 from PIL import Image
 from sqlmodel import col, update
 
-from app.core import lifecycle
-from app.core.media import signed_path
-from app.core.models import MediaObject, VirtualKey, utcnow
-from app.core.resources import Resources, open_resources
-from app.core.usage import usage_of
+from app.media import lifecycle
+from app.media.service import signed_path
+from app.media.usage import usage_of
+from app.platform.resources import Resources, open_resources
+from app.platform.tables import MediaObject, VirtualKey, utcnow
 from storage.base import MediaStore
 from tests.infra import ROOT, Stack, settings_env, wait_for_job
 from tests.media_checks import png_size

@@ -13,8 +13,8 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from app.core.database import create_engine
-from app.core.migrate import alembic_config, upgrade
+from app.platform.database import create_engine
+from app.platform.migrate import alembic_config, upgrade
 from tests.infra import postgres_database
 
 TABLES = {

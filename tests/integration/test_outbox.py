@@ -14,10 +14,10 @@ import redis
 from arq.constants import job_key_prefix
 from sqlmodel import col, update
 
-from app.core import outbox
-from app.core.contract import queue_name
-from app.core.models import Job, utcnow
-from app.core.resources import open_resources
+from app.jobs import outbox
+from app.platform.contract import queue_name
+from app.platform.resources import open_resources
+from app.platform.tables import Job, utcnow
 from tests.infra import (
     REDIS_URL,
     Stack,

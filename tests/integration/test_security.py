@@ -15,7 +15,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from app.core.logs import QUIET_LOGGERS, quiet_libraries
+from app.platform.logs import QUIET_LOGGERS, quiet_libraries
 from tests.infra import (
     Stack,
     base_settings,

@@ -32,14 +32,15 @@ from hypothesis.stateful import (
 from PIL import Image
 from sqlmodel import col, select, update
 
-from app.core import lifecycle, runs, usage
-from app.core.jobs import create_job, delete_job, outputs_of
-from app.core.keys import create_key
-from app.core.media import get_media, mark_deleted
-from app.core.models import Job, KeyUsage, MediaObject, VirtualKey, utcnow
-from app.core.resources import Resources, open_resources
-from app.core.settings import Settings
-from app.core.uploads import save_upload
+from app.jobs import transitions as runs
+from app.jobs.service import create_job, delete_job, outputs_of
+from app.keys.service import create_key
+from app.media import lifecycle, usage
+from app.media.service import get_media, mark_deleted
+from app.media.uploads import save_upload
+from app.platform.resources import Resources, open_resources
+from app.platform.settings import Settings
+from app.platform.tables import Job, KeyUsage, MediaObject, VirtualKey, utcnow
 from providers.base import GeneratedMedia, iter_chunks
 from tests.infra import base_settings, drop_namespace, postgres_database, s3_changes
 from workers.run import JobRun, Stopped

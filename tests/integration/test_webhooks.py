@@ -18,9 +18,9 @@ import pytest
 from sqlmodel import col, select
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from app.core import webhooks
-from app.core.models import Job, VirtualKey, WebhookDelivery
-from app.core.resources import open_resources
+from app.platform.resources import open_resources
+from app.platform.tables import Job, VirtualKey, WebhookDelivery
+from app.webhooks import service as webhooks
 from tests.emulators.receiver import Receiver
 from tests.infra import (
     Stack,

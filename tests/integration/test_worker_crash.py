@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from app.core.database import create_engine, create_sessionmaker
-from app.core.models import KeyUsage, MediaObject
-from app.core.resources import open_store
+from app.platform.database import create_engine, create_sessionmaker
+from app.platform.resources import open_store
+from app.platform.tables import KeyUsage, MediaObject
 from tests.infra import (
     Stack,
     base_settings,

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from app.core.settings import Settings
+from app.platform.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

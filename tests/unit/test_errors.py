@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from app.core.errors import is_data_error, unavailable_part
+from app.platform.errors import is_data_error, unavailable_part
 
 
 class _DriverError(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from app.core.logs import QUIET_LOGGERS, SafeLines, quiet_libraries
+from app.platform.logs import QUIET_LOGGERS, SafeLines, quiet_libraries
 
 
 def _record(name: str, msg: str, args: tuple[object, ...]) -> logging.LogRecord:

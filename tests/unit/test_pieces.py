@@ -7,12 +7,12 @@ import time
 
 import pytest
 
-from app.core.contract import RemoteJobError, deserialize, serialize
-from app.core.errors import InvalidRequestError
-from app.core.events import parse_notice
-from app.core.ids import hash_key, new_api_key, new_id
-from app.core.inputs import validate_input
-from app.core.media import sign, verify
+from app.jobs.inputs import validate_input
+from app.media.service import sign, verify
+from app.platform.contract import RemoteJobError, deserialize, serialize
+from app.platform.errors import InvalidRequestError
+from app.platform.events import parse_notice
+from app.platform.ids import hash_key, new_api_key, new_id
 from providers.registry import default_catalog
 
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from app.core.errors import InvalidRequestError
-from app.core.inputs import validate_input
-from app.core.routing import check_targets, load_models_file
-from app.core.settings import SettingsError
+from app.catalog.routing import check_targets
+from app.jobs.inputs import validate_input
+from app.platform.errors import InvalidRequestError
+from app.platform.models_file import load_models_file
+from app.platform.settings import SettingsError
 from providers.registry import build_catalog
 
 

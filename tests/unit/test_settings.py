@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.settings import Settings, SettingsError
+from app.platform.settings import Settings, SettingsError
 
 BASE = {"MEDIAGATE_ADMIN_KEY": "a" * 20, "MEDIAGATE_SECRET_KEY": "s" * 32}
 

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from app.core.errors import InvalidRequestError
-from app.core.urls import (
+from app.platform.errors import InvalidRequestError
+from app.platform.tenant_urls import (
     _is_public,
     check_resolves_public,
     check_url,

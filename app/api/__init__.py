@@ -1,1 +1,0 @@
-"""The HTTP API (Litestar): thin handlers over app.core services."""

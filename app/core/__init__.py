@@ -1,1 +1,0 @@
-"""Shared core: settings, database, tables, the job contract, events and domain services."""

@@ -1,0 +1,3 @@
+"""The HTTP shell: create_app(), request dependencies, the one error mapping, OpenAPI, health and
+rendering.
+"""

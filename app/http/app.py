@@ -1,0 +1,192 @@
+"""create_app(): the Litestar application, its lifespan and its wiring."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, cast
+from urllib.parse import parse_qsl
+
+from litestar import Litestar, Request, Router
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import Message, Scope
+
+from app.catalog.controllers import AdminModelController, ModelController
+from app.catalog.routing import seed_aliases
+from app.http.dependencies import DEPENDENCIES
+from app.http.errors import EXCEPTION_HANDLERS
+from app.http.health import healthz, readyz
+from app.http.openapi import document_errors
+from app.jobs.controllers import JobController
+from app.jobs.stream_controller import job_events, server_should_exit
+from app.keys.controllers import AdminKeyController, all_usage
+from app.keys.service import KeyCache
+from app.media.controllers import MediaController, key_usage
+from app.openai_compat.audio import create_speech
+from app.openai_compat.images import create_images, edit_images
+from app.openai_compat.videos import VideoController
+from app.platform.contract import keys_channel
+from app.platform.errors import InvalidRequestError, NotFoundError
+from app.platform.events import EventHub
+from app.platform.limits import Holds
+from app.platform.resources import Resources, open_resources
+from app.platform.settings import Settings
+from storage.base import MediaStore
+
+log = logging.getLogger("mediagate.api")
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
+}
+# Nothing we serve is a page that runs code, except the API reference under /schema.
+CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'; sandbox"
+
+
+FORM_OVERHEAD_BYTES = 64 * 1024
+"""Room beyond the largest file in an upload's multipart body: boundaries, part headers, fields."""
+
+Companion = Callable[[Resources], contextlib.AbstractAsyncContextManager[None]]
+
+
+def create_app(
+    settings: Settings, *, companions: Sequence[Companion] = (), store: MediaStore | None = None
+) -> Litestar:
+    """The API. `companions` run beside it for its lifetime with its resources: `mediagate dev`
+    passes an embedded worker that shares the API's clients (and so its memory store)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with open_resources(settings, store=store) as resources:
+            await _seed_aliases(resources)
+            keys = KeyCache(settings.key_cache_seconds)
+            hub = EventHub(
+                resources.redis,
+                resources.bus,
+                ping_seconds=settings.sse_ping_seconds,
+                should_exit=server_should_exit,
+                listeners={keys_channel(settings.redis_namespace): keys.on_notice},
+            )
+            keys.live = hub.connected.is_set  # change notices arrive only while it is
+            resources.redis_connected = hub.connected.is_set
+            await hub.start()
+            app.state.resources = resources
+            app.state.hub = hub
+            app.state.key_cache = keys
+            app.state.upload_slots = asyncio.Semaphore(settings.max_concurrent_uploads)
+            app.state.streams = Holds(
+                settings.max_streams_per_key, "event streams", "too_many_streams"
+            )
+            app.state.waits = Holds(
+                settings.max_waits_per_key, "requests waiting for their job", "too_many_waits"
+            )
+            try:
+                async with contextlib.AsyncExitStack() as stack:
+                    for companion in companions:
+                        await stack.enter_async_context(companion(resources))
+                    yield
+            finally:
+                await hub.stop()
+
+    # The routes that take file uploads (multipart) may receive MEDIAGATE_MAX_UPLOAD_BYTES, plus
+    # room for the form's framing and fields; every other body is held to MAX_BODY_BYTES. Both
+    # are Litestar's own limits, counted as the body streams in (chunked bodies included).
+    uploads = Router(
+        path="/",
+        route_handlers=[MediaController, edit_images, VideoController],
+        request_max_body_size=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
+    )
+    app = Litestar(
+        route_handlers=[
+            JobController,
+            job_events,
+            uploads,
+            key_usage,
+            ModelController,
+            create_images,
+            create_speech,
+            AdminKeyController,
+            AdminModelController,
+            all_usage,
+            healthz,
+            readyz,
+        ],
+        lifespan=[lifespan],
+        dependencies=DEPENDENCIES,
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.max_body_bytes,
+        before_request=_check_request,
+        before_send=[_security_headers],
+        openapi_config=OpenAPIConfig(
+            title="mediagate",
+            version="0.1.0",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin()],
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="mg_...")
+                }
+            ),
+            security=[{"bearer": []}],
+        ),
+        logging_config=None,
+        debug=False,
+    )
+    document_errors(app.openapi_schema)
+    return app
+
+
+async def _seed_aliases(resources: Resources) -> None:
+    aliases = resources.models_file.aliases
+    if not aliases:
+        return
+    async with resources.sessionmaker() as session:
+        seeded = await seed_aliases(session, resources.catalog, aliases)
+        await session.commit()
+    log.info("models.aliases_seeded count=%d", seeded)
+
+
+async def _check_request(request: Request[Any, Any, Any]) -> None:
+    """What no handler can use is refused before any handler runs: a NUL character in the path
+    (an id that cannot exist) or the query (PostgreSQL cannot store or compare one)."""
+    _refuse_nul(request.scope)
+
+
+def _refuse_nul(scope: Scope) -> None:
+    if "\x00" in scope["path"]:
+        raise NotFoundError("No such resource.")
+    query: bytes = scope.get("query_string", b"")
+    if b"%00" in query or b"\x00" in query:
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if "\x00" in name or "\x00" in value:
+                raise InvalidRequestError(
+                    f"{name!r} contains a NUL character, which is not allowed.", param=name
+                )
+
+
+_SECURITY_HEADERS = [
+    (name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()
+]
+_CSP = (b"content-security-policy", CONTENT_SECURITY_POLICY.encode())
+_NO_STORE = (b"cache-control", b"no-store")
+
+
+async def _security_headers(message: Message, scope: Scope) -> None:
+    if message["type"] != "http.response.start":
+        return
+    headers = cast(list[tuple[bytes, bytes]], message.setdefault("headers", []))
+    present = {name.lower(): value for name, value in headers}
+    wanted = list(_SECURITY_HEADERS)
+    if not str(scope.get("path", "")).startswith("/schema"):
+        wanted.append(_CSP)
+    # API answers (jobs, keys, usage, errors) are per key and change: no cache may keep them.
+    if present.get(b"content-type", b"").startswith(b"application/json"):
+        wanted.append(_NO_STORE)
+    headers.extend(header for header in wanted if header[0] not in present)

@@ -1,0 +1,115 @@
+"""Request-scoped dependencies: the shared resources, a database session, the caller's key."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.handlers.base import BaseRouteHandler
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.keys.service import KeyCache, authenticate, token_digest
+from app.platform.errors import AuthenticationError, QuotaExceededError
+from app.platform.events import EventHub
+from app.platform.limits import admit_request, auth_failures, record_auth_failure
+from app.platform.resources import Resources
+from app.platform.tables import VirtualKey
+
+
+def bearer_token(headers: Any) -> str | None:
+    value = headers.get("authorization")
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def provide_resources(state: State) -> Resources:
+    resources: Resources = state.resources
+    return resources
+
+
+async def provide_hub(state: State) -> EventHub:
+    hub: EventHub = state.hub
+    return hub
+
+
+async def provide_session(resources: Resources) -> AsyncIterator[AsyncSession]:
+    async with resources.sessionmaker() as session:
+        yield session
+
+
+async def caller_key(request: Request[Any, Any, Any], resources: Resources) -> VirtualKey | None:
+    """The active key the request's bearer token names, or None. A key that authenticated lately
+    comes from the process's cache; anything else costs a database read, so an address whose
+    tokens failed `MEDIAGATE_AUTH_FAILURES_PER_MINUTE` times this minute is refused (429) before
+    that read."""
+    token = bearer_token(request.headers)
+    if token is None:
+        return None
+    cache: KeyCache = request.app.state.key_cache
+    digest = token_digest(token)
+    if digest is not None and (cached := cache.get(digest)) is not None:
+        return cached
+    settings = resources.settings
+    limit = settings.auth_failures_per_minute
+    address = request.client.host if request.client else "unknown"
+    ns = settings.redis_namespace
+    if limit is not None and await auth_failures(resources.redis, ns, address) >= limit:
+        raise QuotaExceededError(
+            f"Too many failed authentications from this address (limit {limit} a minute). "
+            "Retry in a minute.",
+            code="too_many_failed_authentications",
+            retry_after=60,
+        )
+    if digest is not None:
+        generation = cache.generation
+        async with resources.sessionmaker() as session:
+            key = await authenticate(session, token)
+        if key is not None:
+            cache.put(digest, key, generation)
+            return key
+    if limit is not None:
+        await record_auth_failure(resources.redis, ns, address)
+    return None
+
+
+async def admit(resources: Resources, key: VirtualKey) -> None:
+    """Count the request against the key's requests-per-minute limit (429 past it)."""
+    per_minute = key.requests_per_minute or resources.settings.requests_per_minute
+    if per_minute is not None:
+        await admit_request(resources.redis, resources.settings.redis_namespace, key.id, per_minute)
+
+
+async def provide_key(request: Request[Any, Any, Any], resources: Resources) -> VirtualKey:
+    if bearer_token(request.headers) is None:
+        raise AuthenticationError(
+            "You didn't provide an API key. Send it as 'Authorization: Bearer mg_...'.",
+            code="missing_api_key",
+        )
+    key = await caller_key(request, resources)
+    if key is None:
+        raise AuthenticationError("Incorrect API key provided.", code="invalid_api_key")
+    await admit(resources, key)
+    return key
+
+
+async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    resources: Resources = connection.app.state.resources
+    expected = resources.settings.admin_key or ""
+    token = bearer_token(connection.headers) or ""
+    if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise AuthenticationError("This endpoint needs the admin key.", code="invalid_admin_key")
+
+
+DEPENDENCIES = {
+    "resources": Provide(provide_resources),
+    "hub": Provide(provide_hub),
+    "session": Provide(provide_session),
+}
+KEY_DEPENDENCY = {"key": Provide(provide_key)}

@@ -1,0 +1,117 @@
+"""Where a job goes in the queue. arq serves the jobs whose score (a time) has come, lowest score
+first; we give every job a score in the recent past, so that it is due at once, and place it:
+
+    score = now - FAIR_WINDOW - head_start(priority) + min(FAIR_WINDOW, queued_ahead * FAIR_STEP)
+
+- priority: `high` jobs get a 10-minute head start, `normal` 5 minutes, `low` none. A head start
+  is bounded, so a low job is overtaken only by jobs submitted up to 10 minutes after it: it is
+  never starved.
+- fair share: each job a key already has queued pushes its next one back by FAIR_STEP (up to
+  FAIR_WINDOW), so a key that submits 1,000 jobs gets a few served before another key's single
+  job, not all of them.
+
+Every score stays at or before now, so an idle pool never waits. Retries (arq's `Retry`) come
+back at `now + delay`, behind the fresh jobs of the last few minutes: a short extra backoff.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from arq.connections import ArqRedis
+from arq.constants import job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+
+from app.platform.contract import GENERATE_TASK, serialize
+from app.platform.errors import InvalidRequestError
+from app.platform.events import EventBus
+from app.platform.tables import VirtualKey
+
+PRIORITIES = ("high", "normal", "low")
+HEAD_START = {"high": timedelta(minutes=10), "normal": timedelta(minutes=5), "low": timedelta()}
+FAIR_WINDOW = timedelta(minutes=10)
+FAIR_STEP = timedelta(seconds=5)
+# arq keeps a job's data until its score plus a day; scores in the past shorten that, so say it.
+JOB_EXPIRES = timedelta(days=7)
+
+
+def allowed_priority(key: VirtualKey, priority: str, default_max: str) -> str:
+    """The priority the job gets: at most what an admin allowed the key (else the deployment's
+    default), since any tenant choosing `high` would make it mean nothing. Asking above it is a
+    400; the default `normal` of a key held to `low` simply runs at `low`."""
+    allowed = key.max_priority or default_max
+    if priority == "normal" and allowed == "low":
+        return "low"
+    if PRIORITIES.index(priority) < PRIORITIES.index(allowed):
+        raise InvalidRequestError(
+            f"This key may submit jobs at priority {allowed!r} at most; ask an admin to raise "
+            "its max_priority.",
+            param="priority",
+            code="priority_not_allowed",
+        )
+    return priority
+
+
+def queue_time(priority: str, queued_ahead: int, now: datetime | None = None) -> datetime:
+    now = now or datetime.now(UTC)
+    penalty = min(FAIR_WINDOW, FAIR_STEP * max(0, queued_ahead))
+    return now - FAIR_WINDOW - HEAD_START.get(priority, HEAD_START["normal"]) + penalty
+
+
+async def enqueue_generation(
+    redis: ArqRedis, job_id: str, priority: str, queued_ahead: int
+) -> bool:
+    """Hand the (committed) job to arq under its own id; False if arq already holds it."""
+    arq_job = await redis.enqueue_job(
+        GENERATE_TASK,
+        job_id,
+        _job_id=job_id,
+        _defer_until=queue_time(priority, queued_ahead),
+        _expires=JOB_EXPIRES,
+    )
+    return arq_job is not None
+
+
+# What arq's `enqueue_job` does (a job that exists or has a result is not queued again; else its
+# data with an expiry, and its id in the queue at its score), as a prelude to the `job.queued`
+# event: one round trip instead of arq's three (WATCH, EXISTS, MULTI/EXEC) plus the event's.
+# KEYS[3] arq's job key, KEYS[4] its result key, KEYS[5] the queue; ARGV[9] the job's data,
+# ARGV[10] its expiry (ms), ARGV[11] its id, ARGV[12] its score.
+_ENQUEUE_PRELUDE = """
+if redis.call('EXISTS', KEYS[3], KEYS[4]) == 0 then
+  redis.call('PSETEX', KEYS[3], ARGV[10], ARGV[9])
+  redis.call('ZADD', KEYS[5], ARGV[12], ARGV[11])
+end
+"""
+
+
+async def enqueue_new(
+    redis: ArqRedis,
+    bus: EventBus,
+    queue: str,
+    job_id: str,
+    priority: str,
+    queued_ahead: int,
+    snapshot: dict[str, Any],
+) -> None:
+    """Queue a new (committed) job for arq as `enqueue_generation` does, and publish its
+    `job.queued` event, in one atomic step."""
+    now_ms = int(time.time() * 1000)
+    score = int(queue_time(priority, queued_ahead).timestamp() * 1000)
+    data = serialize_job(GENERATE_TASK, (job_id,), {}, None, now_ms, serializer=serialize)
+    expires_ms = int(JOB_EXPIRES.total_seconds() * 1000)
+    await bus.publish_after(
+        _ENQUEUE_PRELUDE,
+        [job_key_prefix + job_id, result_key_prefix + job_id, queue],
+        [data, expires_ms, job_id, score],
+        job_id,
+        "job.queued",
+        snapshot,
+    )
+
+
+async def queue_length(redis: ArqRedis, queue: str) -> int:
+    """Jobs waiting in arq's queue (due now, deferred, or running)."""
+    return int(await redis.zcard(queue))

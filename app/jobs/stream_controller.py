@@ -1,0 +1,216 @@
+"""GET /v1/jobs/{id}/events: a job's events as Server-Sent Events, resumable with Last-Event-ID.
+
+History comes from the job's Redis stream; live events from the process's shared EventHub. A
+stream is one small ASGI app (`JobStream`), not a task group per client: it waits on one future
+that the hub resolves, sends each event as bytes rendered once per process (`JobEvent.frames`),
+and lets the hub's single ticker ask it to ping. What it keeps per stream is one coroutine, one
+task waiting for the client to go away, and one timer for the lifetime cap. sse-starlette gives
+the frame format (`ServerSentEvent`) and the signal that uvicorn is shutting down (`AppStatus`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import orjson
+from litestar import Request, get
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import HeaderParameter
+from litestar.types import ASGIApp, Receive, Scope, Send
+from sse_starlette import ServerSentEvent
+from sse_starlette.sse import AppStatus
+
+from app.http.dependencies import KEY_DEPENDENCY
+from app.http.render import base_url, linked
+from app.jobs import service as job_service
+from app.platform.errors import InvalidRequestError
+from app.platform.events import Closed, EventBus, EventHub, JobEvent, Subscription
+from app.platform.limits import Hold, Holds
+from app.platform.resources import Resources
+from app.platform.settings import Settings
+from app.platform.tables import VirtualKey
+
+MAX_EVENT_ID = 2**63
+"""Event ids are a job's Redis stream ids (64-bit); a resume point past them is a client's bug."""
+SEND_TIMEOUT_SECONDS = 30.0
+"""A client that takes longer than this to accept one frame is cut off (its stream resumes)."""
+PING = ServerSentEvent(comment="ping").encode()
+HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-store"),
+    (b"connection", b"keep-alive"),
+    (b"x-accel-buffering", b"no"),  # nginx: do not buffer the stream
+]
+
+
+def server_should_exit() -> bool:
+    """Whether uvicorn is shutting down: sse-starlette hooks uvicorn's exit handler and sets its
+    AppStatus flag; the hub's ticker reads it and ends every stream cleanly."""
+    return bool(AppStatus.should_exit)
+
+
+def frame(event: JobEvent, base: str, settings: Settings) -> bytes:
+    """The event as SSE bytes with links under `base`; rendered once per process and base."""
+    cached = event.frames.get(base)
+    if cached is None:
+        data = orjson.dumps(linked(base, settings, event.data)).decode()
+        cached = ServerSentEvent(data=data, event=event.event, id=str(event.id)).encode()
+        event.frames[base] = cached
+    return cached
+
+
+class JobStream:
+    """One client's stream: history after `after`, then live events, until the terminal one,
+    the lifetime cap, the client leaving, or the server shutting down (the body then ends
+    cleanly, and the client resumes elsewhere with Last-Event-ID)."""
+
+    def __init__(
+        self,
+        hub: EventHub,
+        bus: EventBus,
+        job_id: str,
+        after: int,
+        fallback: dict[str, Any],
+        base: str,
+        settings: Settings,
+        hold: Hold,
+    ) -> None:
+        self.hold = hold
+        """The key's hold on one of its streams, given back when the stream ends."""
+        self.hub = hub
+        self.bus = bus
+        self.job_id = job_id
+        self.last = after
+        self.fallback = fallback
+        self.base = base
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with self.hold:
+            await self._stream(receive, send)
+
+    async def _stream(self, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        loop = asyncio.get_running_loop()
+        # Subscribe before reading history so nothing published in between is missed.
+        async with self.hub.subscribe(self.job_id) as sub:
+            gone = asyncio.ensure_future(_until_disconnect(receive, sub))
+            cap = loop.call_later(self.settings.sse_max_seconds, sub.close, Closed.EXPIRED)
+            try:
+                await self._follow(sub, send)
+            except (TimeoutError, OSError):
+                return  # a client too slow to take a frame, or a broken connection
+            finally:
+                cap.cancel()
+                gone.cancel()
+            if sub.closed is not Closed.DISCONNECTED:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _send(self, send: Send, body: bytes) -> None:
+        async with asyncio.timeout(SEND_TIMEOUT_SECONDS):
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+
+    async def _emit(self, send: Send, events: list[JobEvent]) -> bool:
+        """Send the events that follow the last one sent; True once the terminal one went."""
+        for event in events:
+            if event.id <= self.last:
+                continue
+            self.last = event.id
+            await self._send(send, frame(event, self.base, self.settings))
+            if event.terminal:
+                return True
+        return False
+
+    async def _catch_up(self, send: Send) -> bool:
+        return await self._emit(send, await self.bus.history(self.job_id, self.last))
+
+    async def _follow(self, sub: Subscription, send: Send) -> None:
+        if await self._catch_up(send):
+            return
+        if job_service.is_terminal(self.fallback["status"]):
+            # The stream expired or Redis lost it; the database still knows how the job ended.
+            status = self.fallback["status"]
+            ending = JobEvent(self.last + 1, f"job.{status}", self.job_id, self.fallback)
+            await self._emit(send, [ending])
+            return
+        while True:
+            live = await sub.next()
+            if sub.closed is not None:
+                return
+            if sub.resync:
+                sub.resync = False
+                if await self._catch_up(send):
+                    return
+            if live and live[0].id > self.last + 1:
+                live = await self.bus.history(self.job_id, self.last)  # a gap: read it back
+            if await self._emit(send, live):
+                return
+            if sub.ping:
+                sub.ping = False
+                await self._send(send, PING)
+
+
+async def _until_disconnect(receive: Receive, sub: Subscription) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    sub.close(Closed.DISCONNECTED)
+
+
+def _resume_point(last_event_id: str | None, after: int | None) -> int:
+    raw = last_event_id if last_event_id not in (None, "") else after
+    if raw is None:
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequestError(
+            "Last-Event-ID must be an event id (an integer).", param="Last-Event-ID"
+        ) from None
+    if not 0 <= value < MAX_EVENT_ID:
+        param = "Last-Event-ID" if last_event_id not in (None, "") else "after"
+        raise InvalidRequestError(f"{param} must be between 0 and {MAX_EVENT_ID - 1}.", param=param)
+    return value
+
+
+@get(
+    "/v1/jobs/{job_id:str}/events",
+    tags=["jobs"],
+    summary="Stream a job's events (SSE)",
+    media_type="text/event-stream",
+    dependencies=KEY_DEPENDENCY,
+    responses={
+        200: ResponseSpec(
+            data_container=str,
+            media_type="text/event-stream",
+            description="`id:` per-job sequence, `event:` job.*, `data:` the job object",
+            generate_examples=False,
+        )
+    },
+)
+async def job_events(
+    request: Request[Any, Any, Any],
+    job_id: str,
+    key: VirtualKey,
+    resources: Resources,
+    hub: EventHub,
+    after: int | None = None,
+    last_event_id: Annotated[
+        str | None, HeaderParameter(name="Last-Event-ID", required=False)
+    ] = None,
+) -> ASGIApp:
+    start = _resume_point(last_event_id, after)
+    streams: Holds = request.app.state.streams
+    hold = streams.take(key.id)  # refused (429) before anything else once the key is at its cap
+    try:
+        async with resources.sessionmaker() as session:
+            job = await job_service.get_job(session, key.id, job_id)
+            outputs = (await job_service.outputs_of(session, [job.id]))[job.id]
+    except BaseException:
+        hold.release()
+        raise
+    settings = resources.settings
+    snapshot = job_service.job_snapshot(job, outputs)
+    return JobStream(
+        hub, resources.bus, job.id, start, snapshot, base_url(request, settings), settings, hold
+    )

@@ -1,0 +1,1 @@
+"""Virtual API keys: the service and the admin controller."""

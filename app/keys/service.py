@@ -1,0 +1,185 @@
+"""Virtual API keys: created once (the plaintext is shown once), stored as a sha256, revocable."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.media.usage import create_usage_rows
+from app.platform.contract import keys_channel
+from app.platform.errors import AuthenticationError, InvalidRequestError, NotFoundError
+from app.platform.ids import hash_key, new_api_key, new_id
+from app.platform.tables import VirtualKey, utcnow
+from app.webhooks.service import new_secret
+
+WEBHOOK_FIELDS = ("webhook_url", "webhook_events")
+LIMIT_FIELDS = (
+    "max_bytes",
+    "max_objects",
+    "max_concurrent_jobs",
+    "retention_days",
+    "requests_per_minute",
+    "max_priority",
+)
+
+
+async def create_key(
+    session: AsyncSession, name: str, limits: Mapping[str, int | None] | None = None
+) -> tuple[VirtualKey, str]:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise InvalidRequestError("name must be 1 to 200 characters", param="name")
+    plaintext = new_api_key()
+    key = VirtualKey(
+        id=new_id("key"), name=name, prefix=plaintext[:8], key_hash=hash_key(plaintext)
+    )
+    for field_name, value in (limits or {}).items():
+        if field_name in LIMIT_FIELDS + WEBHOOK_FIELDS:
+            setattr(key, field_name, value)
+    key.webhook_secret = new_secret()
+    session.add(key)
+    await session.flush()  # the usage rows' foreign key needs the key first
+    await create_usage_rows(session, key.id)
+    return key, plaintext
+
+
+async def list_keys(session: AsyncSession) -> Sequence[VirtualKey]:
+    result = await session.exec(select(VirtualKey).order_by(col(VirtualKey.id).desc()))
+    return result.all()
+
+
+async def get_key(session: AsyncSession, key_id: str) -> VirtualKey:
+    key = await session.get(VirtualKey, key_id)
+    if key is None:
+        raise NotFoundError(f"no key {key_id!r}", param="id")
+    return key
+
+
+async def key_row_locked(session: AsyncSession, key_id: str) -> VirtualKey | None:
+    """The key's row as it is now, locked (`FOR UPDATE`) until the transaction ends."""
+    result = await session.exec(
+        select(VirtualKey)
+        .where(VirtualKey.id == key_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return result.first()
+
+
+async def lock_key(
+    session: AsyncSession, key_id: str, *, allow_revoked: bool = False
+) -> VirtualKey:
+    """The key's row, locked until the transaction ends, if the key may still write. Deleting a
+    key takes this lock, and so does every write made on the key's behalf (an upload, a job, an
+    output and the usage they move) in the transaction that records it: a request authenticated
+    before the deletion cannot commit after it. Outputs of a revoked (not deleted) key's running
+    jobs are still recorded (`allow_revoked`); a new upload or job of a revoked key is not."""
+    key = await key_row_locked(session, key_id)
+    if key is None or key.deleted_at is not None:
+        raise AuthenticationError("This API key has been deleted.")
+    if key.revoked_at is not None and not allow_revoked:
+        raise AuthenticationError("This API key has been revoked.")
+    return key
+
+
+async def update_key(session: AsyncSession, key_id: str, changes: Mapping[str, Any]) -> VirtualKey:
+    """Change a key's name or limits; a deleted key cannot change."""
+    key = await get_key(session, key_id)
+    if key.deleted_at is not None:
+        raise NotFoundError(f"no key {key_id!r}", param="id")
+    for name, value in changes.items():
+        if name == "name":
+            if value is None or not str(value).strip():
+                raise InvalidRequestError("name must be 1 to 200 characters", param="name")
+            key.name = str(value).strip()
+        elif name in LIMIT_FIELDS + WEBHOOK_FIELDS:
+            setattr(key, name, value)
+    session.add(key)
+    await session.flush()
+    return key
+
+
+async def revoke_key(session: AsyncSession, key_id: str) -> VirtualKey:
+    key = await get_key(session, key_id)
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        session.add(key)
+        await session.flush()
+    return key
+
+
+def token_digest(token: str) -> str | None:
+    """The hash a well-formed token is stored under; None for one that cannot be a key."""
+    if not token.startswith("mg_") or len(token) > 128:
+        return None
+    return hash_key(token)
+
+
+async def authenticate(session: AsyncSession, token: str) -> VirtualKey | None:
+    """The active key whose hash matches `token`, else None."""
+    digest = token_digest(token)
+    if digest is None:
+        return None
+    key = (await session.exec(select(VirtualKey).where(VirtualKey.key_hash == digest))).first()
+    if key is None or key.revoked_at is not None:
+        return None
+    # The lookup is by an unguessable hash; compare again in constant time all the same.
+    return key if hmac.compare_digest(key.key_hash, digest) else None
+
+
+class KeyCache:
+    """Keys that authenticated lately, by token hash, so that a request does not read the key's
+    row: kept `ttl` seconds at most, and dropped at once when the key changes (`announce_change`
+    on any process; the API's event hub hands the notice to `on_notice`) or when notices may have
+    been missed (`on_notice(None)`: the hub lost Redis). Used only while `live()` says notices
+    arrive. A request that writes on the key's behalf still re-reads its row under a lock
+    (`lock_key`), so a copy a moment old can never let a revoked key write. Cached keys are
+    shared between requests: read them, never change them."""
+
+    MAX_ENTRIES = 100_000
+
+    def __init__(self, ttl_seconds: float, live: Callable[[], bool] = lambda: False) -> None:
+        self.ttl = ttl_seconds
+        self.live = live
+        self._by_digest: dict[str, tuple[float, VirtualKey]] = {}
+        self.generation = 0
+        """Moves on every change notice: a row read before a notice is not cached after it."""
+
+    def get(self, digest: str) -> VirtualKey | None:
+        found = self._by_digest.get(digest)
+        if found is None or not self.live():
+            return None
+        if found[0] < time.monotonic():
+            del self._by_digest[digest]
+            return None
+        return found[1]
+
+    def put(self, digest: str, key: VirtualKey, generation: int) -> None:
+        """Cache `key`, read from the database when `generation` was current."""
+        if generation != self.generation or self.ttl <= 0 or not self.live():
+            return
+        if len(self._by_digest) >= self.MAX_ENTRIES:
+            self._by_digest.clear()
+        self._by_digest[digest] = (time.monotonic() + self.ttl, key)
+
+    def on_notice(self, key_id: bytes | None) -> None:
+        """A key changed (its id), or, with None, notices may have been missed."""
+        self.generation += 1
+        if key_id is None:
+            self._by_digest.clear()
+            return
+        changed = key_id.decode()
+        for digest, (_, key) in list(self._by_digest.items()):
+            if key.id == changed:
+                del self._by_digest[digest]
+
+
+async def announce_change(redis: Redis, namespace: str, key_id: str) -> None:
+    """Tell every API process to drop its cached copy of the key (after the change committed)."""
+    await redis.publish(keys_channel(namespace), key_id)

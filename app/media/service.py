@@ -1,0 +1,258 @@
+"""Media service: signed expiring links, and recording outputs with usage exactly once."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.media import usage
+from app.platform.errors import GoneError, NotFoundError
+from app.platform.ids import new_id
+from app.platform.tables import MediaObject, as_utc, media_kind, utcnow
+from storage.base import MediaStore, StorageNotFoundError
+
+
+def sign(secret: bytes, media_id: str, expires: int) -> str:
+    mac = hmac.new(secret, f"{media_id}.{expires}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def signed_path(secret: bytes, media_id: str, expires: int) -> str:
+    return f"/v1/media/{media_id}?exp={expires}&sig={sign(secret, media_id, expires)}"
+
+
+def verify(secret: bytes, media_id: str, expires: int, signature: str, now: float) -> bool:
+    if expires < now:
+        return False
+    # As bytes: compare_digest refuses str with non-ASCII characters (a forged link may have any).
+    expected = sign(secret, media_id, expires).encode()
+    return hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass"))
+
+
+def storage_key_for(
+    key_id: str, job_id: str, attempt: int, index: int, extension: str, variant: str = "output"
+) -> str:
+    """`{key}/{job}/{attempt}-{random}/{index}.{ext}`: every write has an object of its own, so a
+    stale attempt (its worker partitioned past its lease) can never overwrite or delete what the
+    attempt that took over wrote (nor a write of its own that a row points at)."""
+    suffix = "" if variant == "output" else f".{variant}"
+    return f"{key_id}/{job_id}/{attempt}-{secrets.token_hex(4)}/{index}{suffix}.{extension}"
+
+
+def input_storage_key(key_id: str, media_id: str, extension: str) -> str:
+    return f"{key_id}/inputs/{media_id}.{extension}"
+
+
+def download_name(storage_key: str) -> str:
+    """An output downloads as `{job}-{index}.{ext}` (whichever attempt wrote it: objects written
+    before attempts were in the key have no attempt part), an input as its id."""
+    parts = storage_key.split("/")
+    if parts[-2] == "inputs":
+        return parts[-1]
+    job_id = parts[1] if len(parts) >= 4 else parts[-2]
+    return f"{job_id}-{parts[-1]}"
+
+
+def is_expired(media: MediaObject, now: datetime | None = None) -> bool:
+    return media.expires_at is not None and as_utc(media.expires_at) <= (now or utcnow())
+
+
+async def get_media(session: AsyncSession, media_id: str, key_id: str | None) -> MediaObject:
+    """A live media object; with `key_id`, only if that key owns it. Expired media is gone:
+    its owner hears so (410 `media_expired`), anyone else that it does not exist."""
+    media = await session.get(MediaObject, media_id)
+    if media is None or (key_id and media.key_id != key_id):
+        raise NotFoundError(f"No media found with id {media_id!r}.", param="id")
+    expired = media.deleted_reason == "expired" or (media.deleted_at is None and is_expired(media))
+    if expired and key_id:
+        raise GoneError(f"Media {media_id!r} has expired.", code="media_expired", param="id")
+    if media.deleted_at is not None or expired:
+        raise NotFoundError(f"No media found with id {media_id!r}.", param="id")
+    return media
+
+
+async def record_output(
+    session: AsyncSession,
+    *,
+    job_id: str,
+    key_id: str,
+    index: int,
+    storage_key: str,
+    content_type: str,
+    size: int,
+    sha256: str,
+    variant: str = "output",
+    expires_at: datetime | None = None,
+) -> tuple[MediaObject, str | None]:
+    """Insert the (job, variant, index) row, or update it on a re-run; usage moves by the
+    difference. Also returns the storage key of the object the re-run replaced when it is not the
+    one just written (the output came back as another format), which the caller deletes once the
+    transaction commits.
+
+    The unique (job_id, variant, index) constraint is the source of truth: a re-run after a crash
+    replaces the row, never adds a second one.
+    """
+    for _ in range(2):
+        existing = (
+            await session.exec(
+                select(MediaObject)
+                .where(
+                    MediaObject.job_id == job_id,
+                    MediaObject.variant == variant,
+                    MediaObject.index == index,
+                )
+                .with_for_update()
+            )
+        ).first()
+        if existing is None:
+            media = MediaObject(
+                id=new_id("med"),
+                job_id=job_id,
+                key_id=key_id,
+                variant=variant,
+                index=index,
+                storage_key=storage_key,
+                content_type=content_type,
+                bytes=size,
+                sha256=sha256,
+                kind=media_kind(content_type),
+                expires_at=expires_at,
+            )
+            session.add(media)
+            try:
+                async with session.begin_nested():
+                    await session.flush()
+            except IntegrityError:
+                # Another attempt recorded it between our read and write: update that row.
+                session.expunge(media)
+                continue
+            await usage.count_write(session, key_id, media.kind, size)
+            return media, None
+        replaced: str | None = None
+        if existing.deleted_at is None:
+            # The re-run replaced the object: the old one is gone, the new one written.
+            await usage.count_delete(session, key_id, existing.kind, existing.bytes)
+            if existing.storage_key != storage_key:
+                replaced = existing.storage_key
+        existing.storage_key = storage_key
+        existing.content_type = content_type
+        existing.kind = media_kind(content_type)
+        existing.bytes = size
+        existing.sha256 = sha256
+        existing.expires_at = expires_at
+        existing.deleted_at = None
+        existing.deleted_reason = None
+        session.add(existing)
+        await session.flush()
+        await usage.count_write(session, key_id, existing.kind, size)
+        return existing, replaced
+    raise RuntimeError(f"media row ({job_id}, {index}) neither inserted nor found")
+
+
+async def record_input(
+    session: AsyncSession,
+    *,
+    media_id: str,
+    key_id: str,
+    storage_key: str,
+    content_type: str,
+    size: int,
+    sha256: str,
+    expires_at: datetime | None = None,
+) -> MediaObject:
+    """An uploaded input: a media object of the key with no job, counted in its usage."""
+    media = MediaObject(
+        id=media_id,
+        job_id=None,
+        key_id=key_id,
+        variant="input",
+        storage_key=storage_key,
+        content_type=content_type,
+        bytes=size,
+        sha256=sha256,
+        kind=media_kind(content_type),
+        expires_at=expires_at,
+    )
+    session.add(media)
+    await session.flush()
+    await usage.count_write(session, key_id, media.kind, size)
+    return media
+
+
+async def media_of_job(session: AsyncSession, job_id: str, variant: str) -> list[MediaObject]:
+    rows = await session.exec(
+        select(MediaObject)
+        .where(
+            MediaObject.job_id == job_id,
+            MediaObject.variant == variant,
+            col(MediaObject.deleted_at).is_(None),
+        )
+        .order_by(col(MediaObject.index))
+    )
+    return list(rows)
+
+
+async def mark_deleted(
+    session: AsyncSession, rows: Sequence[MediaObject], reason: str
+) -> list[str]:
+    """Mark live rows deleted and move usage down; returns their storage keys, which the caller
+    deletes from storage (a crash in between leaves orphans that reconciliation removes)."""
+    now = utcnow()
+    keys: list[str] = []
+    for media in rows:
+        if media.deleted_at is not None:
+            continue
+        media.deleted_at = now
+        media.deleted_reason = reason
+        session.add(media)
+        await usage.count_delete(session, media.key_id, media.kind, media.bytes)
+        keys.append(media.storage_key)
+    await session.flush()
+    return keys
+
+
+async def mark_job_media_deleted(session: AsyncSession, job_id: str, reason: str) -> list[str]:
+    """Mark every live object of the job deleted; returns their storage keys."""
+    rows = (
+        await session.exec(
+            select(MediaObject)
+            .where(MediaObject.job_id == job_id, col(MediaObject.deleted_at).is_(None))
+            .with_for_update()
+        )
+    ).all()
+    return await mark_deleted(session, rows, reason)
+
+
+async def open_object(
+    store: MediaStore, media: MediaObject, *, start: int = 0, end: int | None = None
+) -> AsyncIterator[bytes]:
+    """The object's bytes with the first chunk already read, so that an object the store lost
+    (a row whose object is gone) is a `410 media_missing` before any response starts, never a
+    200 cut short."""
+    chunks = store.iter_bytes(media.storage_key, start=start, end=end)
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = b""
+    except StorageNotFoundError:
+        raise GoneError(
+            f"The file of media {media.id!r} is missing from storage.",
+            code="media_missing",
+            param="id",
+        ) from None
+
+    async def rest() -> AsyncIterator[bytes]:
+        if first:
+            yield first
+        async for chunk in chunks:
+            yield chunk
+
+    return rest()

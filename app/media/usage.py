@@ -1,0 +1,182 @@
+"""Per-key storage usage and quotas. Usage is one row per (key, kind of media), moved in the same
+transaction as the media rows it counts: `bytes == bytes_written - bytes_deleted` always, and a
+re-run that overwrites an output counts as deleting the old object and writing the new one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import func
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.platform.errors import QuotaExceededError
+from app.platform.tables import MEDIA_KINDS, Job, KeyUsage, VirtualKey, utcnow
+
+
+async def create_usage_rows(session: AsyncSession, key_id: str) -> None:
+    for kind in MEDIA_KINDS:
+        session.add(KeyUsage(key_id=key_id, kind=kind))
+    await session.flush()
+
+
+async def _move(session: AsyncSession, key_id: str, kind: str, **deltas: int) -> None:
+    values: dict[str, Any] = {
+        name: getattr(KeyUsage, name) + delta for name, delta in deltas.items()
+    }
+    await session.exec(
+        update(KeyUsage)
+        .where(col(KeyUsage.key_id) == key_id, col(KeyUsage.kind) == kind)
+        .values(**values, updated_at=utcnow())
+    )
+
+
+async def count_write(session: AsyncSession, key_id: str, kind: str, size: int) -> None:
+    await _move(session, key_id, kind, bytes=size, objects=1, bytes_written=size, objects_written=1)
+
+
+async def count_delete(session: AsyncSession, key_id: str, kind: str, size: int) -> None:
+    await _move(
+        session, key_id, kind, bytes=-size, objects=-1, bytes_deleted=size, objects_deleted=1
+    )
+
+
+async def totals(session: AsyncSession, key_id: str) -> tuple[int, int]:
+    """(bytes, objects) the key stores now, all kinds together."""
+    row = (
+        await session.exec(
+            select(
+                func.coalesce(func.sum(KeyUsage.bytes), 0),
+                func.coalesce(func.sum(KeyUsage.objects), 0),
+            ).where(KeyUsage.key_id == key_id)
+        )
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+async def active_jobs(session: AsyncSession, key_id: str) -> int:
+    count = (
+        await session.exec(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.key_id == key_id, col(Job.status).in_(("queued", "running")))
+        )
+    ).one()
+    return int(count)
+
+
+async def check_submit(session: AsyncSession, key: VirtualKey) -> None:
+    """Refuse a new job when the key is at a limit (429 with what the limit and the use are)."""
+    if key.max_bytes is not None or key.max_objects is not None:
+        used_bytes, used_objects = await totals(session, key.id)
+        if key.max_bytes is not None and used_bytes >= key.max_bytes:
+            raise QuotaExceededError(
+                f"This key stores {used_bytes} bytes, at or over its quota of {key.max_bytes} "
+                "bytes. Delete media or ask for a larger quota.",
+                code="storage_quota_exceeded",
+            )
+        if key.max_objects is not None and used_objects >= key.max_objects:
+            raise QuotaExceededError(
+                f"This key stores {used_objects} objects, at or over its quota of "
+                f"{key.max_objects} objects. Delete media or ask for a larger quota.",
+                code="storage_quota_exceeded",
+            )
+    if key.max_concurrent_jobs is not None:
+        running = await active_jobs(session, key.id)
+        if running >= key.max_concurrent_jobs:
+            raise QuotaExceededError(
+                f"This key has {running} jobs queued or running, its limit is "
+                f"{key.max_concurrent_jobs}. Wait for one to finish.",
+                code="concurrency_limit_exceeded",
+            )
+
+
+async def check_room(session: AsyncSession, key: VirtualKey, size: int) -> None:
+    """Refuse storing `size` more bytes (one more object) past the key's quota. With `key` the
+    row the caller locked (`keys.lock_key`), concurrent uploads decide one after another."""
+    if key.max_bytes is None and key.max_objects is None:
+        return
+    used_bytes, used_objects = await totals(session, key.id)
+    if key.max_bytes is not None and used_bytes + size > key.max_bytes:
+        raise QuotaExceededError(
+            f"Storing {size} more bytes would take this key to {used_bytes + size} bytes, over "
+            f"its quota of {key.max_bytes} bytes (it stores {used_bytes}).",
+            code="storage_quota_exceeded",
+        )
+    if key.max_objects is not None and used_objects + 1 > key.max_objects:
+        raise QuotaExceededError(
+            f"This key stores {used_objects} objects, its quota is {key.max_objects}.",
+            code="storage_quota_exceeded",
+        )
+
+
+def expiry(
+    key: VirtualKey, default_days: int | None, now: datetime | None = None
+) -> datetime | None:
+    """When media a key stores now expires: the key's retention, else the global default."""
+    days = key.retention_days if key.retention_days is not None else default_days
+    return None if days is None else (now or utcnow()) + timedelta(days=days)
+
+
+def quota_object(key: VirtualKey) -> dict[str, Any]:
+    return {
+        "max_bytes": key.max_bytes,
+        "max_objects": key.max_objects,
+        "max_concurrent_jobs": key.max_concurrent_jobs,
+        "retention_days": key.retention_days,
+        "requests_per_minute": key.requests_per_minute,
+    }
+
+
+def _usage_object(key: VirtualKey, rows: Sequence[KeyUsage]) -> dict[str, Any]:
+    by_type = {
+        row.kind: {
+            "bytes": row.bytes,
+            "objects": row.objects,
+            "bytes_written": row.bytes_written,
+            "objects_written": row.objects_written,
+            "bytes_deleted": row.bytes_deleted,
+            "objects_deleted": row.objects_deleted,
+        }
+        for row in sorted(rows, key=lambda r: MEDIA_KINDS.index(r.kind))
+    }
+    return {
+        "object": "usage",
+        "key_id": key.id,
+        "bytes": sum(row.bytes for row in rows),
+        "objects": sum(row.objects for row in rows),
+        "by_type": by_type,
+        "quota": quota_object(key),
+    }
+
+
+async def usage_of(session: AsyncSession, key: VirtualKey) -> dict[str, Any]:
+    rows = (await session.exec(select(KeyUsage).where(KeyUsage.key_id == key.id))).all()
+    return _usage_object(key, rows)
+
+
+async def all_usage(
+    session: AsyncSession, *, order: Literal["asc", "desc"] = "desc", limit: int = 100
+) -> list[dict[str, Any]]:
+    """Every key's usage, sorted by bytes stored."""
+    total = func.sum(KeyUsage.bytes)
+    ranked = (
+        await session.exec(
+            select(KeyUsage.key_id, total.label("total"))
+            .group_by(col(KeyUsage.key_id))
+            .order_by(total.desc() if order == "desc" else total.asc(), col(KeyUsage.key_id))
+            .limit(limit)
+        )
+    ).all()
+    ids = [key_id for key_id, _ in ranked]
+    keys = {
+        k.id: k
+        for k in (await session.exec(select(VirtualKey).where(col(VirtualKey.id).in_(ids)))).all()
+    }
+    rows = (await session.exec(select(KeyUsage).where(col(KeyUsage.key_id).in_(ids)))).all()
+    grouped: dict[str, list[KeyUsage]] = {key_id: [] for key_id in ids}
+    for row in rows:
+        grouped[row.key_id].append(row)
+    return [_usage_object(keys[key_id], grouped[key_id]) for key_id in ids]

@@ -1,0 +1,90 @@
+"""OpenAI-compatible speech: `POST /v1/audio/speech` answers with the audio itself, once the job
+ends (or 202 with the job, past `sync_wait_seconds` or with `Prefer: respond-async`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, post
+from litestar.response import Stream
+from pydantic import Field
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.http.dependencies import KEY_DEPENDENCY
+from app.http.schemas import RequestModel
+from app.jobs import service as job_service
+from app.media.service import download_name, open_object
+from app.openai_compat.common import (
+    accepted,
+    failed,
+    prefers_async,
+    read_body,
+    submit_request,
+    wait_for_job,
+    waiting,
+)
+from app.platform.events import EventHub
+from app.platform.resources import Resources
+from app.platform.tables import VirtualKey
+
+
+class SpeechRequest(RequestModel):
+    input: str
+    model: str | None = None
+    voice: str | None = None
+    response_format: str | None = None
+    speed: float | None = None
+    instructions: str | None = None
+    stream_format: str | None = Field(default=None, pattern="^audio$")
+
+
+@post(
+    "/v1/audio/speech",
+    dependencies=KEY_DEPENDENCY,
+    tags=["openai"],
+    summary="Create speech (OpenAI-compatible)",
+    status_code=200,
+)
+async def create_speech(
+    request: Request[Any, Any, Any],
+    key: VirtualKey,
+    session: AsyncSession,
+    resources: Resources,
+    hub: EventHub,
+) -> Response[Any]:
+    request_body = await read_body(request, SpeechRequest, resources.settings.max_upload_bytes)
+    body = request_body.fields
+    params: dict[str, Any] = {"input": body.input}
+    for ours, theirs in (
+        ("voice", body.voice),
+        ("format", body.response_format),
+        ("speed", body.speed),
+        ("instructions", body.instructions),
+    ):
+        if theirs is not None:
+            params[ours] = theirs
+    model = body.model or resources.settings.default_speech_model
+    names = {"format": "response_format"}
+    if prefers_async(request):
+        job = await submit_request(
+            resources, session, key, "speech", model, params, request_body, openai_names=names
+        )
+        return accepted(request, resources, job)
+    with waiting(request, key):  # before the submit: a refused request changes nothing
+        job = await submit_request(
+            resources, session, key, "speech", model, params, request_body, openai_names=names
+        )
+        job = await wait_for_job(resources, hub, job.id, resources.settings.sync_wait_seconds)
+    if job.status in ("failed", "canceled"):
+        return failed(job)
+    if job.status != "succeeded":
+        return accepted(request, resources, job)
+    media = (await job_service.outputs_for(resources, job))[0]
+    return Stream(
+        await open_object(resources.store, media),
+        media_type=media.content_type,
+        headers={
+            "Content-Length": str(media.bytes),
+            "Content-Disposition": f'inline; filename="{download_name(media.storage_key)}"',
+        },
+    )

@@ -1,0 +1,187 @@
+"""OpenAI-compatible videos: create (JSON or multipart with `input_reference`), retrieve, list,
+delete (with its media) and download content (`variant=video|thumbnail`). A video is a job: the
+same id answers at /v1/jobs/{id}. Responses carry `openai-poll-after-ms`, which OpenAI's SDK
+`create_and_poll` reads to pace itself."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.params import Parameter
+from litestar.response import Stream
+from pydantic import Field
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.http.dependencies import KEY_DEPENDENCY
+from app.http.schemas import RequestModel
+from app.jobs import service as job_service
+from app.jobs.controllers import delete_with_media
+from app.media.service import download_name, media_of_job, open_object
+from app.openai_compat.common import read_body, submit_request
+from app.platform.errors import ConflictError, InvalidRequestError, NotFoundError
+from app.platform.resources import Resources
+from app.platform.tables import Job, VirtualKey, as_utc
+
+POLL_AFTER_MS = "1000"
+STATUS = {
+    "queued": "queued",
+    "running": "in_progress",
+    "succeeded": "completed",
+    "failed": "failed",
+    "canceled": "failed",
+}
+
+
+class VideoRequest(RequestModel):
+    prompt: str
+    model: str | None = None
+    seconds: int | None = Field(default=None, ge=1, le=600)
+    size: str | None = None
+
+
+def _unix(job_time: Any) -> int | None:
+    return None if job_time is None else int(as_utc(job_time).timestamp())
+
+
+def video_object(job: Job) -> dict[str, Any]:
+    error = None
+    if job.status == "canceled":
+        error = {"code": "canceled", "message": "The video was canceled."}
+    elif job.error_code is not None:
+        error = {"code": job.error_code, "message": job.error_message or ""}
+    return {
+        "id": job.id,
+        "object": "video",
+        "model": job.model,
+        "status": STATUS[job.status],
+        "progress": job.progress,
+        "created_at": _unix(job.created_at),
+        "completed_at": _unix(job.finished_at) if job.status == "succeeded" else None,
+        "expires_at": None,  # mediagate keeps outputs until they are deleted
+        "seconds": str(job.input.get("seconds", "")),
+        "size": str(job.input.get("size", "")),
+        "prompt": job.input.get("prompt"),
+        "remixed_from_video_id": None,
+        "error": error,
+    }
+
+
+def _video(job: Job, status_code: int = 200) -> Response[dict[str, Any]]:
+    return Response(
+        video_object(job), status_code=status_code, headers={"openai-poll-after-ms": POLL_AFTER_MS}
+    )
+
+
+async def _get_video(session: AsyncSession, key: VirtualKey, video_id: str) -> Job:
+    job = await job_service.get_job(session, key.id, video_id)
+    if job.type != "video":
+        raise NotFoundError(f"No video found with id {video_id!r}.", param="video_id")
+    return job
+
+
+class VideoController(Controller):
+    path = "/v1/videos"
+    tags = ["openai"]
+    dependencies = KEY_DEPENDENCY
+
+    @post("/", status_code=200, summary="Create a video (OpenAI-compatible)")
+    async def create(
+        self,
+        request: Request[Any, Any, Any],
+        key: VirtualKey,
+        session: AsyncSession,
+        resources: Resources,
+    ) -> Response[dict[str, Any]]:
+        request_body = await read_body(request, VideoRequest, resources.settings.max_upload_bytes)
+        body = request_body.fields
+        params: dict[str, Any] = {"prompt": body.prompt}
+        if body.seconds is not None:
+            params["seconds"] = body.seconds
+        if body.size is not None:
+            params["size"] = body.size
+        model = body.model or resources.settings.default_video_model
+        job = await submit_request(
+            resources,
+            session,
+            key,
+            "video",
+            model,
+            params,
+            request_body,
+            file_params=("input_reference",),
+        )
+        return _video(job)
+
+    @get("/", summary="List videos")
+    async def list_videos(
+        self,
+        key: VirtualKey,
+        session: AsyncSession,
+        after: str | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+        order: Literal["asc", "desc"] = "desc",
+    ) -> dict[str, Any]:
+        page, has_more = await job_service.list_jobs(
+            session,
+            key.id,
+            media_type="video",
+            limit=limit,
+            after=after,
+            oldest_first=order == "asc",
+        )
+        return {
+            "object": "list",
+            "data": [video_object(job) for job in page],
+            "has_more": has_more,
+            "first_id": page[0].id if page else None,
+            "last_id": page[-1].id if page else None,
+        }
+
+    @get("/{video_id:str}", summary="Get a video")
+    async def retrieve(
+        self, video_id: str, key: VirtualKey, session: AsyncSession
+    ) -> Response[dict[str, Any]]:
+        return _video(await _get_video(session, key, video_id))
+
+    @delete("/{video_id:str}", status_code=200, summary="Delete a video and its media")
+    async def delete_video(
+        self, video_id: str, key: VirtualKey, session: AsyncSession, resources: Resources
+    ) -> dict[str, Any]:
+        job = await _get_video(session, key, video_id)
+        await delete_with_media(resources, session, key, job)
+        return {"id": job.id, "object": "video.deleted", "deleted": True}
+
+    @get("/{video_id:str}/content", summary="Download a video's content")
+    async def content(
+        self,
+        video_id: str,
+        key: VirtualKey,
+        session: AsyncSession,
+        resources: Resources,
+        variant: str = "video",
+    ) -> Stream:
+        if variant not in ("video", "thumbnail"):
+            raise InvalidRequestError(
+                "variant must be video or thumbnail (spritesheets are not made here)",
+                param="variant",
+            )
+        job = await _get_video(session, key, video_id)
+        if job.status != "succeeded":
+            raise ConflictError(
+                f"Video {video_id!r} is {STATUS[job.status]}; its content exists once completed.",
+                code="video_not_ready",
+            )
+        rows = await media_of_job(session, job.id, "output" if variant == "video" else variant)
+        if not rows:
+            raise NotFoundError(f"Video {video_id!r} has no {variant}.", param="variant")
+        media = rows[0]
+        return Stream(
+            await open_object(resources.store, media),
+            media_type=media.content_type,
+            headers={
+                "Content-Length": str(media.bytes),
+                "Content-Disposition": f'attachment; filename="{download_name(media.storage_key)}"',
+                "ETag": f'"{media.sha256}"',
+            },
+        )

@@ -1,0 +1,164 @@
+"""Limits kept in Redis, each one Lua script so that checking and counting are one atomic step
+(never check-then-increment): a key's requests per minute (a sliding window), and a provider's
+concurrency across the whole worker pool (a semaphore whose holders expire unless renewed, so a
+dead worker's slot comes back by itself)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import weakref
+from collections.abc import Mapping
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+from app.platform.errors import QuotaExceededError
+
+# KEYS[1] the key's window; ARGV now_ms, window_ms, limit, member. Returns 0 when admitted,
+# else the milliseconds until the oldest request in the window leaves it.
+_SLIDING_WINDOW = """
+local key, now, window, limit = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+if redis.call('ZCARD', key) < limit then
+    redis.call('ZADD', key, now, ARGV[4])
+    redis.call('PEXPIRE', key, window)
+    return 0
+end
+local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+return math.max(1, tonumber(oldest[2]) + window - now)
+"""
+
+_SLIDING_WINDOW_SHA = hashlib.sha1(_SLIDING_WINDOW.encode()).hexdigest()
+
+# KEYS[1] the provider's holders; ARGV now_ms, lease_ms, cap, holder. 1 when the holder has (or
+# already had) a slot, else 0.
+_ACQUIRE = """
+local key, now, lease, cap = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+if redis.call('ZSCORE', key, ARGV[4]) or redis.call('ZCARD', key) < cap then
+    redis.call('ZADD', key, now + lease, ARGV[4])
+    redis.call('PEXPIRE', key, lease * 2)
+    return 1
+end
+return 0
+"""
+
+
+async def admit_request(redis: Redis, namespace: str, key_id: str, per_minute: int) -> None:
+    """Count one request of the key, or refuse it (429 `rate_limit_exceeded`, with Retry-After)."""
+    now = int(time.time() * 1000)
+    member = f"{now}-{secrets.token_hex(6)}"
+    args = (f"{namespace}:rpm:{key_id}", str(now), "60000", str(per_minute), member)
+    try:
+        # It runs on every request: send the script's hash, not its text.
+        wait_ms = await redis.evalsha(_SLIDING_WINDOW_SHA, 1, *args)  # type: ignore[misc]
+    except NoScriptError:
+        wait_ms = await redis.eval(_SLIDING_WINDOW, 1, *args)  # type: ignore[misc]
+    if int(wait_ms) > 0:
+        seconds = max(1, -(-int(wait_ms) // 1000))
+        raise QuotaExceededError(
+            f"This key is limited to {per_minute} requests per minute. Retry in {seconds} s.",
+            code="rate_limit_exceeded",
+            retry_after=seconds,
+        )
+
+
+def _slots_key(namespace: str, provider: str) -> str:
+    return f"{namespace}:provider-slots:{provider}"
+
+
+async def acquire_slot(
+    redis: Redis,
+    namespace: str,
+    caps: Mapping[str, int],
+    provider: str,
+    holder: str,
+    lease_seconds: int,
+) -> bool:
+    """Take (or renew) one of the provider's slots for `holder`; True if the provider has no cap."""
+    cap = caps.get(provider)
+    if cap is None:
+        return True
+    now = int(time.time() * 1000)
+    got = await redis.eval(  # type: ignore[misc]
+        _ACQUIRE,
+        1,
+        _slots_key(namespace, provider),
+        str(now),
+        str(lease_seconds * 1000),
+        str(cap),
+        holder,
+    )
+    return bool(int(got))
+
+
+async def release_slot(redis: Redis, namespace: str, provider: str, holder: str) -> None:
+    await redis.zrem(_slots_key(namespace, provider), holder)
+
+
+def _auth_failures_key(namespace: str, address: str, minute: int) -> str:
+    return f"{namespace}:auth-failures:{address}:{minute}"
+
+
+async def auth_failures(redis: Redis, namespace: str, address: str) -> int:
+    """Failed authentications from `address` this minute (a fixed window)."""
+    count = await redis.get(_auth_failures_key(namespace, address, int(time.time() // 60)))
+    return int(count or 0)
+
+
+async def record_auth_failure(redis: Redis, namespace: str, address: str) -> None:
+    key = _auth_failures_key(namespace, address, int(time.time() // 60))
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, 120)
+        await pipe.execute()
+
+
+class Holds:
+    """How many of one kind of long-held thing (open event streams, requests waiting for their
+    job) each key holds in this process, with a cap per key: past it, 429 at once. A hold is
+    released exactly once, by `release()` or, should its holder be dropped without that, when
+    the hold is garbage-collected."""
+
+    def __init__(self, cap: int | None, what: str, code: str) -> None:
+        self.cap = cap
+        self.what = what
+        self.code = code
+        self.held: dict[str, int] = {}
+
+    def take(self, key_id: str) -> Hold:
+        count = self.held.get(key_id, 0)
+        if self.cap is not None and count >= self.cap:
+            raise QuotaExceededError(
+                f"This key already has {count} {self.what} open here, its limit is {self.cap}. "
+                "Close one, or retry shortly.",
+                code=self.code,
+                retry_after=5,
+            )
+        self.held[key_id] = count + 1
+        return Hold(self, key_id)
+
+    def _release(self, key_id: str) -> None:
+        count = self.held.get(key_id, 0) - 1
+        if count > 0:
+            self.held[key_id] = count
+        else:
+            self.held.pop(key_id, None)
+
+
+class Hold:
+    __slots__ = ("__weakref__", "_finalizer")
+
+    def __init__(self, holds: Holds, key_id: str) -> None:
+        self._finalizer = weakref.finalize(self, holds._release, key_id)
+
+    def release(self) -> None:
+        self._finalizer()
+
+    def __enter__(self) -> Hold:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()

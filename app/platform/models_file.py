@@ -1,0 +1,49 @@
+"""The operator's models file (`MEDIAGATE_MODELS_FILE`, YAML): extra catalog models, and aliases
+to seed into the database at start."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from app.platform.settings import SettingsError
+from providers.registry import CatalogError, ModelSpec, model_from_config
+
+
+@dataclass(frozen=True, slots=True)
+class ModelsFile:
+    """What the operator's models file declares: extra models, and aliases to seed."""
+
+    models: tuple[ModelSpec, ...] = ()
+    aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def load_models_file(path: str | None) -> ModelsFile:
+    if not path:
+        return ModelsFile()
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SettingsError(f"MEDIAGATE_MODELS_FILE {path!r} cannot be read: {exc}") from exc
+    raw = raw or {}
+    if not isinstance(raw, dict) or set(raw) - {"models", "aliases"}:
+        raise SettingsError(f"MEDIAGATE_MODELS_FILE {path!r}: expected keys models and aliases")
+    try:
+        models = tuple(
+            model_from_config(str(name), entry) for name, entry in (raw.get("models") or {}).items()
+        )
+    except (CatalogError, TypeError) as exc:
+        raise SettingsError(f"MEDIAGATE_MODELS_FILE {path!r}: {exc}") from exc
+    aliases: dict[str, tuple[str, ...]] = {}
+    for name, targets in (raw.get("aliases") or {}).items():
+        if isinstance(targets, str):
+            targets = [targets]
+        if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+            raise SettingsError(
+                f"MEDIAGATE_MODELS_FILE {path!r}: alias {name!r} must list model names"
+            )
+        aliases[str(name)] = tuple(targets)
+    return ModelsFile(models, aliases)

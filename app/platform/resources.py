@@ -1,0 +1,174 @@
+"""Builds every client from the settings, in one place, for the API lifespan, the workers and
+the CLI alike; nothing here is global."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import httpx
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.platform.contract import deserialize, queue_name, serialize
+from app.platform.database import SessionMaker, create_engine, create_sessionmaker
+from app.platform.events import EventBus
+from app.platform.models_file import ModelsFile, load_models_file
+from app.platform.settings import Settings
+from app.platform.tenant_urls import open_tenant_client
+from providers.base import Provider
+from providers.local import LocalProvider
+from providers.minimax import MiniMaxProvider
+from providers.openai import OpenAIProvider
+from providers.registry import Catalog, build_catalog
+from providers.replicate import ReplicateProvider
+from providers.upstream import UpstreamConfig
+from storage.base import MediaStore
+from storage.files import FileStore
+from storage.memory import MemoryStore
+from storage.s3 import S3Config, open_s3_store
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: SessionMaker
+    redis: ArqRedis
+    bus: EventBus
+    store: MediaStore
+    catalog: Catalog
+    http: httpx.AsyncClient
+    """For the upstream providers the operator configured."""
+    tenant_http: httpx.AsyncClient
+    """For URLs tenants give (inputs, webhooks): each connection checked (tenant_urls.py)."""
+    providers: dict[str, Provider] = field(default_factory=dict)
+    models_file: ModelsFile = field(default_factory=ModelsFile)
+    redis_connected: Callable[[], bool] = lambda: False
+    """True while a long-lived connection to Redis is known to be up (the API's event hub sets
+    this to its own state); False means: ask Redis."""
+
+    @property
+    def one_statement_paths(self) -> bool:
+        """Whether the hot paths may take their one-statement PostgreSQL forms
+        (`app/jobs/statements.py`); on SQLite they take the ORM path."""
+        return self.engine.dialect.name == "postgresql"
+
+    @property
+    def queue_name(self) -> str:
+        return queue_name(self.settings.redis_namespace)
+
+
+async def open_store(settings: Settings) -> MediaStore:
+    if settings.storage == "memory":
+        return MemoryStore()
+    if settings.storage == "files":
+        files = FileStore(settings.files_dir)
+        await files.ensure_root()
+        return files
+    store = await open_s3_store(
+        S3Config(
+            bucket=settings.s3_bucket,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key=settings.s3_access_key,
+            secret_key=settings.s3_secret_key,
+            public_base_url=settings.s3_public_base_url,
+        )
+    )
+    if settings.s3_create_bucket or settings.dev:
+        await store.ensure_bucket()
+    return store
+
+
+async def open_redis(settings: Settings) -> ArqRedis:
+    redis_settings = RedisSettings.from_dsn(settings.redis_url)
+    redis_settings.conn_retries = 2
+    redis_settings.conn_timeout = 2
+    return await create_pool(
+        redis_settings,
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        default_queue_name=queue_name(settings.redis_namespace),
+    )
+
+
+def open_http_client(settings: Settings) -> httpx.AsyncClient:
+    """The one client every upstream provider shares (one connection pool per process)."""
+    timeout = settings.provider_request_timeout_seconds
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=40),
+        follow_redirects=False,
+        headers={"User-Agent": "mediagate"},
+    )
+
+
+def build_providers(settings: Settings, http: httpx.AsyncClient) -> dict[str, Provider]:
+    """The local provider, and each upstream whose credentials are configured."""
+    providers: dict[str, Provider] = {
+        "local": LocalProvider(
+            latency_seconds=settings.local_latency_seconds,
+            progress_steps=settings.local_progress_steps,
+        )
+    }
+    polling = {
+        "poll_initial_seconds": settings.poll_initial_seconds,
+        "poll_max_seconds": settings.poll_max_seconds,
+    }
+    if settings.openai_api_key:
+        config = UpstreamConfig(settings.openai_api_key, settings.openai_base_url, **polling)
+        providers["openai"] = OpenAIProvider(http, config)
+    if settings.minimax_api_key:
+        config = UpstreamConfig(settings.minimax_api_key, settings.minimax_base_url, **polling)
+        providers["minimax"] = MiniMaxProvider(http, config)
+    if settings.replicate_api_token:
+        config = UpstreamConfig(
+            settings.replicate_api_token, settings.replicate_base_url, **polling
+        )
+        providers["replicate"] = ReplicateProvider(http, config)
+    return providers
+
+
+@contextlib.asynccontextmanager
+async def open_resources(
+    settings: Settings, *, store: MediaStore | None = None
+) -> AsyncIterator[Resources]:
+    """Open everything; `store` lets the embedded dev worker share the API's memory store."""
+    async with contextlib.AsyncExitStack() as stack:
+        engine = create_engine(
+            settings.database_url,
+            timeout=settings.database_timeout_seconds,
+            pool_size=settings.database_pool_size,
+        )
+        stack.push_async_callback(engine.dispose)
+        redis = await open_redis(settings)
+        stack.push_async_callback(redis.aclose)
+        if store is None:
+            store = await open_store(settings)
+            stack.push_async_callback(store.close)
+        models_file = load_models_file(settings.models_file)
+        http = open_http_client(settings)
+        stack.push_async_callback(http.aclose)
+        tenant_http = open_tenant_client(
+            allow_private=settings.allow_private_urls,
+            timeout=max(settings.input_url_timeout_seconds, settings.webhook_timeout_seconds),
+        )
+        stack.push_async_callback(tenant_http.aclose)
+        providers = build_providers(settings, http)
+        for provider in providers.values():
+            stack.push_async_callback(provider.aclose)
+        yield Resources(
+            settings=settings,
+            engine=engine,
+            sessionmaker=create_sessionmaker(engine),
+            redis=redis,
+            bus=EventBus(redis, settings.redis_namespace, ttl_seconds=settings.events_ttl_seconds),
+            store=store,
+            catalog=build_catalog(providers, models_file.models),
+            http=http,
+            tenant_http=tenant_http,
+            providers=providers,
+            models_file=models_file,
+        )

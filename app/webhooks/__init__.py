@@ -1,0 +1,1 @@
+"""Webhooks: signing, scheduling and delivering job notifications, and their HTTP endpoints."""

@@ -1,0 +1,295 @@
+"""Webhooks, signed as Standard Webhooks specifies (https://www.standardwebhooks.com):
+`webhook-id`, `webhook-timestamp` and `webhook-signature: v1,<base64 HMAC-SHA256 of
+"{id}.{timestamp}.{body}">`, keyed with the key's `whsec_` secret (and, for a day after a
+rotation, the previous one too: both signatures are sent). A job's events become delivery rows
+that workers deliver (never the API), retrying with backoff for a day; only a 2xx counts, and
+redirects are not followed. The URL is checked at submit and again before every attempt, after
+DNS, so a name that turns private later is refused (DNS rebinding)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import random
+import secrets
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import orjson
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.media.service import signed_path
+from app.platform.contract import WEBHOOK_TASK
+from app.platform.errors import InvalidRequestError
+from app.platform.events import EVENT_NAMES, TERMINAL_EVENTS
+from app.platform.ids import new_id
+from app.platform.resources import Resources
+from app.platform.tables import Job, VirtualKey, WebhookDelivery, as_utc, iso, utcnow
+from app.platform.tenant_urls import check_resolves_public, check_url, failure_reason
+
+log = logging.getLogger("mediagate.webhooks")
+
+DEFAULT_EVENTS = ("job.succeeded", "job.failed", "job.canceled")
+ROTATION_OVERLAP = timedelta(hours=24)
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    content = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
+
+
+def signing_secrets(key: VirtualKey) -> list[str]:
+    found = [key.webhook_secret] if key.webhook_secret else []
+    until = key.webhook_previous_until
+    if key.webhook_previous_secret and until is not None and as_utc(until) > utcnow():
+        found.append(key.webhook_previous_secret)
+    return found
+
+
+def rotate_secret(key: VirtualKey) -> str:
+    """A new secret; the old one keeps signing (beside it) for a day."""
+    if key.webhook_secret:
+        key.webhook_previous_secret = key.webhook_secret
+        key.webhook_previous_until = utcnow() + ROTATION_OVERLAP
+    key.webhook_secret = new_secret()
+    return key.webhook_secret
+
+
+async def check_target(
+    url: str, events: Sequence[str] | None, param: str, *, allow_private: bool
+) -> dict[str, Any]:
+    """A webhook as given at submit or on a key: a public https URL and known events."""
+    check_url(url, param, allow_private=allow_private)
+    if not allow_private:
+        await check_resolves_public(url, param)
+    chosen = list(events) if events else list(DEFAULT_EVENTS)
+    unknown = sorted(set(chosen) - set(EVENT_NAMES))
+    if unknown:
+        raise InvalidRequestError(
+            f"unknown webhook events {unknown}; choose from {', '.join(EVENT_NAMES)}",
+            param=f"{param.rsplit('.', 1)[0]}.events" if "." in param else "events",
+        )
+    return {"url": url, "events": chosen}
+
+
+def wants(job: Job, key: VirtualKey, event: str) -> bool:
+    """Whether anyone subscribed to this event of this job (cheap: no I/O)."""
+    return bool(_targets(job, key, event))
+
+
+def _targets(job: Job, key: VirtualKey, event: str) -> list[str]:
+    urls: list[str] = []
+    for target in (job.webhook, {"url": key.webhook_url, "events": key.webhook_events}):
+        if not target or not target.get("url"):
+            continue
+        if event in (target.get("events") or DEFAULT_EVENTS) and target["url"] not in urls:
+            urls.append(str(target["url"]))
+    return urls
+
+
+async def schedule(
+    session: AsyncSession, job: Job, key: VirtualKey, event: str, data: dict[str, Any]
+) -> list[str]:
+    """Delivery rows for the job's subscribers to `event`; the caller commits, then enqueues
+    `deliver` for each id returned."""
+    ids: list[str] = []
+    for url in _targets(job, key, event):
+        delivery = WebhookDelivery(
+            id=new_id("whd"),
+            job_id=job.id,
+            key_id=key.id,
+            event=event,
+            url=url,
+            payload={"type": event, "timestamp": iso(utcnow()), "data": data},
+        )
+        session.add(delivery)
+        ids.append(delivery.id)
+    if ids:
+        if key.webhook_secret is None:  # a key made before webhooks existed
+            key.webhook_secret = new_secret()
+            session.add(key)
+        await session.flush()
+    return ids
+
+
+async def enqueue(res: Resources, delivery_id: str, attempt_tag: str = "") -> None:
+    await res.redis.enqueue_job(WEBHOOK_TASK, delivery_id, _job_id=f"{delivery_id}{attempt_tag}")
+
+
+async def notify(
+    res: Resources, job: Job, event: str, data: dict[str, Any], *, attempt: int | None = None
+) -> None:
+    """Schedule and enqueue the deliveries of one event (from a worker, or from the API's cancel
+    path, which only records them: a worker delivers). A worker's `attempt` fences them: nothing
+    is scheduled unless the job is still that attempt's (and, before its end, running)."""
+    if event not in EVENT_NAMES:
+        return
+    settings = res.settings
+    if settings.public_url:  # links to the outputs, as the API would sign them
+        expires = int(time.time()) + settings.media_url_ttl_seconds
+        base = settings.public_url.rstrip("/")
+        data = {
+            **data,
+            "outputs": [
+                {**o, "url": base + signed_path(settings.signing_secret, o["id"], expires)}
+                for o in data.get("outputs", [])
+            ],
+        }
+    async with res.sessionmaker() as session:
+        key = await session.get(VirtualKey, job.key_id)
+        fresh = (
+            await session.exec(
+                select(Job)
+                .where(Job.id == job.id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+        ).first()
+        if key is None or fresh is None:
+            return
+        if attempt is not None and (
+            fresh.attempts != attempt
+            or (event not in TERMINAL_EVENTS and fresh.status != "running")
+        ):
+            log.info("webhook.fenced job_id=%s event=%s attempt=%d", job.id, event, attempt)
+            return
+        ids = await schedule(session, fresh, key, event, data)
+        await session.commit()
+    for delivery_id in ids:
+        await enqueue(res, delivery_id)
+
+
+def retry_delay(attempt: int, base: float) -> float:
+    """Exponential backoff with jitter, at most an hour between attempts."""
+    return float(min(3600.0, base * 2.0 ** max(0, attempt - 1)) * random.uniform(0.5, 1.0))
+
+
+async def deliver(res: Resources, delivery_id: str) -> tuple[str, float | None]:
+    """One attempt. Returns the delivery's status and, when it should be tried again, the delay."""
+    settings = res.settings
+    async with res.sessionmaker() as session:
+        delivery = await session.get(WebhookDelivery, delivery_id)
+        key = await session.get(VirtualKey, delivery.key_id) if delivery else None
+    if delivery is None or key is None or delivery.status != "pending":
+        return ("missing" if delivery is None else delivery.status), None
+    if len(delivery.attempts) >= settings.webhook_max_attempts:
+        # Its last attempts died with their workers: they count, and there is no other.
+        async with res.sessionmaker() as session:
+            await session.exec(
+                update(WebhookDelivery)
+                .where(col(WebhookDelivery.id) == delivery_id)
+                .values(status="failed")
+            )
+            await session.commit()
+        return "failed", None
+    body = orjson.dumps(delivery.payload)
+    timestamp = int(time.time())
+    headers = {
+        "content-type": "application/json",
+        "user-agent": "mediagate-webhooks/1",
+        "webhook-id": delivery.id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": " ".join(
+            signature(secret, delivery.id, timestamp, body) for secret in signing_secrets(key)
+        ),
+    }
+    record: dict[str, Any] = {"at": iso(utcnow()), "status_code": None, "latency_ms": None}
+    # The attempt is recorded before it is made: one that dies with its worker still counts
+    # towards the limit, so a receiver that kills workers cannot be retried forever.
+    await _record_attempt(res, delivery_id, {**record, "error": "interrupted"}, None)
+    started = time.monotonic()
+    try:
+        # The whole attempt, not each read: a receiver trickling a byte every few seconds
+        # holds a worker's slot no longer than the timeout.
+        async with asyncio.timeout(settings.webhook_timeout_seconds):
+            # Again at every attempt; where the name resolves now is checked by the tenant
+            # client as it connects (to the address it checked).
+            check_url(delivery.url, "webhook.url", allow_private=settings.allow_private_urls)
+            async with res.tenant_http.stream(
+                "POST", delivery.url, content=body, headers=headers, follow_redirects=False
+            ) as resp:
+                # The status is the whole answer we need: nothing of the body is read, so a
+                # receiver answering gigabytes costs nothing.
+                record["status_code"] = resp.status_code
+        ok = 200 <= resp.status_code < 300
+        if not ok:
+            record["error"] = f"HTTP {resp.status_code}"
+    except InvalidRequestError as exc:
+        record["error"] = f"refused: {exc.message}"
+        ok = False
+    except TimeoutError:
+        record["error"] = "timeout"
+        ok = False
+    except httpx.HTTPError as exc:
+        record["error"] = failure_reason(exc)
+        ok = False
+    record["latency_ms"] = int((time.monotonic() - started) * 1000)
+    status, attempts = await _record_attempt(res, delivery_id, record, ok, replace_last=True)
+    log.info(
+        "webhook.attempt delivery_id=%s event=%s status=%s code=%s ms=%s",
+        delivery_id,
+        delivery.event,
+        status,
+        record["status_code"],
+        record["latency_ms"],
+    )
+    if status == "pending":
+        return status, retry_delay(attempts, settings.webhook_retry_base_seconds)
+    return status, None
+
+
+async def _record_attempt(
+    res: Resources,
+    delivery_id: str,
+    record: dict[str, Any],
+    ok: bool | None,
+    *,
+    replace_last: bool = False,
+) -> tuple[str, int]:
+    """Append `record` to the delivery's attempts (or, with `replace_last`, put it in place of
+    the one recorded before sending) and settle its status: delivered when `ok`, failed once it
+    has used its attempts or its retry window. Returns (status, attempts so far)."""
+    settings = res.settings
+    async with res.sessionmaker() as session:
+        fresh = (
+            await session.exec(
+                select(WebhookDelivery)
+                .where(WebhookDelivery.id == delivery_id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+        ).first()
+        assert fresh is not None
+        earlier = fresh.attempts[:-1] if replace_last else fresh.attempts
+        fresh.attempts = [*earlier, record]
+        given_up = as_utc(fresh.created_at) + timedelta(seconds=settings.webhook_retry_seconds)
+        if ok:
+            fresh.status, fresh.delivered_at = "delivered", utcnow()
+        elif ok is False and (
+            utcnow() >= given_up or len(fresh.attempts) >= settings.webhook_max_attempts
+        ):
+            fresh.status = "failed"
+        session.add(fresh)
+        await session.commit()
+        return fresh.status, len(fresh.attempts)
+
+
+async def deliveries_of(session: AsyncSession, job_id: str) -> list[WebhookDelivery]:
+    rows = await session.exec(
+        select(WebhookDelivery)
+        .where(WebhookDelivery.job_id == job_id)
+        .order_by(col(WebhookDelivery.created_at), col(WebhookDelivery.id))
+    )
+    return list(rows)

@@ -17,10 +17,19 @@ import io
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from enum import StrEnum
+from typing import Any, Protocol
 
-MediaType = Literal["image", "video", "speech"]
-MEDIA_TYPES: tuple[MediaType, ...] = ("image", "video", "speech")
+
+class MediaType(StrEnum):
+    """What a model makes; a job's `type`."""
+
+    IMAGE = "image"
+    VIDEO = "video"
+    SPEECH = "speech"
+
+
+MEDIA_TYPES: tuple[MediaType, ...] = tuple(MediaType)
 
 ProgressCallback = Callable[[int], Awaitable[None]]
 """Called with a percentage (0-100) as the provider advances."""

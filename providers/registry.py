@@ -78,7 +78,7 @@ class ModelSpec:
 LOCAL_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
         name="local-image",
-        type="image",
+        type=MediaType.IMAGE,
         provider="local",
         provider_model="local-image",
         sizes=IMAGE_SIZES,
@@ -88,7 +88,7 @@ LOCAL_MODELS: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         name="local-video",
-        type="video",
+        type=MediaType.VIDEO,
         provider="local",
         provider_model="local-video",
         sizes=VIDEO_SIZES,
@@ -100,7 +100,7 @@ LOCAL_MODELS: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         name="local-speech",
-        type="speech",
+        type=MediaType.SPEECH,
         provider="local",
         provider_model="local-speech",
         formats=SPEECH_FORMATS,
@@ -114,7 +114,7 @@ LOCAL_MODELS: tuple[ModelSpec, ...] = (
 OPENAI_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
         name="openai/dall-e-2",
-        type="image",
+        type=MediaType.IMAGE,
         provider="openai",
         provider_model="dall-e-2",
         sizes=("256x256", "512x512", "1024x1024"),
@@ -125,7 +125,7 @@ OPENAI_MODELS: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         name="openai/dall-e-3",
-        type="image",
+        type=MediaType.IMAGE,
         provider="openai",
         provider_model="dall-e-3",
         sizes=("1024x1024", "1792x1024", "1024x1792"),
@@ -136,7 +136,7 @@ OPENAI_MODELS: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         name="openai/gpt-image-1",
-        type="image",
+        type=MediaType.IMAGE,
         provider="openai",
         provider_model="gpt-image-1",
         sizes=("1024x1024", "1536x1024", "1024x1536"),
@@ -149,7 +149,7 @@ OPENAI_MODELS: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         name="openai/sora-2",
-        type="video",
+        type=MediaType.VIDEO,
         provider="openai",
         provider_model="sora-2",
         sizes=SORA_SIZES[:2],
@@ -160,7 +160,7 @@ OPENAI_MODELS: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         name="openai/sora-2-pro",
-        type="video",
+        type=MediaType.VIDEO,
         provider="openai",
         provider_model="sora-2-pro",
         sizes=SORA_SIZES,
@@ -172,7 +172,7 @@ OPENAI_MODELS: tuple[ModelSpec, ...] = (
     *(
         ModelSpec(
             name=f"openai/{model}",
-            type="speech",
+            type=MediaType.SPEECH,
             provider="openai",
             provider_model=model,
             formats=("mp3", "opus", "aac", "flac", "wav", "pcm"),
@@ -188,7 +188,7 @@ OPENAI_MODELS: tuple[ModelSpec, ...] = (
 MINIMAX_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
         name="minimax/image-01",
-        type="image",
+        type=MediaType.IMAGE,
         provider="minimax",
         provider_model="image-01",
         sizes=("1024x1024", "1280x720", "720x1280", "1152x864", "864x1152", "1248x832"),
@@ -200,7 +200,7 @@ MINIMAX_MODELS: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         name="minimax/MiniMax-Hailuo-02",
-        type="video",
+        type=MediaType.VIDEO,
         provider="minimax",
         provider_model="MiniMax-Hailuo-02",
         sizes=("1366x768", "1920x1080"),
@@ -215,7 +215,7 @@ MINIMAX_MODELS: tuple[ModelSpec, ...] = (
 REPLICATE_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
         name="replicate/black-forest-labs/flux-schnell",
-        type="image",
+        type=MediaType.IMAGE,
         provider="replicate",
         provider_model="black-forest-labs/flux-schnell",
         sizes=("1024x1024", "1344x768", "768x1344", "1216x832", "832x1216"),
@@ -224,7 +224,7 @@ REPLICATE_MODELS: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         name="replicate/minimax/video-01",
-        type="video",
+        type=MediaType.VIDEO,
         provider="replicate",
         provider_model="minimax/video-01",
         sizes=("1280x720",),
@@ -233,7 +233,7 @@ REPLICATE_MODELS: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         name="replicate/minimax/speech-02-turbo",
-        type="speech",
+        type=MediaType.SPEECH,
         provider="replicate",
         provider_model="minimax/speech-02-turbo",
         formats=("mp3",),
@@ -257,6 +257,7 @@ def model_from_config(name: str, entry: Mapping[str, Any]) -> ModelSpec:
     values = dict(entry)
     if values.get("type") not in MEDIA_TYPES:
         raise CatalogError(f"model {name!r}: type must be one of {', '.join(MEDIA_TYPES)}")
+    values["type"] = MediaType(values["type"])
     for required in ("provider", "provider_model"):
         if not isinstance(values.get(required), str):
             raise CatalogError(f"model {name!r}: {required} is required")

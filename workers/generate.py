@@ -25,7 +25,8 @@ from app.jobs.service import job_snapshot, outputs_of
 from app.platform.errors import OUTAGE_ERRORS, MediagateError, unavailable_part
 from app.platform.limits import acquire_slot, release_slot
 from app.platform.resources import Resources
-from app.platform.tables import TERMINAL_STATUSES, Job, MediaObject, VirtualKey, as_utc, utcnow
+from app.platform.tables import Job, MediaObject, VirtualKey, as_utc, utcnow
+from app.platform.vocabulary import TERMINAL_STATUSES, ErrorCode, EventType, JobStatus
 from app.webhooks import service as webhooks
 from providers.base import GenerationRequest, MediaType, ProviderError
 from providers.registry import ModelSpec
@@ -84,10 +85,10 @@ async def _run(res: Resources, job_id: str) -> str:
         await session.commit()
         waiting = late or await session.get(Job, job_id)
     if late is not None:
-        await res.bus.publish(job_id, "job.canceled", job_snapshot(late, []))
-        await webhooks.notify(res, late, "job.canceled", job_snapshot(late, []))
+        await res.bus.publish(job_id, EventType.CANCELED, job_snapshot(late, []))
+        await webhooks.notify(res, late, EventType.CANCELED, job_snapshot(late, []))
         log.info("job.canceled job_id=%s code=deadline_exceeded", job_id)
-        return "canceled"
+        return JobStatus.CANCELED
     if waiting is None or waiting.status in TERMINAL_STATUSES:
         log.info("job.skipped job_id=%s", job_id)
         return "skipped"
@@ -133,11 +134,13 @@ async def _attempt(
             run.lease = lease
             if job.tries > res.settings.max_tries_for(job.type):
                 # Earlier attempts died with their workers (killed, out of memory): stop trying.
-                await run.finish("failed", "worker_lost", "The job's workers stopped repeatedly.")
+                await run.finish(
+                    JobStatus.FAILED, ErrorCode.WORKER_LOST, "The job's workers stopped repeatedly."
+                )
                 log.warning(
                     "job.failed job_id=%s code=worker_lost attempts=%d", job_id, job.attempts
                 )
-                return "failed"
+                return JobStatus.FAILED
             log.info(
                 "job.started job_id=%s provider=%s attempt=%d try=%d",
                 job_id,
@@ -145,14 +148,14 @@ async def _attempt(
                 job.attempts,
                 job.tries,
             )
-            await run.publish("job.started")  # its `attempts` says which attempt this is
+            await run.publish(EventType.STARTED)  # its `attempts` says which attempt this is
             return await _execute(run, started)
     except Superseded:
         return await _after_superseded(run)
     except Stopped:
         log.info("job.stopped job_id=%s attempt=%d", job_id, run.attempt)
         await _cancel_upstream(run)
-        return "canceled"
+        return JobStatus.CANCELED
 
 
 async def _after_superseded(run: JobRun) -> str:
@@ -163,7 +166,7 @@ async def _after_superseded(run: JobRun) -> str:
         return SUPERSEDED
     log.info("job.stopped job_id=%s attempt=%d", run.job.id, run.attempt)
     await _cancel_upstream(run)
-    return "canceled"
+    return JobStatus.CANCELED
 
 
 def _remaining_seconds(res: Resources, job: Job) -> float:
@@ -178,14 +181,18 @@ async def _execute(run: JobRun, started: float) -> str:
     provider = res.providers.get(job.provider)
     if provider is None:
         await run.finish(
-            "failed", "provider_unavailable", f"provider {job.provider!r} is not configured"
+            JobStatus.FAILED,
+            ErrorCode.PROVIDER_UNAVAILABLE,
+            f"provider {job.provider!r} is not configured",
         )
-        return "failed"
+        return JobStatus.FAILED
     remaining = _remaining_seconds(res, job)
     if remaining <= 0:
-        await run.finish("failed", "timeout", "The job did not finish within its time limit.")
-        return "failed"
-    media_type: MediaType = job.type  # type: ignore[assignment]
+        await run.finish(
+            JobStatus.FAILED, ErrorCode.TIMEOUT, "The job did not finish within its time limit."
+        )
+        return JobStatus.FAILED
+    media_type: MediaType = job.type
     try:
         async with asyncio.timeout(remaining):
             files = await run.load_files()
@@ -197,27 +204,31 @@ async def _execute(run: JobRun, started: float) -> str:
                 await run.store_output(index, media)
                 index += 1
         if index == 0:
-            await run.finish("failed", "provider_error", "The provider returned no output.")
-            return "failed"
+            await run.finish(
+                JobStatus.FAILED, ErrorCode.PROVIDER_ERROR, "The provider returned no output."
+            )
+            return JobStatus.FAILED
     except Stopped:
         raise  # Superseded too: `_attempt` decides what a stop means
     except InputGone as exc:
-        await run.finish("failed", "invalid_request", str(exc))
-        return "failed"
+        await run.finish(JobStatus.FAILED, ErrorCode.INVALID_REQUEST, str(exc))
+        return JobStatus.FAILED
     except QuotaCrossed:
         await run.discard_outputs("quota")
         await run.finish(
-            "failed",
-            "storage_quota_exceeded",
+            JobStatus.FAILED,
+            ErrorCode.STORAGE_QUOTA_EXCEEDED,
             f"The outputs would take the key over its storage quota "
             f"({run.key.max_bytes} bytes, {run.key.max_objects} objects); nothing was stored.",
         )
         log.warning("job.failed job_id=%s code=storage_quota_exceeded", job.id)
-        return "failed"
+        return JobStatus.FAILED
     except TimeoutError:
-        await run.finish("failed", "timeout", "The job did not finish within its time limit.")
+        await run.finish(
+            JobStatus.FAILED, ErrorCode.TIMEOUT, "The job did not finish within its time limit."
+        )
         log.warning("job.failed job_id=%s code=timeout", job.id)
-        return "failed"
+        return JobStatus.FAILED
     except ProviderError as exc:
         return await _after_provider_error(run, exc)
     except asyncio.CancelledError:
@@ -238,9 +249,11 @@ async def _execute(run: JobRun, started: float) -> str:
         # Type and frames only: an exception's message may quote the prompt.
         frames = "".join(traceback.format_tb(exc.__traceback__)[-3:])
         log.error("job.crashed job_id=%s error=%s\n%s", job.id, type(exc).__name__, frames)
-        await run.finish("failed", "internal_error", "The job failed inside mediagate.")
-        return "failed"
-    await run.finish("succeeded")
+        await run.finish(
+            JobStatus.FAILED, ErrorCode.INTERNAL_ERROR, "The job failed inside mediagate."
+        )
+        return JobStatus.FAILED
+    await run.finish(JobStatus.SUCCEEDED)
     log.info(
         "job.succeeded job_id=%s provider=%s outputs=%d ms=%d",
         job.id,
@@ -248,7 +261,7 @@ async def _execute(run: JobRun, started: float) -> str:
         len(run.outputs),
         (time.monotonic() - started) * 1000,
     )
-    return "succeeded"
+    return JobStatus.SUCCEEDED
 
 
 async def _after_provider_error(run: JobRun, exc: ProviderError) -> str:
@@ -264,7 +277,7 @@ async def _after_provider_error(run: JobRun, exc: ProviderError) -> str:
                 delay,
                 exc.message[:300],
             )
-            await run.publish("job.retrying", error={"code": exc.code, "message": exc.public})
+            await run.publish(EventType.RETRYING, error={"code": exc.code, "message": exc.public})
             raise Retry(defer=delay) from exc
         target = _next_target(res, job)
         if target is not None:
@@ -274,8 +287,8 @@ async def _after_provider_error(run: JobRun, exc: ProviderError) -> str:
             except MediagateError:
                 job_input = None  # validated at submit; a changed catalog may still refuse it
             if job_input is None:
-                await run.finish("failed", exc.code, exc.public)
-                return "failed"
+                await run.finish(JobStatus.FAILED, exc.code, exc.public)
+                return JobStatus.FAILED
             async with res.sessionmaker() as session:
                 moved = await runs.fall_back(session, job.id, run.attempt, index, spec, job_input)
                 await session.commit()
@@ -289,10 +302,10 @@ async def _after_provider_error(run: JobRun, exc: ProviderError) -> str:
                 exc.code,
             )
             raise Retry(defer=0) from exc
-    await run.finish("failed", exc.code, exc.public)
+    await run.finish(JobStatus.FAILED, exc.code, exc.public)
     # The upstream's own words stay here: they may name our account. One line, bounded.
     log.warning("job.failed job_id=%s code=%s upstream=%r", job.id, exc.code, exc.message[:300])
-    return "failed"
+    return JobStatus.FAILED
 
 
 def _next_target(res: Resources, job: Job) -> tuple[int, ModelSpec] | None:
@@ -317,7 +330,7 @@ async def _cancel_upstream(run: JobRun) -> None:
     except Exception:
         return
     # Only this attempt's: a newer attempt may have resumed the task.
-    if fresh is None or fresh.status != "canceled" or fresh.attempts != run.attempt:
+    if fresh is None or fresh.status != JobStatus.CANCELED or fresh.attempts != run.attempt:
         return
     provider = run.res.providers.get(job.provider)
     if provider is None:

@@ -35,10 +35,10 @@ from app.media.service import (
     storage_key_for,
 )
 from app.platform.errors import AuthenticationError, InvalidRequestError
-from app.platform.events import TERMINAL_EVENTS
 from app.platform.resources import Resources
 from app.platform.tables import Job, MediaObject, VirtualKey
 from app.platform.tenant_urls import fetch_input
+from app.platform.vocabulary import TERMINAL_EVENTS, EventType, JobStatus, Variant
 from app.webhooks import service as webhooks
 from providers.base import GeneratedMedia, InputFile, iter_chunks, sniffed
 from storage.base import StorageError
@@ -109,7 +109,11 @@ class JobRun:
                 fresh = await session.get(Job, self.job.id)
         except Exception:
             fresh = None
-        if fresh is not None and fresh.attempts == self.attempt and fresh.status != "running":
+        if (
+            fresh is not None
+            and fresh.attempts == self.attempt
+            and fresh.status != JobStatus.RUNNING
+        ):
             return Stopped()
         # Another attempt's now; or still this one's, running, after a lease this worker could
         # not renew: either way the job is left to whoever takes it next.
@@ -218,7 +222,7 @@ class JobRun:
                 raise await self.fenced_out()
         elif self._progress_flush is None:
             self._progress_flush = asyncio.get_running_loop().call_later(wait, self._flush_progress)
-        await self.publish("job.progress")
+        await self.publish(EventType.PROGRESS)
 
     async def _save_progress(self) -> bool:
         self._progress_saved_at = time.monotonic()
@@ -264,7 +268,12 @@ class JobRun:
         return max(0, self.key.max_bytes - used + replaced)
 
     async def _store(
-        self, variant: str, index: int, content_type: str, ext: str, chunks: AsyncIterator[bytes]
+        self,
+        variant: Variant,
+        index: int,
+        content_type: str,
+        ext: str,
+        chunks: AsyncIterator[bytes],
     ) -> MediaObject:
         key = storage_key_for(self.job.key_id, self.job.id, self.attempt, index, ext, variant)
         digest = _Digest(await self._byte_room())
@@ -287,7 +296,7 @@ class JobRun:
         return media
 
     async def _record(
-        self, variant: str, index: int, key: str, content_type: str, digest: _Digest
+        self, variant: Variant, index: int, key: str, content_type: str, digest: _Digest
     ) -> tuple[MediaObject, str | None]:
         """Record an output in one transaction, under the key's row lock (a deleted key records
         nothing) and then the attempt's hold on the job's row (a superseded attempt neither)."""
@@ -339,7 +348,7 @@ class JobRun:
         chunks = output.chunks if spool is None else spool.tee(output.chunks)
         try:
             media = await self._store(
-                "output", index, output.content_type, output.extension, chunks
+                Variant.OUTPUT, index, output.content_type, output.extension, chunks
             )
             self.outputs = [m for m in self.outputs if m.index != index] + [media]
             self.outputs.sort(key=lambda m: m.index)
@@ -348,7 +357,7 @@ class JobRun:
         finally:
             if spool is not None:
                 spool.close()
-        await self.publish("job.output")
+        await self.publish(EventType.OUTPUT)
 
     async def _store_thumbnail(self, index: int, spool: Spool) -> None:
         """A still of a video output, as OpenAI's `variant=thumbnail` serves; a video that cannot
@@ -357,7 +366,7 @@ class JobRun:
         if still is None:
             log.warning("job.no_thumbnail job_id=%s index=%d", self.job.id, index)
             return
-        await self._store("thumbnail", index, "image/webp", "webp", iter_chunks(still))
+        await self._store(Variant.THUMBNAIL, index, "image/webp", "webp", iter_chunks(still))
 
     async def discard_outputs(self, reason: str) -> None:
         """Delete everything the job stored (a job over quota stores nothing)."""

@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.platform.errors import InvalidRequestError, ModelNotFoundError, NotFoundError
 from app.platform.tables import ModelAlias, as_utc, utcnow
+from providers.base import MediaType
 from providers.registry import Catalog, ModelSpec
 
 log = logging.getLogger("mediagate.routing")
@@ -49,7 +50,7 @@ async def resolve(session: AsyncSession, catalog: Catalog, name: str) -> Route:
     )
 
 
-def check_targets(catalog: Catalog, name: str, targets: Sequence[str]) -> str:
+def check_targets(catalog: Catalog, name: str, targets: Sequence[str]) -> MediaType:
     """Validate an alias's targets; returns the media type they share."""
     if catalog.get(name) is not None:
         raise InvalidRequestError(f"{name!r} is already a model name.", param="name")
@@ -57,7 +58,7 @@ def check_targets(catalog: Catalog, name: str, targets: Sequence[str]) -> str:
         raise InvalidRequestError(
             f"an alias needs between 1 and {MAX_TARGETS} targets", param="targets"
         )
-    types: set[str] = set()
+    types: set[MediaType] = set()
     for index, target in enumerate(targets):
         spec = catalog.get(target)
         if spec is None:

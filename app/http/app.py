@@ -35,6 +35,7 @@ from app.platform.events import EventHub
 from app.platform.limits import Holds
 from app.platform.resources import Resources, open_resources
 from app.platform.settings import Settings
+from app.platform.vocabulary import ErrorCode
 from storage.base import MediaStore
 
 log = logging.getLogger("mediagate.api")
@@ -82,10 +83,12 @@ def create_app(
             app.state.key_cache = keys
             app.state.upload_slots = asyncio.Semaphore(settings.max_concurrent_uploads)
             app.state.streams = Holds(
-                settings.max_streams_per_key, "event streams", "too_many_streams"
+                settings.max_streams_per_key, "event streams", ErrorCode.TOO_MANY_STREAMS
             )
             app.state.waits = Holds(
-                settings.max_waits_per_key, "requests waiting for their job", "too_many_waits"
+                settings.max_waits_per_key,
+                "requests waiting for their job",
+                ErrorCode.TOO_MANY_WAITS,
             )
             try:
                 async with contextlib.AsyncExitStack() as stack:

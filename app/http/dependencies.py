@@ -19,6 +19,7 @@ from app.platform.events import EventHub
 from app.platform.limits import admit_request, auth_failures, record_auth_failure
 from app.platform.resources import Resources
 from app.platform.tables import VirtualKey
+from app.platform.vocabulary import ErrorCode
 
 
 def bearer_token(headers: Any) -> str | None:
@@ -64,7 +65,7 @@ async def caller_key(request: Request[Any, Any, Any], resources: Resources) -> V
         raise QuotaExceededError(
             f"Too many failed authentications from this address (limit {limit} a minute). "
             "Retry in a minute.",
-            code="too_many_failed_authentications",
+            code=ErrorCode.TOO_MANY_FAILED_AUTHENTICATIONS,
             retry_after=60,
         )
     if digest is not None:
@@ -90,11 +91,11 @@ async def provide_key(request: Request[Any, Any, Any], resources: Resources) -> 
     if bearer_token(request.headers) is None:
         raise AuthenticationError(
             "You didn't provide an API key. Send it as 'Authorization: Bearer mg_...'.",
-            code="missing_api_key",
+            code=ErrorCode.MISSING_API_KEY,
         )
     key = await caller_key(request, resources)
     if key is None:
-        raise AuthenticationError("Incorrect API key provided.", code="invalid_api_key")
+        raise AuthenticationError("Incorrect API key provided.", code=ErrorCode.INVALID_API_KEY)
     await admit(resources, key)
     return key
 
@@ -104,7 +105,9 @@ async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
     expected = resources.settings.admin_key or ""
     token = bearer_token(connection.headers) or ""
     if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
-        raise AuthenticationError("This endpoint needs the admin key.", code="invalid_admin_key")
+        raise AuthenticationError(
+            "This endpoint needs the admin key.", code=ErrorCode.INVALID_ADMIN_KEY
+        )
 
 
 DEPENDENCIES = {

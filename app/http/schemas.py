@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.platform.vocabulary import JobStatus, JobType, Priority, PurgeStatus
+
 
 def _nul_path(value: Any, path: str) -> str | None:
     """Where in `value` a NUL character sits (PostgreSQL cannot store one in text), or None."""
@@ -40,10 +42,10 @@ class RequestModel(BaseModel):
 
 
 class JobCreate(RequestModel):
-    type: Literal["image", "video", "speech"]
+    type: JobType
     model: str = Field(min_length=1, max_length=200)
     input: dict[str, Any]
-    priority: Literal["high", "normal", "low"] = "normal"
+    priority: Priority = Priority.NORMAL
     webhook: WebhookSpec | None = None
     deadline_seconds: int | None = Field(default=None, ge=1, le=7 * 86_400)
     """Not started within this many seconds: the job ends `canceled`, `deadline_exceeded`."""
@@ -70,10 +72,10 @@ class JobObject(BaseModel):
     model: str
     provider: str
     served_by: str
-    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    status: JobStatus
     progress: int
     attempts: int
-    priority: Literal["high", "normal", "low"]
+    priority: Priority
     deadline_at: str | None
     created_at: str
     started_at: str | None
@@ -99,7 +101,7 @@ class KeyLimits(RequestModel):
     max_concurrent_jobs: int | None = Field(default=None, ge=1)
     retention_days: int | None = Field(default=None, ge=1, le=36500)
     requests_per_minute: int | None = Field(default=None, ge=1)
-    max_priority: Literal["high", "normal", "low"] | None = None
+    max_priority: Priority | None = None
     """The highest priority the key may submit at; null: MEDIAGATE_DEFAULT_MAX_PRIORITY."""
 
 
@@ -127,7 +129,7 @@ class WebhookSpec(RequestModel):
 
 
 class KeyPurge(BaseModel):
-    status: Literal["pending", "running", "done"]
+    status: PurgeStatus
     deleted_objects: int
     finished_at: str | None
 

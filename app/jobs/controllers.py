@@ -26,6 +26,7 @@ from app.platform.errors import ConflictError, NotFoundError, QuotaExceededError
 from app.platform.ids import new_id
 from app.platform.resources import Resources
 from app.platform.tables import Job, MediaObject, VirtualKey, WebhookDelivery, utcnow
+from app.platform.vocabulary import ACTIVE_STATUSES, DeliveryStatus, ErrorCode, EventType, Priority
 from app.webhooks import service as webhooks
 
 log = logging.getLogger("mediagate.api")
@@ -58,7 +59,7 @@ async def check_queue(resources: Resources) -> None:
     if waiting >= limit:
         raise QuotaExceededError(
             f"The queue holds {waiting} jobs, its limit is {limit}. Retry later.",
-            code="queue_full",
+            code=ErrorCode.QUEUE_FULL,
             retry_after=30,
         )
 
@@ -72,7 +73,7 @@ async def submit(
     claim: Claim | None = None,
     *,
     session: AsyncSession | None = None,
-    priority: str = "normal",
+    priority: str = Priority.NORMAL,
     deadline_seconds: int | None = None,
     webhook: dict[str, Any] | None = None,
 ) -> tuple[Job, bool]:
@@ -172,9 +173,9 @@ async def abort_running(
     """After the database says canceled: tell followers, and stop the worker's task. Queued: arq
     skips it; running: the task is cancelled. The worker's writes are conditional on `running`."""
     snapshot = job_snapshot(job, outputs or [])
-    await resources.bus.publish(job.id, "job.canceled", snapshot)
+    await resources.bus.publish(job.id, EventType.CANCELED, snapshot)
     # Recorded here, delivered by a worker.
-    await webhooks.notify(resources, job, "job.canceled", snapshot)
+    await webhooks.notify(resources, job, EventType.CANCELED, snapshot)
     arq_job = ArqJob(
         job.id, resources.redis, _queue_name=resources.queue_name, _deserializer=deserialize
     )
@@ -191,7 +192,7 @@ async def delete_with_media(
     resources: Resources, session: AsyncSession, key: VirtualKey, job: Job
 ) -> None:
     """Delete the job (stopping it if it still runs), then its objects once that is committed."""
-    active = job.status in ("queued", "running")
+    active = job.status in ACTIVE_STATUSES
     job, storage_keys = await job_service.delete_job(session, key.id, job.id)
     await session.commit()
     if active:
@@ -316,13 +317,16 @@ class JobController(Controller):
         delivery = await session.get(WebhookDelivery, delivery_id)
         if delivery is None or delivery.job_id != job.id:
             raise NotFoundError(f"No webhook delivery {delivery_id!r}.", param="delivery_id")
-        if delivery.status == "pending":
+        if delivery.status == DeliveryStatus.PENDING:
             # Its retries are still under way: a second chain beside them would deliver twice.
             raise ConflictError(
                 f"Webhook delivery {delivery_id!r} is still being retried.",
-                code="webhook_pending",
+                code=ErrorCode.WEBHOOK_PENDING,
             )
-        delivery.status, delivery.created_at = "pending", utcnow()  # a fresh day of retries
+        delivery.status, delivery.created_at = (
+            DeliveryStatus.PENDING,
+            utcnow(),
+        )  # a fresh day of retries
         session.add(delivery)
         await session.commit()
         await webhooks.enqueue(resources, delivery.id, f":resend-{len(delivery.attempts)}")

@@ -19,6 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.platform.errors import ConflictError, InvalidRequestError
 from app.platform.tables import IdempotencyKey, as_utc, utcnow
+from app.platform.vocabulary import ErrorCode
 
 HEADER = "Idempotency-Key"
 MAX_LENGTH = 255
@@ -48,7 +49,7 @@ def claim_of(
         raise InvalidRequestError(
             f"{HEADER} must be 1 to {MAX_LENGTH} printable ASCII characters",
             param=HEADER,
-            code="invalid_idempotency_key",
+            code=ErrorCode.INVALID_IDEMPOTENCY_KEY,
         )
     digest = hashlib.sha256(f"{method.upper()} {path}\n".encode())
     digest.update(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS, default=str))
@@ -62,7 +63,7 @@ def _reused(claim: Claim) -> ConflictError:
     return ConflictError(
         f"This {HEADER} was already used with a different request; use a new key for a new "
         "request.",
-        code="idempotency_key_reused",
+        code=ErrorCode.IDEMPOTENCY_KEY_REUSED,
         param=HEADER,
     )
 

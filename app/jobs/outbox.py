@@ -18,6 +18,7 @@ from app.jobs.service import job_snapshot
 from app.jobs.transitions import cancel_if_late, hold
 from app.platform.resources import Resources
 from app.platform.tables import Job, utcnow
+from app.platform.vocabulary import EventType, JobStatus
 from app.webhooks import service as webhooks
 
 log = logging.getLogger("mediagate.outbox")
@@ -62,8 +63,9 @@ async def recover_jobs(res: Resources) -> Recovery:
                 .where(
                     col(Job.deleted_at).is_(None),
                     or_(
-                        (col(Job.status) == "queued") & (col(Job.created_at) < committed_before),
-                        (col(Job.status) == "running")
+                        (col(Job.status) == JobStatus.QUEUED)
+                        & (col(Job.created_at) < committed_before),
+                        (col(Job.status) == JobStatus.RUNNING)
                         & (col(Job.heartbeat_at).is_(None) | (col(Job.heartbeat_at) < silent_since))
                         & (col(Job.created_at) < committed_before),
                     ),
@@ -94,7 +96,7 @@ async def cancel_late_jobs(res: Resources) -> int:
             await session.exec(
                 select(Job.id)
                 .where(
-                    col(Job.status) == "queued",
+                    col(Job.status) == JobStatus.QUEUED,
                     col(Job.deadline_at).is_not(None),
                     col(Job.deadline_at) <= utcnow(),
                 )
@@ -108,7 +110,7 @@ async def cancel_late_jobs(res: Resources) -> int:
             await session.commit()
         if job is not None:
             canceled += 1
-            await res.bus.publish(job.id, "job.canceled", job_snapshot(job, []))
-            await webhooks.notify(res, job, "job.canceled", job_snapshot(job, []))
+            await res.bus.publish(job.id, EventType.CANCELED, job_snapshot(job, []))
+            await webhooks.notify(res, job, EventType.CANCELED, job_snapshot(job, []))
             log.info("job.canceled job_id=%s code=deadline_exceeded", job.id)
     return canceled

@@ -28,28 +28,35 @@ from app.platform.contract import GENERATE_TASK, serialize
 from app.platform.errors import InvalidRequestError
 from app.platform.events import EventBus
 from app.platform.tables import VirtualKey
+from app.platform.vocabulary import ErrorCode, EventType, Priority
 
-PRIORITIES = ("high", "normal", "low")
-HEAD_START = {"high": timedelta(minutes=10), "normal": timedelta(minutes=5), "low": timedelta()}
+PRIORITIES = tuple(Priority)
+"""Highest first."""
+HEAD_START = {
+    Priority.HIGH: timedelta(minutes=10),
+    Priority.NORMAL: timedelta(minutes=5),
+    Priority.LOW: timedelta(),
+}
 FAIR_WINDOW = timedelta(minutes=10)
 FAIR_STEP = timedelta(seconds=5)
 # arq keeps a job's data until its score plus a day; scores in the past shorten that, so say it.
 JOB_EXPIRES = timedelta(days=7)
 
 
-def allowed_priority(key: VirtualKey, priority: str, default_max: str) -> str:
+def allowed_priority(key: VirtualKey, priority: Priority | str, default_max: Priority) -> Priority:
     """The priority the job gets: at most what an admin allowed the key (else the deployment's
     default), since any tenant choosing `high` would make it mean nothing. Asking above it is a
     400; the default `normal` of a key held to `low` simply runs at `low`."""
-    allowed = key.max_priority or default_max
-    if priority == "normal" and allowed == "low":
-        return "low"
+    priority = Priority(priority)
+    allowed = Priority(key.max_priority or default_max)
+    if priority == Priority.NORMAL and allowed == Priority.LOW:
+        return Priority.LOW
     if PRIORITIES.index(priority) < PRIORITIES.index(allowed):
         raise InvalidRequestError(
-            f"This key may submit jobs at priority {allowed!r} at most; ask an admin to raise "
+            f"This key may submit jobs at priority '{allowed}' at most; ask an admin to raise "
             "its max_priority.",
             param="priority",
-            code="priority_not_allowed",
+            code=ErrorCode.PRIORITY_NOT_ALLOWED,
         )
     return priority
 
@@ -57,7 +64,12 @@ def allowed_priority(key: VirtualKey, priority: str, default_max: str) -> str:
 def queue_time(priority: str, queued_ahead: int, now: datetime | None = None) -> datetime:
     now = now or datetime.now(UTC)
     penalty = min(FAIR_WINDOW, FAIR_STEP * max(0, queued_ahead))
-    return now - FAIR_WINDOW - HEAD_START.get(priority, HEAD_START["normal"]) + penalty
+    return (
+        now
+        - FAIR_WINDOW
+        - HEAD_START.get(Priority(priority), HEAD_START[Priority.NORMAL])
+        + penalty
+    )
 
 
 async def enqueue_generation(
@@ -107,7 +119,7 @@ async def enqueue_new(
         [job_key_prefix + job_id, result_key_prefix + job_id, queue],
         [data, expires_ms, job_id, score],
         job_id,
-        "job.queued",
+        EventType.QUEUED,
         snapshot,
     )
 

@@ -21,8 +21,6 @@ from app.platform.errors import ConflictError, InvalidRequestError, NotFoundErro
 from app.platform.ids import new_id
 from app.platform.resources import Resources
 from app.platform.tables import (
-    JOB_STATUSES,
-    TERMINAL_STATUSES,
     Job,
     MediaObject,
     VirtualKey,
@@ -31,6 +29,14 @@ from app.platform.tables import (
     utcnow,
 )
 from app.platform.tenant_urls import check_url
+from app.platform.vocabulary import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    ErrorCode,
+    JobStatus,
+    Priority,
+    Variant,
+)
 from providers.base import MEDIA_TYPES
 from providers.registry import Catalog
 
@@ -72,7 +78,9 @@ async def check_references(
         media = await session.get(MediaObject, media_id)
         if media is None or media.key_id != key_id or media.deleted_at is not None:
             raise InvalidRequestError(
-                f"No media found with id {media_id!r}.", param=f"input.{name}", code="not_found"
+                f"No media found with id {media_id!r}.",
+                param=f"input.{name}",
+                code=ErrorCode.NOT_FOUND,
             )
 
 
@@ -83,7 +91,7 @@ def build_job(
     validated: Mapping[str, Any],
     *,
     job_id: str | None = None,
-    priority: str = "normal",
+    priority: str = Priority.NORMAL,
     deadline_seconds: int | None = None,
     webhook: dict[str, Any] | None = None,
 ) -> Job:
@@ -157,7 +165,7 @@ async def queued_jobs(session: AsyncSession, key_id: str) -> int:
     counted up to FAIR_COUNT_CAP: more would not move it further back."""
     queued = (
         select(col(Job.id))
-        .where(col(Job.key_id) == key_id, col(Job.status) == "queued")
+        .where(col(Job.key_id) == key_id, col(Job.status) == JobStatus.QUEUED)
         .limit(FAIR_COUNT_CAP)
         .subquery()
     )
@@ -184,10 +192,8 @@ async def list_jobs(
 ) -> tuple[Sequence[Job], bool]:
     """Newest first (or oldest first); `after` is the last id of the previous page.
     Returns (page, has_more)."""
-    if status is not None and status not in JOB_STATUSES:
-        raise InvalidRequestError(
-            f"status must be one of {', '.join(JOB_STATUSES)}", param="status"
-        )
+    if status is not None and status not in tuple(JobStatus):
+        raise InvalidRequestError(f"status must be one of {', '.join(JobStatus)}", param="status")
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidRequestError(f"limit must be between 1 and {MAX_PAGE}", param="limit")
     query = select(Job).where(Job.key_id == key_id, col(Job.deleted_at).is_(None))
@@ -209,8 +215,8 @@ async def delete_job(session: AsyncSession, key_id: str, job_id: str) -> tuple[J
     now = utcnow()
     await session.exec(
         update(Job)
-        .where(col(Job.id) == job.id, col(Job.status).in_(("queued", "running")))
-        .values(status="canceled", finished_at=now, cancel_requested_at=now)
+        .where(col(Job.id) == job.id, col(Job.status).in_(ACTIVE_STATUSES))
+        .values(status=JobStatus.CANCELED, finished_at=now, cancel_requested_at=now)
     )
     await session.exec(update(Job).where(col(Job.id) == job.id).values(deleted_at=now))
     storage_keys = await mark_job_media_deleted(session, job.id, "owner")
@@ -223,14 +229,14 @@ async def cancel_job(session: AsyncSession, key_id: str, job_id: str) -> Job:
     now = utcnow()
     result = await session.exec(
         update(Job)
-        .where(col(Job.id) == job.id, col(Job.status).in_(("queued", "running")))
-        .values(status="canceled", finished_at=now, cancel_requested_at=now)
+        .where(col(Job.id) == job.id, col(Job.status).in_(ACTIVE_STATUSES))
+        .values(status=JobStatus.CANCELED, finished_at=now, cancel_requested_at=now)
     )
     if result.rowcount == 0:
         await session.refresh(job)
         raise ConflictError(
             f"Job {job_id!r} is already {job.status} and cannot be canceled.",
-            code="job_not_cancelable",
+            code=ErrorCode.JOB_NOT_CANCELABLE,
         )
     await session.refresh(job)
     return job
@@ -245,7 +251,7 @@ async def outputs_of(session: AsyncSession, job_ids: Iterable[str]) -> dict[str,
         select(MediaObject)
         .where(
             col(MediaObject.job_id).in_(ids),
-            col(MediaObject.variant) == "output",
+            col(MediaObject.variant) == Variant.OUTPUT,
             col(MediaObject.deleted_at).is_(None),
         )
         .order_by(col(MediaObject.index))

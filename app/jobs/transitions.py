@@ -13,7 +13,8 @@ from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.media import usage
-from app.platform.tables import TERMINAL_STATUSES, Job, MediaObject, VirtualKey, utcnow
+from app.platform.tables import Job, MediaObject, VirtualKey, utcnow
+from app.platform.vocabulary import TERMINAL_STATUSES, ErrorCode, JobStatus
 from providers.registry import ModelSpec
 
 
@@ -22,7 +23,7 @@ async def start_attempt(session: AsyncSession, job_id: str) -> Job | None:
     job = (await session.exec(select(Job).where(Job.id == job_id).with_for_update())).first()
     if job is None or job.status in TERMINAL_STATUSES:
         return None
-    job.status = "running"
+    job.status = JobStatus.RUNNING
     job.attempts += 1
     job.tries += 1
     job.heartbeat_at = utcnow()
@@ -41,14 +42,14 @@ async def cancel_if_late(session: AsyncSession, job_id: str) -> Job | None:
         update(Job)
         .where(
             col(Job.id) == job_id,
-            col(Job.status) == "queued",
+            col(Job.status) == JobStatus.QUEUED,
             col(Job.deadline_at).is_not(None),
             col(Job.deadline_at) <= now,
         )
         .values(
-            status="canceled",
+            status=JobStatus.CANCELED,
             finished_at=now,
-            error_code="deadline_exceeded",
+            error_code=ErrorCode.DEADLINE_EXCEEDED,
             error_message="The job was not started before its deadline.",
         )
     )
@@ -59,7 +60,11 @@ async def cancel_if_late(session: AsyncSession, job_id: str) -> Job | None:
 
 def _mine(job_id: str, attempt: int) -> tuple[Any, ...]:
     """The fence: the job runs, and runs this attempt."""
-    return (col(Job.id) == job_id, col(Job.status) == "running", col(Job.attempts) == attempt)
+    return (
+        col(Job.id) == job_id,
+        col(Job.status) == JobStatus.RUNNING,
+        col(Job.attempts) == attempt,
+    )
 
 
 async def hold(session: AsyncSession, job_id: str, attempt: int) -> bool:
@@ -127,7 +132,7 @@ async def finish(
 ) -> bool:
     """Move the attempt's job to a terminal status; False if it no longer runs this attempt."""
     values: dict[str, object] = {"status": status, "finished_at": utcnow()}
-    if status == "succeeded":
+    if status == JobStatus.SUCCEEDED:
         values["progress"] = 100
     if error_code is not None:
         values.update(error_code=error_code, error_message=(error_message or "")[:2000])

@@ -17,6 +17,7 @@ from app.media.service import mark_deleted
 from app.platform.errors import NotFoundError
 from app.platform.resources import Resources
 from app.platform.tables import Job, MediaObject, VirtualKey, utcnow
+from app.platform.vocabulary import ACTIVE_STATUSES, JobStatus, PurgeStatus
 from storage.base import DELETE_BATCH
 
 log = logging.getLogger("mediagate.lifecycle")
@@ -61,13 +62,13 @@ async def delete_key(session: AsyncSession, key_id: str) -> VirtualKey:
         key.revoked_at = now
     if key.deleted_at is None:
         key.deleted_at = now
-        key.purge_status = "pending"
+        key.purge_status = PurgeStatus.PENDING
         key.purge_deleted_objects = 0
     session.add(key)
     await session.exec(
         update(Job)
-        .where(col(Job.key_id) == key_id, col(Job.status).in_(("queued", "running")))
-        .values(status="canceled", finished_at=now, cancel_requested_at=now)
+        .where(col(Job.key_id) == key_id, col(Job.status).in_(ACTIVE_STATUSES))
+        .values(status=JobStatus.CANCELED, finished_at=now, cancel_requested_at=now)
     )
     await session.flush()
     return key
@@ -85,9 +86,9 @@ async def purge_key(res: Resources, key_id: str, *, batch: int = DELETE_BATCH) -
     where a crashed run stopped. Returns the objects deleted by this run."""
     async with res.sessionmaker() as session:
         key = await session.get(VirtualKey, key_id)
-        if key is None or key.deleted_at is None or key.purge_status == "done":
+        if key is None or key.deleted_at is None or key.purge_status == PurgeStatus.DONE:
             return 0
-        key.purge_status = "running"
+        key.purge_status = PurgeStatus.RUNNING
         session.add(key)
         await session.commit()
     deleted = 0
@@ -121,7 +122,7 @@ async def purge_key(res: Resources, key_id: str, *, batch: int = DELETE_BATCH) -
         await session.exec(
             update(VirtualKey)
             .where(col(VirtualKey.id) == key_id)
-            .values(purge_status="done", purge_finished_at=utcnow())
+            .values(purge_status=PurgeStatus.DONE, purge_finished_at=utcnow())
         )
         await session.commit()
     log.info("key.purged key_id=%s objects=%d leftovers=%d", key_id, deleted, leftovers)
@@ -130,7 +131,9 @@ async def purge_key(res: Resources, key_id: str, *, batch: int = DELETE_BATCH) -
 
 async def unfinished_purges(session: AsyncSession) -> list[str]:
     rows = await session.exec(
-        select(VirtualKey.id).where(col(VirtualKey.purge_status).in_(("pending", "running")))
+        select(VirtualKey.id).where(
+            col(VirtualKey.purge_status).in_((PurgeStatus.PENDING, PurgeStatus.RUNNING))
+        )
     )
     return list(rows.all())
 

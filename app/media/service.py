@@ -17,6 +17,7 @@ from app.media import usage
 from app.platform.errors import GoneError, NotFoundError
 from app.platform.ids import new_id
 from app.platform.tables import MediaObject, as_utc, media_kind, utcnow
+from app.platform.vocabulary import ErrorCode, Variant
 from storage.base import MediaStore, StorageNotFoundError
 
 
@@ -38,12 +39,17 @@ def verify(secret: bytes, media_id: str, expires: int, signature: str, now: floa
 
 
 def storage_key_for(
-    key_id: str, job_id: str, attempt: int, index: int, extension: str, variant: str = "output"
+    key_id: str,
+    job_id: str,
+    attempt: int,
+    index: int,
+    extension: str,
+    variant: Variant = Variant.OUTPUT,
 ) -> str:
     """`{key}/{job}/{attempt}-{random}/{index}.{ext}`: every write has an object of its own, so a
     stale attempt (its worker partitioned past its lease) can never overwrite or delete what the
     attempt that took over wrote (nor a write of its own that a row points at)."""
-    suffix = "" if variant == "output" else f".{variant}"
+    suffix = "" if variant == Variant.OUTPUT else f".{variant}"
     return f"{key_id}/{job_id}/{attempt}-{secrets.token_hex(4)}/{index}{suffix}.{extension}"
 
 
@@ -73,7 +79,9 @@ async def get_media(session: AsyncSession, media_id: str, key_id: str | None) ->
         raise NotFoundError(f"No media found with id {media_id!r}.", param="id")
     expired = media.deleted_reason == "expired" or (media.deleted_at is None and is_expired(media))
     if expired and key_id:
-        raise GoneError(f"Media {media_id!r} has expired.", code="media_expired", param="id")
+        raise GoneError(
+            f"Media {media_id!r} has expired.", code=ErrorCode.MEDIA_EXPIRED, param="id"
+        )
     if media.deleted_at is not None or expired:
         raise NotFoundError(f"No media found with id {media_id!r}.", param="id")
     return media
@@ -89,7 +97,7 @@ async def record_output(
     content_type: str,
     size: int,
     sha256: str,
-    variant: str = "output",
+    variant: Variant = Variant.OUTPUT,
     expires_at: datetime | None = None,
 ) -> tuple[MediaObject, str | None]:
     """Insert the (job, variant, index) row, or update it on a re-run; usage moves by the
@@ -173,7 +181,7 @@ async def record_input(
         id=media_id,
         job_id=None,
         key_id=key_id,
-        variant="input",
+        variant=Variant.INPUT,
         storage_key=storage_key,
         content_type=content_type,
         bytes=size,
@@ -187,7 +195,7 @@ async def record_input(
     return media
 
 
-async def media_of_job(session: AsyncSession, job_id: str, variant: str) -> list[MediaObject]:
+async def media_of_job(session: AsyncSession, job_id: str, variant: Variant) -> list[MediaObject]:
     rows = await session.exec(
         select(MediaObject)
         .where(
@@ -245,7 +253,7 @@ async def open_object(
     except StorageNotFoundError:
         raise GoneError(
             f"The file of media {media.id!r} is missing from storage.",
-            code="media_missing",
+            code=ErrorCode.MEDIA_MISSING,
             param="id",
         ) from None
 

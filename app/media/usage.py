@@ -14,6 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.platform.errors import QuotaExceededError
 from app.platform.tables import MEDIA_KINDS, Job, KeyUsage, VirtualKey, utcnow
+from app.platform.vocabulary import ACTIVE_STATUSES, ErrorCode
 
 
 async def create_usage_rows(session: AsyncSession, key_id: str) -> None:
@@ -61,7 +62,7 @@ async def active_jobs(session: AsyncSession, key_id: str) -> int:
         await session.exec(
             select(func.count())
             .select_from(Job)
-            .where(Job.key_id == key_id, col(Job.status).in_(("queued", "running")))
+            .where(Job.key_id == key_id, col(Job.status).in_(ACTIVE_STATUSES))
         )
     ).one()
     return int(count)
@@ -75,13 +76,13 @@ async def check_submit(session: AsyncSession, key: VirtualKey) -> None:
             raise QuotaExceededError(
                 f"This key stores {used_bytes} bytes, at or over its quota of {key.max_bytes} "
                 "bytes. Delete media or ask for a larger quota.",
-                code="storage_quota_exceeded",
+                code=ErrorCode.STORAGE_QUOTA_EXCEEDED,
             )
         if key.max_objects is not None and used_objects >= key.max_objects:
             raise QuotaExceededError(
                 f"This key stores {used_objects} objects, at or over its quota of "
                 f"{key.max_objects} objects. Delete media or ask for a larger quota.",
-                code="storage_quota_exceeded",
+                code=ErrorCode.STORAGE_QUOTA_EXCEEDED,
             )
     if key.max_concurrent_jobs is not None:
         running = await active_jobs(session, key.id)
@@ -89,7 +90,7 @@ async def check_submit(session: AsyncSession, key: VirtualKey) -> None:
             raise QuotaExceededError(
                 f"This key has {running} jobs queued or running, its limit is "
                 f"{key.max_concurrent_jobs}. Wait for one to finish.",
-                code="concurrency_limit_exceeded",
+                code=ErrorCode.CONCURRENCY_LIMIT_EXCEEDED,
             )
 
 
@@ -103,12 +104,12 @@ async def check_room(session: AsyncSession, key: VirtualKey, size: int) -> None:
         raise QuotaExceededError(
             f"Storing {size} more bytes would take this key to {used_bytes + size} bytes, over "
             f"its quota of {key.max_bytes} bytes (it stores {used_bytes}).",
-            code="storage_quota_exceeded",
+            code=ErrorCode.STORAGE_QUOTA_EXCEEDED,
         )
     if key.max_objects is not None and used_objects + 1 > key.max_objects:
         raise QuotaExceededError(
             f"This key stores {used_objects} objects, its quota is {key.max_objects}.",
-            code="storage_quota_exceeded",
+            code=ErrorCode.STORAGE_QUOTA_EXCEEDED,
         )
 
 

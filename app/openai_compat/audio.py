@@ -26,6 +26,7 @@ from app.openai_compat.common import (
 from app.platform.events import EventHub
 from app.platform.resources import Resources
 from app.platform.tables import VirtualKey
+from app.platform.vocabulary import JobStatus
 
 
 class SpeechRequest(RequestModel):
@@ -75,9 +76,9 @@ async def create_speech(
             resources, session, key, "speech", model, params, request_body, openai_names=names
         )
         job = await wait_for_job(resources, hub, job.id, resources.settings.sync_wait_seconds)
-    if job.status in ("failed", "canceled"):
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELED):
         return failed(job)
-    if job.status != "succeeded":
+    if job.status != JobStatus.SUCCEEDED:
         return accepted(request, resources, job)
     media = (await job_service.outputs_for(resources, job))[0]
     return Stream(

@@ -28,6 +28,7 @@ from app.platform.events import EventHub
 from app.platform.limits import Hold, Holds
 from app.platform.resources import Resources
 from app.platform.tables import Job, MediaObject, VirtualKey
+from app.platform.vocabulary import ErrorCode, JobStatus
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -96,7 +97,7 @@ async def read_body(
         if slots.locked():
             raise QuotaExceededError(
                 "This server is reading as many uploads as it takes at once. Retry shortly.",
-                code="too_many_uploads",
+                code=ErrorCode.TOO_MANY_UPLOADS,
                 retry_after=5,
             )
         async with slots:
@@ -106,7 +107,7 @@ async def read_body(
             raw = orjson.loads(await request.body())
         except orjson.JSONDecodeError:
             raise InvalidRequestError(
-                "The request body is not valid JSON.", code="invalid_json"
+                "The request body is not valid JSON.", code=ErrorCode.INVALID_JSON
             ) from None
         if not isinstance(raw, dict):
             raise InvalidRequestError("The request body must be a JSON object.")
@@ -247,7 +248,7 @@ def accepted(request: Request[Any, Any, Any], resources: Resources, job: Job) ->
 def failed(job: Job) -> Response[dict[str, Any]]:
     """A job that ended without output, in OpenAI's error shape. `x-should-retry: false` tells
     OpenAI's SDKs not to submit again: mediagate already retried upstream."""
-    if job.status == "canceled":
+    if job.status == JobStatus.CANCELED:
         status, code, message = 409, "job_canceled", f"Job {job.id} was canceled."
     else:
         code = job.error_code or "internal_error"

@@ -31,6 +31,7 @@ from app.platform.errors import InvalidRequestError
 from app.platform.events import EventHub
 from app.platform.resources import Resources
 from app.platform.tables import Job, VirtualKey, as_utc
+from app.platform.vocabulary import JobStatus
 
 
 class ImageRequest(RequestModel):
@@ -83,10 +84,10 @@ async def _run(
             resources, session, key, "image", model, params, request_body, file_params=file_params
         )
         job = await wait_for_job(resources, hub, job.id, resources.settings.sync_wait_seconds)
-    if job.status == "succeeded":
+    if job.status == JobStatus.SUCCEEDED:
         fmt = body.response_format or "url"
         return Response(await _images_response(request, resources, job, fmt))
-    if job.status in ("failed", "canceled"):
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELED):
         return failed(job)
     return accepted(request, resources, job)
 

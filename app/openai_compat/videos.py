@@ -22,6 +22,7 @@ from app.openai_compat.common import read_body, submit_request
 from app.platform.errors import ConflictError, InvalidRequestError, NotFoundError
 from app.platform.resources import Resources
 from app.platform.tables import Job, VirtualKey, as_utc
+from app.platform.vocabulary import ErrorCode, JobStatus, Variant
 
 POLL_AFTER_MS = "1000"
 STATUS = {
@@ -46,8 +47,8 @@ def _unix(job_time: Any) -> int | None:
 
 def video_object(job: Job) -> dict[str, Any]:
     error = None
-    if job.status == "canceled":
-        error = {"code": "canceled", "message": "The video was canceled."}
+    if job.status == JobStatus.CANCELED:
+        error = {"code": ErrorCode.CANCELED, "message": "The video was canceled."}
     elif job.error_code is not None:
         error = {"code": job.error_code, "message": job.error_message or ""}
     return {
@@ -57,7 +58,7 @@ def video_object(job: Job) -> dict[str, Any]:
         "status": STATUS[job.status],
         "progress": job.progress,
         "created_at": _unix(job.created_at),
-        "completed_at": _unix(job.finished_at) if job.status == "succeeded" else None,
+        "completed_at": _unix(job.finished_at) if job.status == JobStatus.SUCCEEDED else None,
         "expires_at": None,  # mediagate keeps outputs until they are deleted
         "seconds": str(job.input.get("seconds", "")),
         "size": str(job.input.get("size", "")),
@@ -167,12 +168,13 @@ class VideoController(Controller):
                 param="variant",
             )
         job = await _get_video(session, key, video_id)
-        if job.status != "succeeded":
+        if job.status != JobStatus.SUCCEEDED:
             raise ConflictError(
                 f"Video {video_id!r} is {STATUS[job.status]}; its content exists once completed.",
-                code="video_not_ready",
+                code=ErrorCode.VIDEO_NOT_READY,
             )
-        rows = await media_of_job(session, job.id, "output" if variant == "video" else variant)
+        stored = Variant.OUTPUT if variant == "video" else Variant.THUMBNAIL
+        rows = await media_of_job(session, job.id, stored)
         if not rows:
             raise NotFoundError(f"Video {video_id!r} has no {variant}.", param="variant")
         media = rows[0]

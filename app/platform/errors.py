@@ -26,17 +26,18 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
+from app.platform.vocabulary import ErrorCode
 from storage.base import StorageError
 
 
 class MediagateError(Exception):
-    code = "internal_error"
+    code: str = ErrorCode.INTERNAL_ERROR
 
     def __init__(
         self,
         message: str,
         *,
-        code: str | None = None,
+        code: ErrorCode | None = None,
         param: str | None = None,
         retry_after: int | None = None,
     ) -> None:
@@ -50,35 +51,35 @@ class MediagateError(Exception):
 
 
 class InvalidRequestError(MediagateError):
-    code = "invalid_request"
+    code: str = ErrorCode.INVALID_REQUEST
 
 
 class ModelNotFoundError(InvalidRequestError):
-    code = "model_not_found"
+    code: str = ErrorCode.MODEL_NOT_FOUND
 
 
 class AuthenticationError(MediagateError):
-    code = "invalid_api_key"
+    code: str = ErrorCode.INVALID_API_KEY
 
 
 class NotFoundError(MediagateError):
-    code = "not_found"
+    code: str = ErrorCode.NOT_FOUND
 
 
 class ConflictError(MediagateError):
-    code = "conflict"
+    code: str = ErrorCode.CONFLICT
 
 
 class GoneError(MediagateError):
-    code = "gone"
+    code: str = ErrorCode.GONE
 
 
 class QuotaExceededError(MediagateError):
-    code = "storage_quota_exceeded"
+    code: str = ErrorCode.STORAGE_QUOTA_EXCEEDED
 
 
 class UnavailableError(MediagateError):
-    code = "service_unavailable"
+    code: str = ErrorCode.SERVICE_UNAVAILABLE
 
 
 NOT_OUTAGES = (IntegrityError, DataError, ProgrammingError, NotSupportedError)

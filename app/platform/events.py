@@ -23,20 +23,11 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from app.platform.contract import events_channel, events_meta_key, events_stream_key
+from app.platform.vocabulary import TERMINAL_EVENTS, EventType
 
 log = logging.getLogger("mediagate.events")
 
-EVENT_NAMES = (
-    "job.queued",
-    "job.started",
-    "job.progress",
-    "job.output",
-    "job.retrying",
-    "job.succeeded",
-    "job.failed",
-    "job.canceled",
-)
-TERMINAL_EVENTS = frozenset({"job.succeeded", "job.failed", "job.canceled"})
+EVENT_NAMES = tuple(EventType)
 STREAM_MAXLEN = 1000
 
 # Atomic: the fence (terminal marker, attempt), sequence number, append, expiry and fan-out

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from app.platform.errors import QuotaExceededError
+from app.platform.vocabulary import ErrorCode
 
 # KEYS[1] the key's window; ARGV now_ms, window_ms, limit, member. Returns 0 when admitted,
 # else the milliseconds until the oldest request in the window leaves it.
@@ -60,7 +61,7 @@ async def admit_request(redis: Redis, namespace: str, key_id: str, per_minute: i
         seconds = max(1, -(-int(wait_ms) // 1000))
         raise QuotaExceededError(
             f"This key is limited to {per_minute} requests per minute. Retry in {seconds} s.",
-            code="rate_limit_exceeded",
+            code=ErrorCode.RATE_LIMIT_EXCEEDED,
             retry_after=seconds,
         )
 
@@ -122,7 +123,7 @@ class Holds:
     released exactly once, by `release()` or, should its holder be dropped without that, when
     the hold is garbage-collected."""
 
-    def __init__(self, cap: int | None, what: str, code: str) -> None:
+    def __init__(self, cap: int | None, what: str, code: ErrorCode) -> None:
         self.cap = cap
         self.what = what
         self.code = code

@@ -7,7 +7,10 @@ import secrets
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from app.platform.vocabulary import Priority
 
 ENV_PREFIX = "MEDIAGATE_"
 MIN_SECRET_LENGTH = 32
@@ -75,7 +78,7 @@ class Settings:
     max_waits_per_key: int | None = 20
     """Requests of one key that may wait for their job at once on one API process (the images
     and speech endpoints, which answer when the job ends); more get 429."""
-    default_max_priority: Literal["high", "normal", "low"] = "normal"
+    default_max_priority: Priority = Priority.NORMAL
     """The highest priority a key may submit at unless an admin gave it its own."""
     max_queue_length: int | None = 100_000
     """Beyond this many jobs waiting in the queue, submits get 429 `queue_full` at once; empty:
@@ -294,6 +297,12 @@ def _convert(name: str, raw: str, hint: Any) -> Any:
             choices = " or ".join(repr(a) for a in allowed)
             raise SettingsError(f"{name} must be {choices}, got {raw!r}")
         return raw
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        try:
+            return hint(raw)
+        except ValueError:
+            choices = " or ".join(repr(str(member)) for member in hint)
+            raise SettingsError(f"{name} must be {choices}, got {raw!r}") from None
     if hint is bool:
         lowered = raw.strip().lower()
         if lowered in {"1", "true", "yes", "on"}:

@@ -3,15 +3,55 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
 from sqlmodel import Field, SQLModel
+
+from app.platform.vocabulary import (
+    DeliveryStatus,
+    JobStatus,
+    JobType,
+    Priority,
+    PurgeStatus,
+    Variant,
+)
 
 T = TypeVar("T", bound=SQLModel)
 
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+
+class EnumText(TypeDecorator[StrEnum]):
+    """A `StrEnum` column stored as its text in a VARCHAR (as it always was: no database enum
+    type to migrate), read back as the enum's member."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[StrEnum], length: int) -> None:
+        super().__init__(length)
+        self.enum = enum
+
+    def process_bind_param(self, value: StrEnum | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else str(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> StrEnum | None:
+        return None if value is None else self.enum(value)
+
+
+def _enum(enum: type[StrEnum], length: int, default: StrEnum | None = None) -> Any:
+    return Field(default=default, sa_type=EnumText(enum, length), nullable=default is None)
 
 
 def utcnow() -> datetime:
@@ -48,7 +88,7 @@ class VirtualKey(SQLModel, table=True):
     retention_days: int | None = None
     requests_per_minute: int | None = None
     """Null: the global default (`MEDIAGATE_REQUESTS_PER_MINUTE`), unlimited if that is unset."""
-    max_priority: str | None = Field(default=None, max_length=8)
+    max_priority: Priority | None = _enum(Priority, 8)
     """The highest priority the key may submit at; null: `MEDIAGATE_DEFAULT_MAX_PRIORITY`."""
     # Webhooks for every job of the key; the secret signs them (Standard Webhooks). After a
     # rotation the previous secret also signs until `webhook_previous_until`.
@@ -59,7 +99,7 @@ class VirtualKey(SQLModel, table=True):
     webhook_previous_until: datetime | None = _ts(nullable=True)
     # Deletion: the key is revoked at once, then a worker task deletes all of its media.
     deleted_at: datetime | None = _ts(nullable=True)
-    purge_status: str | None = Field(default=None, max_length=16)
+    purge_status: PurgeStatus | None = _enum(PurgeStatus, 16)
     """`pending`, `running` or `done` once the key's media is gone."""
     purge_deleted_objects: int = 0
     purge_finished_at: datetime | None = _ts(nullable=True)
@@ -69,7 +109,7 @@ class Job(SQLModel, table=True):
     __tablename__ = "jobs"
     __table_args__ = (
         Index("ix_jobs_key_id_id", "key_id", "id"),
-        # Fair share counts a key's queued jobs on every submit (app/core/job_rows.py).
+        # Fair share counts a key's queued jobs on every submit (app/jobs/statements.py).
         Index(
             "ix_jobs_key_id_queued",
             "key_id",
@@ -80,7 +120,7 @@ class Job(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=40)
     key_id: str = Field(foreign_key="virtual_keys.id", max_length=40)
-    type: str = Field(max_length=16)
+    type: JobType = Field(sa_type=EnumText(JobType, 16), nullable=False)
     model: str = Field(max_length=200)
     provider: str = Field(max_length=64)
     provider_model: str = Field(max_length=200)
@@ -88,7 +128,9 @@ class Job(SQLModel, table=True):
     """The input as the serving model takes it (validated, defaults filled in)."""
     request: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     """The input as the client sent it: a fallback target validates it afresh."""
-    status: str = Field(default="queued", max_length=16, index=True)
+    status: JobStatus = Field(
+        default=JobStatus.QUEUED, sa_type=EnumText(JobStatus, 16), nullable=False, index=True
+    )
     progress: int = 0
     error_code: str | None = Field(default=None, max_length=64)
     error_message: str | None = Field(default=None, max_length=2000)
@@ -108,8 +150,10 @@ class Job(SQLModel, table=True):
     """Deleted by its owner (with its media); it answers 404 from then on."""
     webhook: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     """This job's own webhook: {"url", "events"} (the key's webhook applies too)."""
-    priority: str = Field(default="normal", max_length=8)
-    """`high`, `normal` or `low`: the order jobs are served in (see app/core/queueing.py)."""
+    priority: Priority = Field(
+        default=Priority.NORMAL, sa_type=EnumText(Priority, 8), nullable=False
+    )
+    """`high`, `normal` or `low`: the order jobs are served in (see app/jobs/queue.py)."""
     deadline_at: datetime | None = _ts(nullable=True)
     """A job not started by then ends `canceled` with `deadline_exceeded`."""
     heartbeat_at: datetime | None = _ts(nullable=True)
@@ -125,7 +169,7 @@ def transient(table: type[T], **values: Any) -> T:
     """A new `table` row object (in no session) with `values` and the table's defaults for the
     rest, built as the ORM builds a row it loads: `Job(...)` sets each of its 26 fields through
     SQLAlchemy's instrumentation and pydantic and costs ~70 us, more than the INSERT that stores
-    it. Used where rows are made or read thousands of times a second (`app/core/job_rows.py`)."""
+    it. Used where rows are made or read thousands of times a second (`app/jobs/statements.py`)."""
     defaults = _DEFAULTS.get(table)
     if defaults is None:
         sample = table(**_SAMPLES.get(table, {}))
@@ -140,14 +184,30 @@ def transient(table: type[T], **values: Any) -> T:
     for name, default in defaults.items():
         fields[name] = default.copy() if isinstance(default, list | dict) else default
     fields.update(values)
+    for name, enum in _enum_columns(table).items():
+        value = fields[name]
+        if value is not None and type(value) is str:  # a raw driver row's text
+            fields[name] = enum(value)
     return row
+
+
+_ENUM_COLUMNS: dict[type[SQLModel], dict[str, type[StrEnum]]] = {}
+
+
+def _enum_columns(table: type[SQLModel]) -> dict[str, type[StrEnum]]:
+    found = _ENUM_COLUMNS.get(table)
+    if found is None:
+        columns = table.__table__.columns  # type: ignore[attr-defined]
+        found = _ENUM_COLUMNS[table] = {
+            column.name: column.type.enum for column in columns if isinstance(column.type, EnumText)
+        }
+    return found
 
 
 def transient_job(**values: Any) -> Job:
     return transient(Job, **values)
 
 
-MEDIA_VARIANTS = ("output", "thumbnail", "input")
 MEDIA_KINDS = ("image", "video", "audio", "other")
 """Usage is kept per kind of media, judged by content type."""
 
@@ -168,7 +228,7 @@ class MediaObject(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=40)
     job_id: str | None = Field(default=None, foreign_key="jobs.id", max_length=40)
     key_id: str = Field(foreign_key="virtual_keys.id", max_length=40)
-    variant: str = Field(default="output", max_length=16)
+    variant: Variant = Field(default=Variant.OUTPUT, sa_type=EnumText(Variant, 16), nullable=False)
     """`output` (a job's result), `thumbnail` (of the output with the same index) or `input`
     (an upload, with no job)."""
     index: int = 0
@@ -207,7 +267,7 @@ class ModelAlias(SQLModel, table=True):
     __tablename__ = "model_aliases"
 
     name: str = Field(primary_key=True, max_length=200)
-    type: str = Field(max_length=16)
+    type: JobType = Field(sa_type=EnumText(JobType, 16), nullable=False)
     targets: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
@@ -241,7 +301,9 @@ class WebhookDelivery(SQLModel, table=True):
     event: str = Field(max_length=32)
     url: str = Field(max_length=2000)
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    status: str = Field(default="pending", max_length=16)
+    status: DeliveryStatus = Field(
+        default=DeliveryStatus.PENDING, sa_type=EnumText(DeliveryStatus, 16), nullable=False
+    )
     """`pending` (being retried), `delivered` (a 2xx) or `failed` (gave up after 24 h)."""
     attempts: list[dict[str, Any]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False)
@@ -255,7 +317,7 @@ class WebhookDelivery(SQLModel, table=True):
 _SAMPLES[Job] = {
     "id": "",
     "key_id": "",
-    "type": "",
+    "type": JobType.IMAGE,
     "model": "",
     "provider": "",
     "provider_model": "",

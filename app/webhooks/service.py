@@ -28,15 +28,16 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.media.service import signed_path
 from app.platform.contract import WEBHOOK_TASK
 from app.platform.errors import InvalidRequestError
-from app.platform.events import EVENT_NAMES, TERMINAL_EVENTS
+from app.platform.events import EVENT_NAMES
 from app.platform.ids import new_id
 from app.platform.resources import Resources
 from app.platform.tables import Job, VirtualKey, WebhookDelivery, as_utc, iso, utcnow
 from app.platform.tenant_urls import check_resolves_public, check_url, failure_reason
+from app.platform.vocabulary import TERMINAL_EVENTS, DeliveryStatus, EventType, JobStatus
 
 log = logging.getLogger("mediagate.webhooks")
 
-DEFAULT_EVENTS = ("job.succeeded", "job.failed", "job.canceled")
+DEFAULT_EVENTS = (EventType.SUCCEEDED, EventType.FAILED, EventType.CANCELED)
 ROTATION_OVERLAP = timedelta(hours=24)
 
 
@@ -161,7 +162,7 @@ async def notify(
             return
         if attempt is not None and (
             fresh.attempts != attempt
-            or (event not in TERMINAL_EVENTS and fresh.status != "running")
+            or (event not in TERMINAL_EVENTS and fresh.status != JobStatus.RUNNING)
         ):
             log.info("webhook.fenced job_id=%s event=%s attempt=%d", job.id, event, attempt)
             return
@@ -182,7 +183,7 @@ async def deliver(res: Resources, delivery_id: str) -> tuple[str, float | None]:
     async with res.sessionmaker() as session:
         delivery = await session.get(WebhookDelivery, delivery_id)
         key = await session.get(VirtualKey, delivery.key_id) if delivery else None
-    if delivery is None or key is None or delivery.status != "pending":
+    if delivery is None or key is None or delivery.status != DeliveryStatus.PENDING:
         return ("missing" if delivery is None else delivery.status), None
     if len(delivery.attempts) >= settings.webhook_max_attempts:
         # Its last attempts died with their workers: they count, and there is no other.
@@ -190,10 +191,10 @@ async def deliver(res: Resources, delivery_id: str) -> tuple[str, float | None]:
             await session.exec(
                 update(WebhookDelivery)
                 .where(col(WebhookDelivery.id) == delivery_id)
-                .values(status="failed")
+                .values(status=DeliveryStatus.FAILED)
             )
             await session.commit()
-        return "failed", None
+        return DeliveryStatus.FAILED, None
     body = orjson.dumps(delivery.payload)
     timestamp = int(time.time())
     headers = {
@@ -245,7 +246,7 @@ async def deliver(res: Resources, delivery_id: str) -> tuple[str, float | None]:
         record["status_code"],
         record["latency_ms"],
     )
-    if status == "pending":
+    if status == DeliveryStatus.PENDING:
         return status, retry_delay(attempts, settings.webhook_retry_base_seconds)
     return status, None
 
@@ -276,11 +277,11 @@ async def _record_attempt(
         fresh.attempts = [*earlier, record]
         given_up = as_utc(fresh.created_at) + timedelta(seconds=settings.webhook_retry_seconds)
         if ok:
-            fresh.status, fresh.delivered_at = "delivered", utcnow()
+            fresh.status, fresh.delivered_at = DeliveryStatus.DELIVERED, utcnow()
         elif ok is False and (
             utcnow() >= given_up or len(fresh.attempts) >= settings.webhook_max_attempts
         ):
-            fresh.status = "failed"
+            fresh.status = DeliveryStatus.FAILED
         session.add(fresh)
         await session.commit()
         return fresh.status, len(fresh.attempts)

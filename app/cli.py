@@ -81,9 +81,9 @@ def cmd_dev(args: argparse.Namespace) -> None:
 
 
 async def _keys(args: argparse.Namespace) -> None:
-    from app.http.render import render_key
     from app.keys import service as keys
     from app.platform.database import create_engine, create_sessionmaker
+    from app.platform.tables import iso
 
     settings = _settings()
     engine = create_engine(settings.database_url)
@@ -96,17 +96,11 @@ async def _keys(args: argparse.Namespace) -> None:
                 print("the key is shown once; store it now", file=sys.stderr)
             elif args.keys_command == "list":
                 for key in await keys.list_keys(session):
-                    row = render_key(key)
                     state = (
-                        "deleted"
-                        if row["deleted_at"]
-                        else "revoked"
-                        if row["revoked_at"]
-                        else "active"
+                        "deleted" if key.deleted_at else "revoked" if key.revoked_at else "active"
                     )
-                    print(
-                        f"{row['id']}\t{row['name']}\t{row['prefix']}...\t{state}\t{row['created_at']}"
-                    )
+                    created = iso(key.created_at)
+                    print(f"{key.id}\t{key.name}\t{key.prefix}...\t{state}\t{created}")
             else:
                 key = await keys.revoke_key(session, args.id)
                 await session.commit()

@@ -24,10 +24,10 @@ import redis
 import uvicorn
 
 from app.dev import embedded_worker as worker_companion
-from app.dev import free_port
 from app.http.app import create_app
 from app.platform.migrate import upgrade
 from app.platform.settings import Settings
+from tests.builders import free_port
 from tests.emulators.base import API_KEY as UPSTREAM_KEY
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from app.dev import free_port, redis_answers
+from app.dev import redis_answers
+from tests.builders import free_port
 
 
 class PrivateRedis:

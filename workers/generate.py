@@ -18,16 +18,17 @@ from typing import Any
 
 from arq import Retry
 
-from app.jobs import statements as job_rows
-from app.jobs import transitions as runs
+from app.jobs import service as job_service
+from app.jobs import transitions
 from app.jobs.inputs import validate_input
-from app.jobs.service import job_snapshot, outputs_of
-from app.platform.errors import OUTAGE_ERRORS, MediagateError, unavailable_part
+from app.jobs.transitions import one_statement
+from app.media.service import outputs_of
+from app.platform.backoff import Backoff
+from app.platform.errors import OUTAGE_ERRORS, MediagateError, UnavailableError, translated
 from app.platform.limits import acquire_slot, release_slot
 from app.platform.resources import Resources
 from app.platform.tables import Job, MediaObject, VirtualKey, as_utc, utcnow
 from app.platform.vocabulary import TERMINAL_STATUSES, ErrorCode, EventType, JobStatus
-from app.webhooks import service as webhooks
 from providers.base import GenerationRequest, MediaType, ProviderError
 from providers.registry import ModelSpec
 from workers.lease import Stopped, Superseded, held_lease
@@ -37,15 +38,16 @@ log = logging.getLogger("mediagate.worker")
 
 
 MAX_RETRY_AFTER = 300.0
+MAX_RETRY_GAP = 60.0
 OUTAGE_RETRY_SECONDS = 5.0
 
 
 def retry_delay(attempt: int, base: float, retry_after: float | None = None) -> float:
-    """The upstream's Retry-After when it gave one (within reason), else exponential backoff with
-    jitter, capped at a minute."""
+    """The upstream's Retry-After when it gave one (within reason), else the backoff, capped at
+    a minute."""
     if retry_after is not None:
         return min(MAX_RETRY_AFTER, retry_after)
-    return float(min(60.0, base * 2.0 ** max(0, attempt - 1)) * random.uniform(0.5, 1.0))
+    return Backoff(base, MAX_RETRY_GAP).delay(attempt)
 
 
 SUPERSEDED = "superseded"
@@ -63,11 +65,12 @@ async def generate_media(ctx: dict[str, Any], job_id: str) -> str:
             ctx[SUPERSEDED_JOBS].add(job_id)
         return outcome
     except OUTAGE_ERRORS as exc:
-        if unavailable_part(exc) is None:
+        outage = translated(exc)
+        if not isinstance(outage, UnavailableError):
             raise
         # The database, Redis or storage is away: run the job again once it is back (an attempt
         # that had started counts; its outputs are overwritten next time).
-        log.warning("job.deferred job_id=%s part=%s", job_id, unavailable_part(exc))
+        log.warning("job.deferred job_id=%s part=%s", job_id, outage.part)
         raise Retry(defer=OUTAGE_RETRY_SECONDS) from exc
 
 
@@ -76,19 +79,14 @@ async def _run(res: Resources, job_id: str) -> str:
     if not caps and res.one_statement_paths:
         # The common case in one statement: no provider slot to take first, so the attempt
         # starts at once (a job this cannot start takes the path below).
-        started = await job_rows.start_attempt(res.engine, job_id)
+        started = await one_statement.start_attempt(res.engine, job_id)
         if started is not None:
             job, key = started
             return await _attempt(res, job, key, [], job.provider)
-    async with res.sessionmaker() as session:
-        late = await runs.cancel_if_late(session, job_id)
-        await session.commit()
-        waiting = late or await session.get(Job, job_id)
-    if late is not None:
-        await res.bus.publish(job_id, EventType.CANCELED, job_snapshot(late, []))
-        await webhooks.notify(res, late, EventType.CANCELED, job_snapshot(late, []))
-        log.info("job.canceled job_id=%s code=deadline_exceeded", job_id)
+    if await job_service.cancel_if_late(res, job_id) is not None:
         return JobStatus.CANCELED
+    async with res.sessionmaker() as session:
+        waiting = await session.get(Job, job_id)
     if waiting is None or waiting.status in TERMINAL_STATUSES:
         log.info("job.skipped job_id=%s", job_id)
         return "skipped"
@@ -101,7 +99,7 @@ async def _run(res: Resources, job_id: str) -> str:
     outcome: str | None = None
     try:
         async with res.sessionmaker() as session:
-            attempt = await runs.start_attempt(session, job_id)
+            attempt = await transitions.start_attempt(session, job_id)
             if attempt is None:
                 await session.commit()
                 log.info("job.skipped job_id=%s", job_id)
@@ -240,11 +238,11 @@ async def _execute(run: JobRun, started: float) -> str:
             await _cancel_upstream(run)
         raise
     except Exception as exc:
-        if (part := unavailable_part(exc)) is not None:
+        if isinstance(outage := translated(exc), UnavailableError):
             # The database, Redis or storage is down: not the job's fault, so not its failure.
             # The attempt counts (a job cannot retry forever); its outputs are overwritten next.
             delay = retry_delay(job.tries, res.settings.retry_base_seconds)
-            log.warning("job.retrying job_id=%s part=%s in=%.1fs", job.id, part, delay)
+            log.warning("job.retrying job_id=%s part=%s in=%.1fs", job.id, outage.part, delay)
             raise Retry(defer=delay) from exc
         # Type and frames only: an exception's message may quote the prompt.
         frames = "".join(traceback.format_tb(exc.__traceback__)[-3:])
@@ -290,7 +288,9 @@ async def _after_provider_error(run: JobRun, exc: ProviderError) -> str:
                 await run.finish(JobStatus.FAILED, exc.code, exc.public)
                 return JobStatus.FAILED
             async with res.sessionmaker() as session:
-                moved = await runs.fall_back(session, job.id, run.attempt, index, spec, job_input)
+                moved = await transitions.fall_back(
+                    session, job.id, run.attempt, index, spec, job_input
+                )
                 await session.commit()
             if not moved:
                 raise await run.fenced_out()

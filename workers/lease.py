@@ -4,10 +4,10 @@ heartbeat in the database. If the worker dies, the lock lapses within one lease 
 worker runs the job again; if Redis lost the job too, the outbox reconciler sees the silent
 heartbeat and queues it again.
 
-The heartbeat is fenced by attempt (`runs.hold`), so it is also how a worker learns that it lost
-a job: a renewal that finds another attempt (or the job ended by its owner), or no renewal for a
-whole lease (the worker was cut off or paused; another worker may have taken over), cancels the
-attempt at once. `held_lease` then raises `Superseded` in place of the cancellation."""
+The heartbeat is fenced by attempt (`transitions.hold`), so it is also how a worker learns that it
+lost a job: a renewal that finds another attempt (or the job ended by its owner), or no renewal
+for a whole lease (the worker was cut off or paused; another worker may have taken over), cancels
+the attempt at once. `held_lease` then raises `Superseded` in place of the cancellation."""
 
 from __future__ import annotations
 

@@ -22,10 +22,10 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlmodel import col, select
 
-from app.jobs import statements as job_rows
-from app.jobs import transitions as runs
+from app.jobs import transitions
 from app.jobs.inputs import references
-from app.jobs.service import job_snapshot
+from app.jobs.snapshot import job_snapshot
+from app.jobs.transitions import one_statement
 from app.keys.service import lock_key
 from app.media import usage
 from app.media.service import (
@@ -152,7 +152,7 @@ class JobRun:
             self._progress_flush.cancel()  # the end writes the job's progress itself
         fresh: Job | None
         if self.res.one_statement_paths:
-            fresh = await job_rows.finish(
+            fresh = await one_statement.finish(
                 self.res.engine,
                 self.job.id,
                 self.attempt,
@@ -163,7 +163,7 @@ class JobRun:
             done = fresh is not None
         else:
             async with self.res.sessionmaker() as session:
-                done = await runs.finish(
+                done = await transitions.finish(
                     session,
                     self.job.id,
                     self.attempt,
@@ -227,11 +227,13 @@ class JobRun:
     async def _save_progress(self) -> bool:
         self._progress_saved_at = time.monotonic()
         if self.res.one_statement_paths:
-            return await job_rows.set_progress(
+            return await one_statement.set_progress(
                 self.res.engine, self.job.id, self.attempt, self.job.progress
             )
         async with self.res.sessionmaker() as session:
-            mine = await runs.set_progress(session, self.job.id, self.attempt, self.job.progress)
+            mine = await transitions.set_progress(
+                session, self.job.id, self.attempt, self.job.progress
+            )
             await session.commit()
         return mine
 
@@ -250,7 +252,7 @@ class JobRun:
 
     async def task_started(self, task_id: str | None) -> None:
         async with self.res.sessionmaker() as session:
-            saved = await runs.set_task(session, self.job.id, self.attempt, task_id)
+            saved = await transitions.set_task(session, self.job.id, self.attempt, task_id)
             await session.commit()
         if not saved:
             raise await self.fenced_out()
@@ -301,7 +303,7 @@ class JobRun:
         """Record an output in one transaction, under the key's row lock (a deleted key records
         nothing) and then the attempt's hold on the job's row (a superseded attempt neither)."""
         if self.res.one_statement_paths:
-            media = await job_rows.record_output(
+            media = await one_statement.record_output(
                 self.res.engine,
                 job_id=self.job.id,
                 key_id=self.job.key_id,
@@ -321,11 +323,13 @@ class JobRun:
                 owner = await lock_key(session, self.job.key_id, allow_revoked=True)
             except AuthenticationError:
                 raise Stopped from None  # the key was deleted: its jobs were canceled with it
-            if not await runs.hold(session, self.job.id, self.attempt):
+            if not await transitions.hold(session, self.job.id, self.attempt):
                 await session.rollback()
                 raise await self.fenced_out()
             # Concurrent jobs of the key: the quota is checked again under the key's row lock.
-            if await runs.over_quota(session, owner, self.job.id, variant, index, digest.size):
+            if await usage.output_over_quota(
+                session, owner, self.job.id, variant, index, digest.size
+            ):
                 raise QuotaCrossed
             media, replaced = await record_output(
                 session,
@@ -371,7 +375,7 @@ class JobRun:
     async def discard_outputs(self, reason: str) -> None:
         """Delete everything the job stored (a job over quota stores nothing)."""
         async with self.res.sessionmaker() as session:
-            if not await runs.hold(session, self.job.id, self.attempt):
+            if not await transitions.hold(session, self.job.id, self.attempt):
                 await session.rollback()
                 raise await self.fenced_out()
             storage_keys = await mark_job_media_deleted(session, self.job.id, reason)

@@ -3,28 +3,20 @@ manages aliases (names with one or more fallback targets)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from litestar import Controller, delete, get, post
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.catalog import routing
+from app.catalog.schemas import (
+    AliasCreate,
+    AliasDeleted,
+    AliasObject,
+    CatalogList,
+    CatalogModel,
+    ModelEntry,
+    ModelList,
+)
 from app.http.dependencies import KEY_DEPENDENCY, admin_guard
-from app.http.schemas import AliasCreate
-from app.platform.errors import NotFoundError
 from app.platform.resources import Resources
-from providers.registry import ModelSpec
-
-
-def _catalog_entry(spec: ModelSpec) -> dict[str, Any]:
-    return {
-        "object": "model",
-        "name": spec.name,
-        "type": spec.type,
-        "provider": spec.provider,
-        "provider_model": spec.provider_model,
-        "aliases": list(spec.aliases),
-    }
 
 
 class ModelController(Controller):
@@ -33,20 +25,13 @@ class ModelController(Controller):
     dependencies = KEY_DEPENDENCY
 
     @get("/", summary="List the models this key may use")
-    async def list_models(self, session: AsyncSession, resources: Resources) -> dict[str, Any]:
-        aliases = await routing.list_aliases(session)
-        return {"object": "list", "data": routing.model_entries(resources.catalog, aliases)}
+    async def list_models(self, resources: Resources) -> ModelList:
+        entries = await routing.models(resources)
+        return ModelList(data=[ModelEntry.model_validate(entry) for entry in entries])
 
     @get("/{model:path}", summary="Get a model")
-    async def get_model(
-        self, model: str, session: AsyncSession, resources: Resources
-    ) -> dict[str, Any]:
-        name = model.lstrip("/")
-        aliases = await routing.list_aliases(session)
-        for entry in routing.model_entries(resources.catalog, aliases):
-            if entry["id"] == name:
-                return entry
-        raise NotFoundError(f"The model {name!r} does not exist.", param="model")
+    async def get_model(self, model: str, resources: Resources) -> ModelEntry:
+        return ModelEntry.model_validate(await routing.model(resources, model.lstrip("/")))
 
 
 class AdminModelController(Controller):
@@ -55,25 +40,19 @@ class AdminModelController(Controller):
     guards = [admin_guard]
 
     @get("/", summary="List the catalog's models and the aliases")
-    async def list_models(self, session: AsyncSession, resources: Resources) -> dict[str, Any]:
-        aliases = await routing.list_aliases(session)
-        return {
-            "object": "list",
-            "models": [_catalog_entry(spec) for spec in resources.catalog],
-            "data": [routing.alias_object(alias) for alias in aliases],
-        }
+    async def list_models(self, resources: Resources) -> CatalogList:
+        aliases = await routing.aliases(resources)
+        return CatalogList(
+            models=[CatalogModel.of(spec) for spec in resources.catalog],
+            data=[AliasObject.of(alias) for alias in aliases],
+        )
 
     @post("/", status_code=201, summary="Create or replace an alias")
-    async def put_alias(
-        self, data: AliasCreate, session: AsyncSession, resources: Resources
-    ) -> dict[str, Any]:
-        alias = await routing.put_alias(session, resources.catalog, data.name, data.targets)
-        await session.commit()
-        return routing.alias_object(alias)
+    async def put_alias(self, data: AliasCreate, resources: Resources) -> AliasObject:
+        return AliasObject.of(await routing.save_alias(resources, data.name, data.targets))
 
     @delete("/{name:path}", status_code=200, summary="Delete an alias")
-    async def delete_alias(self, name: str, session: AsyncSession) -> dict[str, Any]:
+    async def delete_alias(self, name: str, resources: Resources) -> AliasDeleted:
         name = name.lstrip("/")
-        await routing.delete_alias(session, name)
-        await session.commit()
-        return {"object": "model_alias.deleted", "name": name, "deleted": True}
+        await routing.remove_alias(resources, name)
+        return AliasDeleted(name=name)

@@ -14,6 +14,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.platform.errors import InvalidRequestError, ModelNotFoundError, NotFoundError
+from app.platform.resources import Resources
 from app.platform.tables import ModelAlias, as_utc, utcnow
 from providers.base import MediaType
 from providers.registry import Catalog, ModelSpec
@@ -135,11 +136,46 @@ def model_entries(catalog: Catalog, aliases: Sequence[ModelAlias]) -> list[dict[
     return entries
 
 
-def alias_object(alias: ModelAlias) -> dict[str, Any]:
-    return {
-        "object": "model_alias",
-        "name": alias.name,
-        "type": alias.type,
-        "targets": list(alias.targets),
-        "created_at": int(as_utc(alias.created_at).timestamp()),
-    }
+# -- use cases (each its own unit of work) ----------------------------------------------------
+
+
+async def models(resources: Resources) -> list[dict[str, Any]]:
+    """Every name a key may use: the catalog's models and the aliases."""
+    async with resources.sessionmaker() as session:
+        return model_entries(resources.catalog, await list_aliases(session))
+
+
+async def model(resources: Resources, name: str) -> dict[str, Any]:
+    for entry in await models(resources):
+        if entry["id"] == name:
+            return entry
+    raise NotFoundError(f"The model {name!r} does not exist.", param="model")
+
+
+async def aliases(resources: Resources) -> Sequence[ModelAlias]:
+    async with resources.sessionmaker() as session:
+        return await list_aliases(session)
+
+
+async def save_alias(resources: Resources, name: str, targets: Sequence[str]) -> ModelAlias:
+    async with resources.sessionmaker() as session:
+        alias = await put_alias(session, resources.catalog, name, targets)
+        await session.commit()
+    return alias
+
+
+async def remove_alias(resources: Resources, name: str) -> None:
+    async with resources.sessionmaker() as session:
+        await delete_alias(session, name)
+        await session.commit()
+
+
+async def seed_from_models_file(resources: Resources) -> None:
+    """At start: the models file's aliases, upserted."""
+    aliases = resources.models_file.aliases
+    if not aliases:
+        return
+    async with resources.sessionmaker() as session:
+        seeded = await seed_aliases(session, resources.catalog, aliases)
+        await session.commit()
+    log.info("models.aliases_seeded count=%d", seeded)

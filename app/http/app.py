@@ -15,8 +15,8 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import Message, Scope
 
+from app.catalog import routing
 from app.catalog.controllers import AdminModelController, ModelController
-from app.catalog.routing import seed_aliases
 from app.http.dependencies import DEPENDENCIES
 from app.http.errors import EXCEPTION_HANDLERS
 from app.http.health import healthz, readyz
@@ -36,6 +36,7 @@ from app.platform.limits import Holds
 from app.platform.resources import Resources, open_resources
 from app.platform.settings import Settings
 from app.platform.vocabulary import ErrorCode
+from app.webhooks.controllers import WebhookDeliveryController
 from storage.base import MediaStore
 
 log = logging.getLogger("mediagate.api")
@@ -66,7 +67,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_resources(settings, store=store) as resources:
-            await _seed_aliases(resources)
+            await routing.seed_from_models_file(resources)
             keys = KeyCache(settings.key_cache_seconds)
             hub = EventHub(
                 resources.redis,
@@ -109,6 +110,7 @@ def create_app(
     app = Litestar(
         route_handlers=[
             JobController,
+            WebhookDeliveryController,
             job_events,
             uploads,
             key_usage,
@@ -144,16 +146,6 @@ def create_app(
     )
     document_errors(app.openapi_schema)
     return app
-
-
-async def _seed_aliases(resources: Resources) -> None:
-    aliases = resources.models_file.aliases
-    if not aliases:
-        return
-    async with resources.sessionmaker() as session:
-        seeded = await seed_aliases(session, resources.catalog, aliases)
-        await session.commit()
-    log.info("models.aliases_seeded count=%d", seeded)
 
 
 async def _check_request(request: Request[Any, Any, Any]) -> None:

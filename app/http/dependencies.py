@@ -1,9 +1,9 @@
-"""Request-scoped dependencies: the shared resources, a database session, the caller's key."""
+"""Request-scoped dependencies: the shared resources, the event hub, the caller's key (and the
+admin guard). Handlers get no database session: each service owns its unit of work."""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Request
@@ -11,7 +11,6 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.handlers.base import BaseRouteHandler
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.keys.service import KeyCache, authenticate, token_digest
 from app.platform.errors import AuthenticationError, QuotaExceededError
@@ -40,11 +39,6 @@ async def provide_hub(state: State) -> EventHub:
     return hub
 
 
-async def provide_session(resources: Resources) -> AsyncIterator[AsyncSession]:
-    async with resources.sessionmaker() as session:
-        yield session
-
-
 async def caller_key(request: Request[Any, Any, Any], resources: Resources) -> VirtualKey | None:
     """The active key the request's bearer token names, or None. A key that authenticated lately
     comes from the process's cache; anything else costs a database read, so an address whose
@@ -70,8 +64,7 @@ async def caller_key(request: Request[Any, Any, Any], resources: Resources) -> V
         )
     if digest is not None:
         generation = cache.generation
-        async with resources.sessionmaker() as session:
-            key = await authenticate(session, token)
+        key = await authenticate(resources, token)
         if key is not None:
             cache.put(digest, key, generation)
             return key
@@ -113,6 +106,5 @@ async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
 DEPENDENCIES = {
     "resources": Provide(provide_resources),
     "hub": Provide(provide_hub),
-    "session": Provide(provide_session),
 }
 KEY_DEPENDENCY = {"key": Provide(provide_key)}

@@ -20,10 +20,12 @@ from app.platform.errors import (
     NotFoundError,
     QuotaExceededError,
     UnavailableError,
-    is_data_error,
     sqlstate,
+    translated,
     unavailable_part,
 )
+from app.platform.tables import Job
+from app.platform.vocabulary import ErrorCode, JobStatus
 
 log = logging.getLogger("mediagate.api")
 
@@ -61,6 +63,19 @@ CODE_BY_STATUS = {
     429: "rate_limit_exceeded",
     503: "service_unavailable",
 }
+
+
+STATUS_BY_JOB_ERROR: dict[str, int] = {
+    ErrorCode.CONTENT_POLICY_VIOLATION: 400,
+    ErrorCode.INVALID_REQUEST: 400,
+    ErrorCode.PROVIDER_AUTH_FAILED: 502,
+    ErrorCode.PROVIDER_UNAVAILABLE: 502,
+    ErrorCode.PROVIDER_ERROR: 502,
+    ErrorCode.TIMEOUT: 504,
+    ErrorCode.JOB_CANCELED: 409,
+}
+"""A job that ended without output -> the status the synchronous (OpenAI-compatible) endpoints
+answer with; any other code is a 500."""
 
 
 def error_body(status: int, message: str, code: str | None, param: str | None) -> dict[str, Any]:
@@ -132,36 +147,30 @@ def handle_http_error(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return error_response(status, str(exc.detail))
 
 
-def handle_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    part = unavailable_part(exc)
-    if part is None and is_data_error(exc):
+def handle_backend_error(
+    request: Request[Any, Any, Any], exc: Exception
+) -> Response[dict[str, Any]]:
+    """A lower library's error (database, Redis, storage), translated once (`errors.translated`)."""
+    ours = translated(exc)
+    if ours is None:  # e.g. an IntegrityError: a bug of ours, not an outage
+        return handle_unexpected(request, exc)
+    if isinstance(ours, UnavailableError):
+        log.warning(
+            "api.unavailable part=%s path=%s error=%s",
+            ours.part,
+            request.url.path,
+            type(exc).__name__,
+        )
+    else:
         # A value the edge should have refused: the client's to fix, so not a 5xx; logged so
         # that the missing edge check gets added.
         log.warning("api.data_error path=%s sqlstate=%s", request.url.path, sqlstate(exc))
-        return error_response(
-            400, "The request holds a value that cannot be stored or compared.", "invalid_request"
-        )
-    if part is None:  # e.g. an IntegrityError: a bug of ours, not an outage
-        return handle_unexpected(request, exc)
-    log.warning(
-        "api.unavailable part=%s path=%s error=%s", part, request.url.path, type(exc).__name__
-    )
-    name = {
-        "redis": "The job queue (Redis)",
-        "database": "The database",
-        "storage": "Media storage",
-    }.get(part, "A backend")
-    return error_response(
-        503,
-        f"{name} is unavailable; nothing was changed. Retry shortly.",
-        "service_unavailable",
-        headers={"Retry-After": "5"},
-    )
+    return handle_core_error(request, ours)
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    if unavailable_part(exc) is not None:
-        return handle_unavailable(request, exc)
+    if unavailable_part(exc) is not None:  # a bare ConnectionError from some driver
+        return handle_backend_error(request, exc)
     # Type only: an exception's message may quote a prompt.
     log.error(
         "api.unhandled path=%s error=%s",
@@ -175,6 +184,19 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     MediagateError: handle_core_error,
     HTTPException: handle_http_error,
-    **dict.fromkeys(OUTAGE_ERRORS, handle_unavailable),
+    **dict.fromkeys(OUTAGE_ERRORS, handle_backend_error),
     Exception: handle_unexpected,
 }
+
+
+def job_failure_response(job: Job) -> Response[dict[str, Any]]:
+    """A job that ended without output, in OpenAI's error shape. `x-should-retry: false` tells
+    OpenAI's SDKs not to submit again: mediagate already retried upstream."""
+    code: str
+    if job.status == JobStatus.CANCELED:
+        code, message = ErrorCode.JOB_CANCELED, f"Job {job.id} was canceled."
+    else:
+        code = job.error_code or ErrorCode.INTERNAL_ERROR
+        message = f"{job.error_message or 'The job failed.'} (job {job.id})"
+    status = STATUS_BY_JOB_ERROR.get(code, 500)
+    return error_response(status, message, code, headers={"x-should-retry": "false"})

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from litestar import Response, get
+from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy import text
 
+from app.http.schemas import ResponseModel
 from app.platform.resources import Resources
 
 CHECK_TIMEOUT = 2.0
 
 
+class Health(ResponseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(ResponseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str]
+    """Each part (`database`, `redis`, `storage`): `ok`, or `down (<error type>)`."""
+
+
 @get("/healthz", tags=["health"], summary="The process is alive")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+async def healthz() -> Health:
+    return Health()
 
 
 async def _check(name: str, probe: Any) -> tuple[str, str]:
@@ -26,8 +38,13 @@ async def _check(name: str, probe: Any) -> tuple[str, str]:
     return name, "ok"
 
 
-@get("/readyz", tags=["health"], summary="Database, Redis and storage answer")
-async def readyz(resources: Resources) -> Response[dict[str, Any]]:
+@get(
+    "/readyz",
+    tags=["health"],
+    summary="Database, Redis and storage answer",
+    responses={503: ResponseSpec(data_container=Readiness, description="A part is down")},
+)
+async def readyz(resources: Resources) -> Response[Readiness]:
     async def database() -> None:
         async with resources.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
@@ -41,6 +58,6 @@ async def readyz(resources: Resources) -> Response[dict[str, Any]]:
     )
     ready = all(v == "ok" for v in results.values())
     return Response(
-        {"status": "ok" if ready else "unavailable", "checks": results},
+        Readiness(status="ok" if ready else "unavailable", checks=results),
         status_code=200 if ready else 503,
     )

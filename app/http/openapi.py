@@ -3,6 +3,7 @@ shape (`{"error": {"message", "type", "code", "param"}}`), not Litestar's defaul
 
 from __future__ import annotations
 
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
     OpenAPI,
     OpenAPIMediaType,
@@ -11,6 +12,8 @@ from litestar.openapi.spec import (
     Reference,
     Schema,
 )
+
+from app.jobs.schemas import JobObject
 
 _NULLABLE_STRING = Schema(type=[OpenAPIType.STRING, OpenAPIType.NULL])
 
@@ -41,6 +44,13 @@ def _error_response(description: str) -> OpenAPIResponse:
     )
 
 
+def _declared(response: object) -> bool:
+    """A response a handler declared with a schema of ours (e.g. /readyz's 503), which is what
+    it answers; Litestar's generated error responses carry inline schemas."""
+    content = getattr(response, "content", None) or {}
+    return any(isinstance(media.schema, Reference) for media in content.values())
+
+
 def document_errors(openapi: OpenAPI) -> None:
     """Point every operation's error responses at the one `Error` schema."""
     if openapi.components.schemas is None:
@@ -58,9 +68,33 @@ def document_errors(openapi: OpenAPI) -> None:
                 continue
             responses = dict(operation.responses or {})
             for status, response in list(responses.items()):
-                if status[:1] in ("4", "5"):
+                if status[:1] in ("4", "5") and not _declared(response):
                     description = getattr(response, "description", None) or "An error"
                     responses[status] = _error_response(description)
             responses.setdefault("4XX", _error_response("The request was refused"))
             responses.setdefault("5XX", _error_response("A backend is unavailable, or we failed"))
             operation.responses = responses
+
+
+ACCEPTED = {
+    202: ResponseSpec(
+        data_container=JobObject,
+        description="The job did not end within `sync_wait_seconds` (or `Prefer: "
+        "respond-async` asked not to wait): follow it at /v1/jobs/{id}.",
+    )
+}
+"""What the synchronous endpoints answer besides their result, for the OpenAPI document."""
+
+BINARY = ResponseSpec(
+    data_container=bytes,
+    media_type="*/*",
+    description="The file's bytes, with its own content type",
+    generate_examples=False,
+)
+
+AUDIO = ResponseSpec(
+    data_container=bytes,
+    media_type="audio/*",
+    description="The audio: audio/mpeg, audio/wav, audio/ogg (opus) or audio/flac",
+    generate_examples=False,
+)

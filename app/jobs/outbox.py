@@ -13,13 +13,12 @@ from datetime import timedelta
 from arq.constants import job_key_prefix
 from sqlmodel import col, or_, select
 
+from app.jobs import service as job_service
 from app.jobs.queue import enqueue_generation
-from app.jobs.service import job_snapshot
-from app.jobs.transitions import cancel_if_late, hold
+from app.jobs.transitions import hold
 from app.platform.resources import Resources
 from app.platform.tables import Job, utcnow
-from app.platform.vocabulary import EventType, JobStatus
-from app.webhooks import service as webhooks
+from app.platform.vocabulary import JobStatus
 
 log = logging.getLogger("mediagate.outbox")
 
@@ -105,12 +104,6 @@ async def cancel_late_jobs(res: Resources) -> int:
         ).all()
     canceled = 0
     for job_id in late_ids:
-        async with res.sessionmaker() as session:
-            job = await cancel_if_late(session, job_id)
-            await session.commit()
-        if job is not None:
+        if await job_service.cancel_if_late(res, job_id) is not None:
             canceled += 1
-            await res.bus.publish(job.id, EventType.CANCELED, job_snapshot(job, []))
-            await webhooks.notify(res, job, EventType.CANCELED, job_snapshot(job, []))
-            log.info("job.canceled job_id=%s code=deadline_exceeded", job.id)
     return canceled

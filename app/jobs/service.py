@@ -1,307 +1,363 @@
-"""Job service for the API side: create, read, list, cancel, and the job object's shape."""
+"""The jobs service: one function per use case (submit, read, list, cancel, delete, end a late
+job), each owning its unit of work (it opens the session, commits or rolls back), so that the
+HTTP controllers, the OpenAI-compatible endpoints, the workers and the outbox share one way of
+doing each. Commit, then enqueue: a worker must find the row."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import timedelta
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func
-from sqlmodel import col, select, update
+from arq.jobs import Job as ArqJob
+from redis.exceptions import RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.catalog import routing
-from app.catalog.routing import Route
-from app.jobs.inputs import references, validate_input
-from app.jobs.statements import FAIR_COUNT_CAP
-from app.keys.service import lock_key
-from app.media.service import mark_job_media_deleted
-from app.media.usage import check_submit
-from app.platform.errors import ConflictError, InvalidRequestError, NotFoundError
+from app.jobs import idempotency, intake, transitions
+from app.jobs.idempotency import Claim
+from app.jobs.queries import get_job, list_jobs
+from app.jobs.queue import allowed_priority, enqueue_new, queue_length
+from app.jobs.snapshot import job_snapshot
+from app.jobs.transitions import one_statement
+from app.media import uploads as upload_service
+from app.media.service import mark_job_media_deleted, outputs_of
+from app.platform.contract import deserialize
+from app.platform.errors import (
+    ConflictError,
+    QuotaExceededError,
+)
+from app.platform.events import EventHub
 from app.platform.ids import new_id
 from app.platform.resources import Resources
-from app.platform.tables import (
-    Job,
-    MediaObject,
-    VirtualKey,
-    iso,
-    transient_job,
-    utcnow,
-)
-from app.platform.tenant_urls import check_url
+from app.platform.tables import Job, MediaObject, VirtualKey
 from app.platform.vocabulary import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
     ErrorCode,
-    JobStatus,
+    EventType,
     Priority,
-    Variant,
 )
-from providers.base import MEDIA_TYPES
-from providers.registry import Catalog
+from app.webhooks import service as webhooks
+from providers.base import MediaType
 
-MAX_PAGE = 100
-
-
-async def resolve_model(
-    session: AsyncSession, catalog: Catalog, media_type: str, model: str
-) -> Route:
-    if media_type not in MEDIA_TYPES:  # before the lookup: a bad type is the first thing wrong
-        raise InvalidRequestError(
-            f"type must be one of {', '.join(MEDIA_TYPES)}; got {media_type!r}", param="type"
-        )
-    return check_route(await routing.resolve(session, catalog, model), media_type, model)
+log = logging.getLogger("mediagate.jobs")
 
 
-def check_route(route: Route, media_type: str, model: str) -> Route:
-    if media_type not in MEDIA_TYPES:
-        raise InvalidRequestError(
-            f"type must be one of {', '.join(MEDIA_TYPES)}; got {media_type!r}", param="type"
-        )
-    if route.type != media_type:
-        raise InvalidRequestError(
-            f"model {model!r} makes {route.type}, not {media_type}", param="model"
-        )
-    return route
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """A job with its live outputs, as every job response shows it."""
+
+    job: Job
+    outputs: Sequence[MediaObject] = ()
 
 
-async def check_references(
-    session: AsyncSession, key_id: str, params: Mapping[str, Any], *, allow_private_urls: bool
-) -> None:
-    """Every media id the input names must be a live object of the same key; URLs must be https
-    and not point at private addresses (checked again, after DNS, when fetched)."""
-    for name, ref in references(params).items():
-        if "url" in ref:
-            check_url(ref["url"], f"input.{name}", allow_private=allow_private_urls)
-            continue
-        media_id = ref["media_id"]
-        media = await session.get(MediaObject, media_id)
-        if media is None or media.key_id != key_id or media.deleted_at is not None:
-            raise InvalidRequestError(
-                f"No media found with id {media_id!r}.",
-                param=f"input.{name}",
-                code=ErrorCode.NOT_FOUND,
-            )
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    jobs: Sequence[Job]
+    has_more: bool
+    outputs: Mapping[str, Sequence[MediaObject]] = field(default_factory=dict)
 
 
-def build_job(
-    key_id: str,
-    route: Route,
-    params: Mapping[str, Any],
-    validated: Mapping[str, Any],
-    *,
-    job_id: str | None = None,
-    priority: str = Priority.NORMAL,
-    deadline_seconds: int | None = None,
-    webhook: dict[str, Any] | None = None,
-) -> Job:
-    spec = route.targets[0]
-    return transient_job(
-        id=job_id or new_id("job"),
-        key_id=key_id,
-        type=spec.type,
-        model=route.name,
-        provider=spec.provider,
-        provider_model=spec.provider_model,
-        targets=[target.name for target in route.targets],
-        input=dict(validated),
-        request=dict(params),
-        priority=priority,
-        webhook=webhook,
-        created_at=utcnow(),
-        deadline_at=None
-        if deadline_seconds is None
-        else utcnow() + timedelta(seconds=deadline_seconds),
-    )
+# -- reading ----------------------------------------------------------------------------------
 
 
-def plain_job(
-    key: VirtualKey,
-    catalog: Catalog,
-    media_type: str,
-    model: str,
-    params: Mapping[str, Any],
-    **options: Any,
-) -> Job | None:
-    """The job, validated, when nothing about it needs the database: a catalog model (not an
-    alias), no media to look up, a key without limits. None: `create_job` must decide."""
-    if (key.max_concurrent_jobs, key.max_bytes, key.max_objects) != (None, None, None):
-        return None
-    spec = catalog.get(model)
-    if spec is None:
-        return None
-    route = check_route(Route(model, (spec,)), media_type, model)
-    validated = validate_input(spec, params)
-    if references(validated):
-        return None
-    return build_job(key.id, route, params, validated, **options)
+async def read(
+    resources: Resources, key_id: str, job_id: str, media_type: MediaType | None = None
+) -> JobView:
+    async with resources.sessionmaker() as session:
+        job = await get_job(session, key_id, job_id, media_type)
+        return JobView(job, (await outputs_of(session, [job.id]))[job.id])
 
 
-async def create_job(
-    session: AsyncSession,
-    key: VirtualKey,
-    catalog: Catalog,
-    media_type: str,
-    model: str,
-    params: Mapping[str, Any],
-    *,
-    allow_private_urls: bool = False,
-    **options: Any,
-) -> Job:
-    route = await resolve_model(session, catalog, media_type, model)
-    # Valid for every fallback target, so moving to the next one cannot fail on the input.
-    validated = [validate_input(spec, params) for spec in route.targets]
-    await check_references(session, key.id, validated[0], allow_private_urls=allow_private_urls)
-    # The key's row, locked: concurrent submits of one key check its limits one after another.
-    await check_submit(session, await lock_key(session, key.id))
-    job = build_job(key.id, route, params, validated[0], **options)
-    session.add(job)
-    await session.flush()
-    return job
-
-
-async def queued_jobs(session: AsyncSession, key_id: str) -> int:
-    """How many of the key's jobs wait in the queue (fair share places the next one after),
-    counted up to FAIR_COUNT_CAP: more would not move it further back."""
-    queued = (
-        select(col(Job.id))
-        .where(col(Job.key_id) == key_id, col(Job.status) == JobStatus.QUEUED)
-        .limit(FAIR_COUNT_CAP)
-        .subquery()
-    )
-    count = await session.exec(select(func.count()).select_from(queued))
-    return int(count.one())
-
-
-async def get_job(session: AsyncSession, key_id: str, job_id: str) -> Job:
-    job = await session.get(Job, job_id)
-    if job is None or job.key_id != key_id or job.deleted_at is not None:
-        raise NotFoundError(f"No job found with id {job_id!r}.", param="id")
-    return job
-
-
-async def list_jobs(
-    session: AsyncSession,
+async def page(
+    resources: Resources,
     key_id: str,
     *,
     status: str | None = None,
-    media_type: str | None = None,
+    media_type: MediaType | None = None,
     limit: int = 20,
     after: str | None = None,
     oldest_first: bool = False,
-) -> tuple[Sequence[Job], bool]:
-    """Newest first (or oldest first); `after` is the last id of the previous page.
-    Returns (page, has_more)."""
-    if status is not None and status not in tuple(JobStatus):
-        raise InvalidRequestError(f"status must be one of {', '.join(JobStatus)}", param="status")
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidRequestError(f"limit must be between 1 and {MAX_PAGE}", param="limit")
-    query = select(Job).where(Job.key_id == key_id, col(Job.deleted_at).is_(None))
-    if media_type is not None:
-        query = query.where(Job.type == media_type)
-    if status is not None:
-        query = query.where(Job.status == status)
-    if after is not None:
-        query = query.where(col(Job.id) > after if oldest_first else col(Job.id) < after)
-    order = col(Job.id).asc() if oldest_first else col(Job.id).desc()
-    rows = (await session.exec(query.order_by(order).limit(limit + 1))).all()
-    return rows[:limit], len(rows) > limit
-
-
-async def delete_job(session: AsyncSession, key_id: str, job_id: str) -> tuple[Job, list[str]]:
-    """Mark the job deleted (canceling it if it still runs) and its media too; returns the storage
-    keys to remove once the transaction commits."""
-    job = await get_job(session, key_id, job_id)
-    now = utcnow()
-    await session.exec(
-        update(Job)
-        .where(col(Job.id) == job.id, col(Job.status).in_(ACTIVE_STATUSES))
-        .values(status=JobStatus.CANCELED, finished_at=now, cancel_requested_at=now)
-    )
-    await session.exec(update(Job).where(col(Job.id) == job.id).values(deleted_at=now))
-    storage_keys = await mark_job_media_deleted(session, job.id, "owner")
-    await session.refresh(job)
-    return job, storage_keys
-
-
-async def cancel_job(session: AsyncSession, key_id: str, job_id: str) -> Job:
-    job = await get_job(session, key_id, job_id)
-    now = utcnow()
-    result = await session.exec(
-        update(Job)
-        .where(col(Job.id) == job.id, col(Job.status).in_(ACTIVE_STATUSES))
-        .values(status=JobStatus.CANCELED, finished_at=now, cancel_requested_at=now)
-    )
-    if result.rowcount == 0:
-        await session.refresh(job)
-        raise ConflictError(
-            f"Job {job_id!r} is already {job.status} and cannot be canceled.",
-            code=ErrorCode.JOB_NOT_CANCELABLE,
+    with_outputs: bool = True,
+) -> JobPage:
+    async with resources.sessionmaker() as session:
+        jobs, has_more = await list_jobs(
+            session,
+            key_id,
+            status=status,
+            media_type=media_type,
+            limit=limit,
+            after=after,
+            oldest_first=oldest_first,
         )
-    await session.refresh(job)
+        outputs = await outputs_of(session, [j.id for j in jobs]) if with_outputs else {}
+    return JobPage(jobs, has_more, outputs)
+
+
+# -- submitting -------------------------------------------------------------------------------
+
+
+async def check_queue(resources: Resources) -> None:
+    """Refuse at once, rather than queue for hours, when the pool's queue is full."""
+    limit = resources.settings.max_queue_length
+    if limit is None:
+        return
+    waiting = await queue_length(resources.redis, resources.queue_name)
+    if waiting >= limit:
+        raise QuotaExceededError(
+            f"The queue holds {waiting} jobs, its limit is {limit}. Retry later.",
+            code=ErrorCode.QUEUE_FULL,
+            retry_after=30,
+        )
+
+
+async def enqueue(resources: Resources, job: Job, queued_ahead: int) -> None:
+    """Publish `job.queued` and hand the committed job to arq under its own id, placed by its
+    priority and its key's queued jobs. The job is already safe in the database: if Redis fails
+    now, the outbox reconciler queues it later."""
+    try:
+        await enqueue_new(
+            resources.redis,
+            resources.bus,
+            resources.queue_name,
+            job.id,
+            job.priority,
+            queued_ahead,
+            job_snapshot(job, []),
+        )
+    except (RedisError, OSError) as exc:
+        log.warning("job.enqueue_deferred job_id=%s error=%s", job.id, type(exc).__name__)
+
+
+async def submit(
+    resources: Resources,
+    key: VirtualKey,
+    media_type: str,
+    model: str,
+    params: dict[str, Any],
+    claim: Claim | None = None,
+    *,
+    session: AsyncSession | None = None,
+    priority: Priority | str = Priority.NORMAL,
+    deadline_seconds: int | None = None,
+    webhook: dict[str, Any] | None = None,
+) -> tuple[Job, bool]:
+    """Create and enqueue a job: `(job, True)`. With an `Idempotency-Key` that an earlier (or a
+    concurrent) request already used: `(that request's job, False)`, and nothing is created.
+    `session` holds what must commit with the job (uploads the job names); without one, a session
+    is opened only if the job needs the ORM path."""
+    priority = allowed_priority(key, priority, resources.settings.default_max_priority)
+    # Refuse while Redis is down rather than accept jobs that only the outbox could start.
+    await _redis_reachable(resources)
+    options: dict[str, Any] = {
+        "job_id": new_id("job"),
+        "priority": priority,
+        "deadline_seconds": deadline_seconds,
+    }
+    async with contextlib.AsyncExitStack() as stack:
+        if claim is not None:
+            # First: a repeated request gets its job back even if the queue is full.
+            if session is None:
+                session = await stack.enter_async_context(resources.sessionmaker())
+            ttl = resources.settings.idempotency_ttl_seconds
+            earlier = await idempotency.claim_for_job(
+                session, key.id, claim, options["job_id"], ttl
+            )
+            if earlier is not None:
+                await session.rollback()
+                return await get_job(session, key.id, earlier), False
+        await check_queue(resources)
+        options["webhook"] = await _checked_webhook(resources, webhook)
+        found = None
+        if session is None:
+            found = await _insert_plain(resources, key, media_type, model, params, options)
+        if found is None:
+            if session is None:
+                session = await stack.enter_async_context(resources.sessionmaker())
+            job = await intake.create_job(
+                session,
+                key,
+                resources.catalog,
+                media_type,
+                model,
+                params,
+                allow_private_urls=resources.settings.allow_private_urls,
+                **options,
+            )
+            found = job, await intake.queued_jobs(session, key.id) - 1
+            await session.commit()  # commit, then enqueue: a worker must find the row
+    job, queued_ahead = found
+    await enqueue(resources, job, queued_ahead)
+    log.info("job.queued job_id=%s key_id=%s type=%s model=%s", job.id, key.id, job.type, job.model)
+    return job, True
+
+
+async def submit_with_uploads(
+    resources: Resources,
+    key: VirtualKey,
+    media_type: str,
+    model: str,
+    params: dict[str, Any],
+    files: Mapping[str, bytes],
+    claim: Claim | None = None,
+    *,
+    webhook: dict[str, Any] | None = None,
+) -> Job:
+    """Store `files` as the key's inputs and submit the job that names them (each file under its
+    own parameter), in one transaction. A refused job leaves no upload behind; a request
+    repeating an `Idempotency-Key` gets the job the first one created, and stores nothing."""
+    async with resources.sessionmaker() as session:
+        if claim is not None:
+            ttl = resources.settings.idempotency_ttl_seconds
+            earlier = await idempotency.find(session, key.id, claim, ttl)
+            if earlier is not None:
+                return await get_job(session, key.id, earlier)
+        uploads = await upload_service.save_all(resources, session, key, files)
+        params = {**params, **{name: {"media_id": m.id} for name, m in uploads.items()}}
+        try:
+            job, created = await submit(
+                resources, key, media_type, model, params, claim, session=session, webhook=webhook
+            )
+        except BaseException:  # refused (or failed) before anything was committed
+            await session.rollback()
+            await upload_service.discard(resources, uploads)
+            raise
+    if not created:  # a concurrent duplicate won: its job stands, our uploads go
+        await upload_service.discard(resources, uploads)
     return job
 
 
-async def outputs_of(session: AsyncSession, job_ids: Iterable[str]) -> dict[str, list[MediaObject]]:
-    ids = list(job_ids)
-    found: dict[str, list[MediaObject]] = {job_id: [] for job_id in ids}
-    if not ids:
-        return found
-    rows = await session.exec(
-        select(MediaObject)
-        .where(
-            col(MediaObject.job_id).in_(ids),
-            col(MediaObject.variant) == Variant.OUTPUT,
-            col(MediaObject.deleted_at).is_(None),
-        )
-        .order_by(col(MediaObject.index))
+async def _checked_webhook(
+    resources: Resources, webhook: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    if webhook is None:
+        return None
+    return await webhooks.check_target(
+        str(webhook.get("url", "")),
+        webhook.get("events"),
+        "webhook.url",
+        allow_private=resources.settings.allow_private_urls,
     )
-    for media in rows:
-        if media.job_id is not None:
-            found[media.job_id].append(media)
-    return found
 
 
-async def outputs_for(resources: Resources, job: Job) -> list[MediaObject]:
-    """The job's outputs, read in a session of its own."""
+async def _insert_plain(
+    resources: Resources,
+    key: VirtualKey,
+    media_type: str,
+    model: str,
+    params: dict[str, Any],
+    options: dict[str, Any],
+) -> tuple[Job, int] | None:
+    """The common case in one round trip and no ORM: a catalog model, nothing to look up, a key
+    without limits, on PostgreSQL. None: the job needs the ORM path (which decides, and says
+    why if it refuses)."""
+    if not resources.one_statement_paths:
+        return None
+    job = intake.plain_job(key, resources.catalog, media_type, model, params, **options)
+    if job is None:
+        return None
+    queued_ahead = await one_statement.insert_queued(resources.engine, job)
+    return None if queued_ahead is None else (job, queued_ahead)
+
+
+async def _redis_reachable(resources: Resources) -> None:
+    """Raises the Redis outage error when Redis does not answer. While the API's event hub holds
+    its connection (it notices a lost one at once), no round trip is spent on asking."""
+    if not resources.redis_connected():
+        await resources.redis.ping()
+
+
+async def wait(resources: Resources, hub: EventHub, job_id: str, seconds: float) -> Job:
+    """The job once it ends, or as it is when `seconds` run out."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    async with hub.subscribe(job_id) as sub:
+        while True:
+            # Subscribed first, then read: an ending published in between is not missed.
+            async with resources.sessionmaker() as session:
+                job = await session.get(Job, job_id)
+            assert job is not None
+            remaining = deadline - loop.time()
+            if job.status in TERMINAL_STATUSES or remaining <= 0:
+                return job
+            # At least once a second, re-read: the hub may miss a notice while reconnecting.
+            await sub.next(within=min(remaining, 1.0))
+
+
+# -- ending -----------------------------------------------------------------------------------
+
+
+async def announce_canceled(
+    resources: Resources,
+    job: Job,
+    outputs: Sequence[MediaObject] = (),
+    *,
+    stop_task: bool = True,
+) -> None:
+    """After the database says canceled: tell followers (events, webhooks, which a worker
+    delivers) and, with `stop_task`, stop the worker's task. Queued: arq skips it; running: the
+    task is cancelled. The worker's writes are conditional on `running`."""
+    snapshot = job_snapshot(job, outputs)
+    await resources.bus.publish(job.id, EventType.CANCELED, snapshot)
+    await webhooks.notify(resources, job, EventType.CANCELED, snapshot)
+    if stop_task:
+        arq_job = ArqJob(
+            job.id, resources.redis, _queue_name=resources.queue_name, _deserializer=deserialize
+        )
+        try:
+            await arq_job.abort(timeout=0.05, poll_delay=0.05)
+        except TimeoutError:
+            pass  # abort is asynchronous: the worker picks it up on its next poll
+        except RedisError as exc:
+            log.warning("job.abort_failed job_id=%s error=%s", job.id, type(exc).__name__)
+    log.info("job.canceled job_id=%s code=%s", job.id, job.error_code or "owner")
+
+
+async def cancel(resources: Resources, key_id: str, job_id: str) -> JobView:
+    """The owner cancels a queued or running job (409 once it has ended)."""
     async with resources.sessionmaker() as session:
-        return (await outputs_of(session, [job.id]))[job.id]
+        job = await get_job(session, key_id, job_id)
+        canceled = await transitions.cancel(session, job.id)
+        await session.commit()
+        await session.refresh(job)
+        if not canceled:
+            raise ConflictError(
+                f"Job {job_id!r} is already {job.status} and cannot be canceled.",
+                code=ErrorCode.JOB_NOT_CANCELABLE,
+            )
+        outputs = (await outputs_of(session, [job.id]))[job.id]
+    await announce_canceled(resources, job, outputs)
+    return JobView(job, outputs)
 
 
-def job_snapshot(job: Job, outputs: Sequence[MediaObject]) -> dict[str, Any]:
-    """The job object without output URLs (they are signed per response by the API)."""
-    error = None
-    if job.error_code is not None:
-        error = {"code": job.error_code, "message": job.error_message or ""}
-    return {
-        "id": job.id,
-        "object": "job",
-        "type": job.type,
-        "model": job.model,
-        "provider": job.provider,
-        "served_by": job.targets[job.target_index] if job.targets else job.model,
-        "status": job.status,
-        "progress": job.progress,
-        "attempts": job.attempts,
-        "priority": job.priority,
-        "deadline_at": iso(job.deadline_at),
-        "created_at": iso(job.created_at),
-        "started_at": iso(job.started_at),
-        "finished_at": iso(job.finished_at),
-        "input": job.input,
-        "outputs": [
-            {
-                "id": m.id,
-                "index": m.index,
-                "content_type": m.content_type,
-                "bytes": m.bytes,
-                "sha256": m.sha256,
-            }
-            for m in outputs
-        ],
-        "error": error,
-    }
+async def delete(
+    resources: Resources, key_id: str, job_id: str, media_type: MediaType | None = None
+) -> Job:
+    """Delete the job (stopping it if it still runs) and its media: the rows first, then the
+    objects once that is committed."""
+    async with resources.sessionmaker() as session:
+        job = await get_job(session, key_id, job_id, media_type)
+        was_active = job.status in ACTIVE_STATUSES
+        await transitions.cancel(session, job.id)
+        await transitions.mark_deleted(session, job.id)
+        storage_keys = await mark_job_media_deleted(session, job.id, "owner")
+        await session.commit()
+        await session.refresh(job)
+    if was_active:
+        await announce_canceled(resources, job)
+    await resources.store.delete_many(storage_keys)
+    return job
 
 
-def is_terminal(status: str) -> bool:
-    return status in TERMINAL_STATUSES
+async def cancel_if_late(resources: Resources, job_id: str) -> Job | None:
+    """End a queued job that was not started before its deadline, and say so; None if it is not
+    late. From the worker that picked it up, or the cron that does not wait for one."""
+    async with resources.sessionmaker() as session:
+        late = await transitions.cancel_if_late(session, job_id)
+        await session.commit()
+    if late is not None:
+        await announce_canceled(resources, late, stop_task=False)
+    return late

@@ -22,8 +22,10 @@ from sse_starlette import ServerSentEvent
 from sse_starlette.sse import AppStatus
 
 from app.http.dependencies import KEY_DEPENDENCY
-from app.http.render import base_url, linked
+from app.http.render import base_url
 from app.jobs import service as job_service
+from app.jobs.snapshot import is_terminal, job_snapshot
+from app.media.service import with_signed_links
 from app.platform.errors import InvalidRequestError
 from app.platform.events import Closed, EventBus, EventHub, JobEvent, Subscription
 from app.platform.limits import Hold, Holds
@@ -54,7 +56,7 @@ def frame(event: JobEvent, base: str, settings: Settings) -> bytes:
     """The event as SSE bytes with links under `base`; rendered once per process and base."""
     cached = event.frames.get(base)
     if cached is None:
-        data = orjson.dumps(linked(base, settings, event.data)).decode()
+        data = orjson.dumps(with_signed_links(base, settings, event.data)).decode()
         cached = ServerSentEvent(data=data, event=event.event, id=str(event.id)).encode()
         event.frames[base] = cached
     return cached
@@ -128,7 +130,7 @@ class JobStream:
     async def _follow(self, sub: Subscription, send: Send) -> None:
         if await self._catch_up(send):
             return
-        if job_service.is_terminal(self.fallback["status"]):
+        if is_terminal(self.fallback["status"]):
             # The stream expired or Redis lost it; the database still knows how the job ended.
             status = self.fallback["status"]
             ending = JobEvent(self.last + 1, f"job.{status}", self.job_id, self.fallback)
@@ -203,14 +205,19 @@ async def job_events(
     streams: Holds = request.app.state.streams
     hold = streams.take(key.id)  # refused (429) before anything else once the key is at its cap
     try:
-        async with resources.sessionmaker() as session:
-            job = await job_service.get_job(session, key.id, job_id)
-            outputs = (await job_service.outputs_of(session, [job.id]))[job.id]
+        view = await job_service.read(resources, key.id, job_id)
     except BaseException:
         hold.release()
         raise
     settings = resources.settings
-    snapshot = job_service.job_snapshot(job, outputs)
+    snapshot = job_snapshot(view.job, view.outputs)
     return JobStream(
-        hub, resources.bus, job.id, start, snapshot, base_url(request, settings), settings, hold
+        hub,
+        resources.bus,
+        view.job.id,
+        start,
+        snapshot,
+        base_url(request, settings),
+        settings,
+        hold,
     )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -15,10 +17,13 @@ from app.media.usage import create_usage_rows
 from app.platform.contract import keys_channel
 from app.platform.errors import AuthenticationError, InvalidRequestError, NotFoundError
 from app.platform.ids import hash_key, new_api_key, new_id
+from app.platform.resources import Resources
 from app.platform.tables import VirtualKey, utcnow
-from app.webhooks.service import new_secret
+from app.webhooks.service import check_target, new_secret, rotate_secret
 
 WEBHOOK_FIELDS = ("webhook_url", "webhook_events")
+log = logging.getLogger("mediagate.keys")
+
 LIMIT_FIELDS = (
     "max_bytes",
     "max_objects",
@@ -61,26 +66,27 @@ async def get_key(session: AsyncSession, key_id: str) -> VirtualKey:
     return key
 
 
-async def key_row_locked(session: AsyncSession, key_id: str) -> VirtualKey | None:
-    """The key's row as it is now, locked (`FOR UPDATE`) until the transaction ends."""
+async def lock_key(
+    session: AsyncSession, key_id: str, *, writer: bool = True, allow_revoked: bool = False
+) -> VirtualKey:
+    """The key's row as it is now, locked (`FOR UPDATE`) until the transaction ends: the one key
+    lock. Deleting a key takes it (`writer=False`: any key that exists, else 404), and so does
+    every write made on the key's behalf (an upload, a job, an output and the usage they move)
+    in the transaction that records it, which must find the key still able to write: a request
+    authenticated before the deletion cannot commit after it. Outputs of a revoked (not deleted)
+    key's running jobs are still recorded (`allow_revoked`); a new upload or job of a revoked
+    key is not."""
     result = await session.exec(
         select(VirtualKey)
         .where(VirtualKey.id == key_id)
         .with_for_update()
         .execution_options(populate_existing=True)
     )
-    return result.first()
-
-
-async def lock_key(
-    session: AsyncSession, key_id: str, *, allow_revoked: bool = False
-) -> VirtualKey:
-    """The key's row, locked until the transaction ends, if the key may still write. Deleting a
-    key takes this lock, and so does every write made on the key's behalf (an upload, a job, an
-    output and the usage they move) in the transaction that records it: a request authenticated
-    before the deletion cannot commit after it. Outputs of a revoked (not deleted) key's running
-    jobs are still recorded (`allow_revoked`); a new upload or job of a revoked key is not."""
-    key = await key_row_locked(session, key_id)
+    key = result.first()
+    if not writer:
+        if key is None:
+            raise NotFoundError(f"no key {key_id!r}", param="id")
+        return key
     if key is None or key.deleted_at is not None:
         raise AuthenticationError("This API key has been deleted.")
     if key.revoked_at is not None and not allow_revoked:
@@ -121,12 +127,14 @@ def token_digest(token: str) -> str | None:
     return hash_key(token)
 
 
-async def authenticate(session: AsyncSession, token: str) -> VirtualKey | None:
+async def authenticate(resources: Resources, token: str) -> VirtualKey | None:
     """The active key whose hash matches `token`, else None."""
     digest = token_digest(token)
     if digest is None:
         return None
-    key = (await session.exec(select(VirtualKey).where(VirtualKey.key_hash == digest))).first()
+    async with resources.sessionmaker() as session:
+        found = await session.exec(select(VirtualKey).where(VirtualKey.key_hash == digest))
+        key = found.first()
     if key is None or key.revoked_at is not None:
         return None
     # The lookup is by an unguessable hash; compare again in constant time all the same.
@@ -183,3 +191,74 @@ class KeyCache:
 async def announce_change(redis: Redis, namespace: str, key_id: str) -> None:
     """Tell every API process to drop its cached copy of the key (after the change committed)."""
     await redis.publish(keys_channel(namespace), key_id)
+
+
+# -- use cases (each its own unit of work) ----------------------------------------------------
+
+
+async def announce(resources: Resources, cache: KeyCache | None, key_id: str) -> None:
+    """After a change to a key committed: every API process drops its cached copy (this one at
+    once; the others when the notice reaches their event hub)."""
+    if cache is not None:
+        cache.on_notice(key_id.encode())
+    try:
+        await announce_change(resources.redis, resources.settings.redis_namespace, key_id)
+    except (RedisError, OSError):
+        # Their hubs have lost Redis too, and a hub that reconnects empties its cache.
+        log.warning("key.change_not_announced key_id=%s", key_id)
+
+
+async def _checked_webhook(resources: Resources, fields: dict[str, Any]) -> dict[str, Any]:
+    """A key's webhook URL must be public and its events known, as a job's."""
+    if fields.get("webhook_url"):
+        target = await check_target(
+            fields["webhook_url"],
+            fields.get("webhook_events"),
+            "webhook_url",
+            allow_private=resources.settings.allow_private_urls,
+        )
+        fields["webhook_events"] = target["events"]
+    return fields
+
+
+async def create(resources: Resources, name: str, limits: dict[str, Any]) -> tuple[VirtualKey, str]:
+    """A new key and its plaintext (shown once)."""
+    limits = await _checked_webhook(resources, limits)
+    async with resources.sessionmaker() as session:
+        created = await create_key(session, name, limits)
+        await session.commit()
+    return created
+
+
+async def list_all(resources: Resources) -> Sequence[VirtualKey]:
+    async with resources.sessionmaker() as session:
+        return await list_keys(session)
+
+
+async def read(resources: Resources, key_id: str) -> VirtualKey:
+    async with resources.sessionmaker() as session:
+        return await get_key(session, key_id)
+
+
+async def update(
+    resources: Resources, key_id: str, changes: dict[str, Any], cache: KeyCache | None
+) -> VirtualKey:
+    changes = await _checked_webhook(resources, changes)
+    async with resources.sessionmaker() as session:
+        key = await update_key(session, key_id, changes)
+        await session.commit()
+    await announce(resources, cache, key.id)
+    return key
+
+
+async def rotate_webhook_secret(
+    resources: Resources, key_id: str, cache: KeyCache | None
+) -> VirtualKey:
+    """A new signing secret; the old one still signs for a day."""
+    async with resources.sessionmaker() as session:
+        key = await get_key(session, key_id)
+        rotate_secret(key)
+        session.add(key)
+        await session.commit()
+    await announce(resources, cache, key.id)
+    return key

@@ -10,18 +10,19 @@ from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.response import Redirect, Stream
-from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.http.bodies import read_body
 from app.http.dependencies import KEY_DEPENDENCY, admit, caller_key
+from app.http.openapi import BINARY
 from app.http.render import media_url
 from app.http.schemas import RequestModel
-from app.media import usage
-from app.media.service import download_name, get_media, mark_deleted, open_object, verify
-from app.media.uploads import MEDIA_TYPES, save_upload
-from app.openai_compat.common import read_body
+from app.media import service as media_service
+from app.media import uploads, usage
+from app.media.schemas import MediaDeleted, MediaFile, Usage
+from app.media.service import download_name, open_object
 from app.platform.errors import InvalidRequestError, NotFoundError
 from app.platform.resources import Resources
-from app.platform.tables import MediaObject, VirtualKey, iso
+from app.platform.tables import MediaObject, VirtualKey
 
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -35,22 +36,16 @@ async def _authorize(
 ) -> tuple[MediaObject, int]:
     """The media a signed link or the owner's key opens, and for how many seconds more a direct
     link to it may be handed out: no longer than the signed link itself lives."""
-    settings = resources.settings
-    now = time.time()
     if exp is not None and sig is not None:
-        if verify(settings.signing_secret, media_id, exp, sig, now):
-            async with resources.sessionmaker() as session:
-                media = await get_media(session, media_id, None)
-                owner = await session.get(VirtualKey, media.key_id)
-            # A link stops working with its key: revoked or deleted (its purge may still run).
-            if owner is not None and owner.revoked_at is None and owner.deleted_at is None:
-                return media, max(1, min(settings.media_url_ttl_seconds, int(exp - now)))
+        opened = await media_service.open_by_link(resources, media_id, exp, sig, time.time())
+        if opened is not None:
+            return opened
     else:
         key = await caller_key(request, resources)
         if key is not None:
             await admit(resources, key)  # downloads count against the key's rate limit too
-            async with resources.sessionmaker() as session:
-                return await get_media(session, media_id, key.id), settings.media_url_ttl_seconds
+            media = await media_service.read(resources, key.id, media_id)
+            return media, resources.settings.media_url_ttl_seconds
     # Wrong signature, expired link, no key or another key's media all look the same.
     raise NotFoundError(f"No media found with id {media_id!r}.", param="id")
 
@@ -76,29 +71,15 @@ class _Unsatisfiable(Exception):
     pass
 
 
-def media_object(
-    request: Request[Any, Any, Any], resources: Resources, media: MediaObject
-) -> dict[str, Any]:
-    return {
-        "id": media.id,
-        "object": "media",
-        "kind": media.kind,
-        "variant": media.variant,
-        "job_id": media.job_id,
-        "content_type": media.content_type,
-        "bytes": media.bytes,
-        "sha256": media.sha256,
-        "created_at": iso(media.created_at),
-        "expires_at": iso(media.expires_at),
-        "url": media_url(request, resources.settings, media.id),
-    }
-
-
 class MediaController(Controller):
     path = "/v1/media"
     tags = ["media"]
 
-    @get("/{media_id:str}", summary="Download a file (signed link or the owner's key)")
+    @get(
+        "/{media_id:str}",
+        summary="Download a file (signed link or the owner's key)",
+        responses={200: BINARY},
+    )
     async def download(
         self,
         request: Request[Any, Any, Any],
@@ -154,40 +135,23 @@ class MediaController(Controller):
         self,
         request: Request[Any, Any, Any],
         key: VirtualKey,
-        session: AsyncSession,
         resources: Resources,
-    ) -> dict[str, Any]:
+    ) -> MediaFile:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise InvalidRequestError("send the file as multipart/form-data, field 'file'")
         files = (await read_body(request, _NoFields, resources.settings.max_upload_bytes)).files
         data = files.get("file")
         if data is None or set(files) != {"file"}:
             raise InvalidRequestError("send exactly one file, as the field 'file'", param="file")
-        media = await save_upload(
-            session,
-            resources.store,
-            key.id,
-            data,
-            param="file",
-            allowed=MEDIA_TYPES,
-            expires_at=usage.expiry(key, resources.settings.retention_days),
-        )
-        try:
-            await session.commit()
-        except BaseException:
-            await resources.store.delete(media.storage_key)
-            raise
-        return media_object(request, resources, media)
+        media = await uploads.upload(resources, key, data, "file")
+        return MediaFile.of(media, media_url(request, resources.settings, media.id))
 
     @delete("/{media_id:str}", status_code=200, dependencies=KEY_DEPENDENCY, summary="Delete")
     async def delete_media(
-        self, media_id: str, key: VirtualKey, session: AsyncSession, resources: Resources
-    ) -> dict[str, Any]:
-        media = await get_media(session, media_id, key.id)
-        storage_keys = await mark_deleted(session, [media], "owner")
-        await session.commit()
-        await resources.store.delete_many(storage_keys)
-        return {"id": media_id, "object": "media.deleted", "deleted": True}
+        self, media_id: str, key: VirtualKey, resources: Resources
+    ) -> MediaDeleted:
+        await media_service.delete(resources, key.id, media_id)
+        return MediaDeleted(id=media_id)
 
 
 class _NoFields(RequestModel):
@@ -195,5 +159,5 @@ class _NoFields(RequestModel):
 
 
 @get("/v1/usage", dependencies=KEY_DEPENDENCY, tags=["usage"], summary="This key's usage")
-async def key_usage(key: VirtualKey, session: AsyncSession) -> dict[str, Any]:
-    return await usage.usage_of(session, key)
+async def key_usage(key: VirtualKey, resources: Resources) -> Usage:
+    return Usage.model_validate(await usage.report(resources, key))

@@ -12,12 +12,13 @@ from dataclasses import asdict, dataclass
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.keys.service import key_row_locked
+from app.jobs import transitions
+from app.keys.service import lock_key
 from app.media.service import mark_deleted
-from app.platform.errors import NotFoundError
+from app.platform.contract import PURGE_KEY_TASK, purge_job_id
 from app.platform.resources import Resources
-from app.platform.tables import Job, MediaObject, VirtualKey, utcnow
-from app.platform.vocabulary import ACTIVE_STATUSES, JobStatus, PurgeStatus
+from app.platform.tables import MediaObject, VirtualKey, utcnow
+from app.platform.vocabulary import PurgeStatus
 from storage.base import DELETE_BATCH
 
 log = logging.getLogger("mediagate.lifecycle")
@@ -56,7 +57,7 @@ async def delete_key(session: AsyncSession, key_id: str) -> VirtualKey:
     """Revoke the key at once, cancel its unfinished jobs and mark its media for purging (the
     caller enqueues the purge after committing). Under the key's row lock, which every write on
     the key's behalf takes too (`keys.lock_key`): one that has not committed by now never will."""
-    key = await _locked(session, key_id)
+    key = await lock_key(session, key_id, writer=False)
     now = utcnow()
     if key.revoked_at is None:
         key.revoked_at = now
@@ -65,19 +66,18 @@ async def delete_key(session: AsyncSession, key_id: str) -> VirtualKey:
         key.purge_status = PurgeStatus.PENDING
         key.purge_deleted_objects = 0
     session.add(key)
-    await session.exec(
-        update(Job)
-        .where(col(Job.key_id) == key_id, col(Job.status).in_(ACTIVE_STATUSES))
-        .values(status=JobStatus.CANCELED, finished_at=now, cancel_requested_at=now)
-    )
+    await transitions.cancel_all_of_key(session, key_id)
     await session.flush()
     return key
 
 
-async def _locked(session: AsyncSession, key_id: str) -> VirtualKey:
-    key = await key_row_locked(session, key_id)
-    if key is None:
-        raise NotFoundError(f"no key {key_id!r}", param="id")
+async def delete_key_and_media(resources: Resources, key_id: str) -> VirtualKey:
+    """`DELETE /admin/keys/{id}`: the key is revoked and deleted, its jobs canceled, and a worker
+    purges its media (the key's `purge` shows how far that has got)."""
+    async with resources.sessionmaker() as session:
+        key = await delete_key(session, key_id)
+        await session.commit()
+    await resources.redis.enqueue_job(PURGE_KEY_TASK, key.id, _job_id=purge_job_id(key.id))
     return key
 
 
@@ -94,7 +94,9 @@ async def purge_key(res: Resources, key_id: str, *, batch: int = DELETE_BATCH) -
     deleted = 0
     while True:
         async with res.sessionmaker() as session:
-            await _locked(session, key_id)  # a write that beat the deletion has committed
+            await lock_key(
+                session, key_id, writer=False
+            )  # a write that beat the deletion has committed
             rows = (
                 await session.exec(
                     select(MediaObject)

@@ -6,8 +6,10 @@ import base64
 import hashlib
 import hmac
 import secrets
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -16,7 +18,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.media import usage
 from app.platform.errors import GoneError, NotFoundError
 from app.platform.ids import new_id
-from app.platform.tables import MediaObject, as_utc, media_kind, utcnow
+from app.platform.resources import Resources
+from app.platform.settings import Settings
+from app.platform.tables import MediaObject, VirtualKey, as_utc, media_kind, utcnow
 from app.platform.vocabulary import ErrorCode, Variant
 from storage.base import MediaStore, StorageNotFoundError
 
@@ -28,6 +32,21 @@ def sign(secret: bytes, media_id: str, expires: int) -> str:
 
 def signed_path(secret: bytes, media_id: str, expires: int) -> str:
     return f"/v1/media/{media_id}?exp={expires}&sig={sign(secret, media_id, expires)}"
+
+
+def signed_url(base: str, settings: Settings, media_id: str) -> str:
+    """A link to the media under `base` that works for `media_url_ttl_seconds` from now."""
+    expires = int(time.time()) + settings.media_url_ttl_seconds
+    return base + signed_path(settings.signing_secret, media_id, expires)
+
+
+def with_signed_links(base: str, settings: Settings, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A job snapshot with a fresh signed link (under `base`) on each output: every job
+    response, event and webhook is made so."""
+    outputs = [
+        {**o, "url": signed_url(base, settings, o["id"])} for o in snapshot.get("outputs", [])
+    ]
+    return {**snapshot, "outputs": outputs}
 
 
 def verify(secret: bytes, media_id: str, expires: int, signature: str, now: float) -> bool:
@@ -85,6 +104,37 @@ async def get_media(session: AsyncSession, media_id: str, key_id: str | None) ->
     if media.deleted_at is not None or expired:
         raise NotFoundError(f"No media found with id {media_id!r}.", param="id")
     return media
+
+
+async def open_by_link(
+    resources: Resources, media_id: str, expires: int, signature: str, now: float
+) -> tuple[MediaObject, int] | None:
+    """The media a signed link opens, and for how many seconds more a direct link to it may be
+    handed out (no longer than the signed link itself lives); None if the link does not open it.
+    A link stops working with its key: revoked or deleted (its purge may still run)."""
+    settings = resources.settings
+    if not verify(settings.signing_secret, media_id, expires, signature, now):
+        return None
+    async with resources.sessionmaker() as session:
+        media = await get_media(session, media_id, None)
+        owner = await session.get(VirtualKey, media.key_id)
+    if owner is None or owner.revoked_at is not None or owner.deleted_at is not None:
+        return None
+    return media, max(1, min(settings.media_url_ttl_seconds, int(expires - now)))
+
+
+async def read(resources: Resources, key_id: str, media_id: str) -> MediaObject:
+    async with resources.sessionmaker() as session:
+        return await get_media(session, media_id, key_id)
+
+
+async def delete(resources: Resources, key_id: str, media_id: str) -> None:
+    """The owner deletes one object: its row (and usage) first, then the object."""
+    async with resources.sessionmaker() as session:
+        media = await get_media(session, media_id, key_id)
+        storage_keys = await mark_deleted(session, [media], "owner")
+        await session.commit()
+    await resources.store.delete_many(storage_keys)
 
 
 async def record_output(
@@ -195,17 +245,35 @@ async def record_input(
     return media
 
 
-async def media_of_job(session: AsyncSession, job_id: str, variant: Variant) -> list[MediaObject]:
+async def outputs_of(
+    session: AsyncSession, job_ids: Iterable[str], variant: Variant = Variant.OUTPUT
+) -> dict[str, list[MediaObject]]:
+    """The live media of each job (its outputs, or their thumbnails), in index order."""
+    ids = list(job_ids)
+    found: dict[str, list[MediaObject]] = {job_id: [] for job_id in ids}
+    if not ids:
+        return found
     rows = await session.exec(
         select(MediaObject)
         .where(
-            MediaObject.job_id == job_id,
-            MediaObject.variant == variant,
+            col(MediaObject.job_id).in_(ids),
+            col(MediaObject.variant) == variant,
             col(MediaObject.deleted_at).is_(None),
         )
         .order_by(col(MediaObject.index))
     )
-    return list(rows)
+    for media in rows:
+        if media.job_id is not None:
+            found[media.job_id].append(media)
+    return found
+
+
+async def outputs_for(
+    resources: Resources, job_id: str, variant: Variant = Variant.OUTPUT
+) -> list[MediaObject]:
+    """One job's outputs (or thumbnails), read in a session of its own."""
+    async with resources.sessionmaker() as session:
+        return (await outputs_of(session, [job_id], variant))[job_id]
 
 
 async def mark_deleted(

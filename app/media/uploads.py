@@ -4,16 +4,18 @@ under the key like outputs, recorded as `input` media objects that count toward 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.keys.service import get_key, lock_key
 from app.media.service import download_name, input_storage_key, record_input
-from app.media.usage import check_room
+from app.media.usage import check_room, expiry
 from app.platform.errors import InvalidRequestError
 from app.platform.ids import new_id
-from app.platform.tables import MediaObject
+from app.platform.resources import Resources
+from app.platform.tables import MediaObject, VirtualKey
 from providers.base import (
     ProviderError,
     check_input_image,
@@ -86,3 +88,50 @@ async def save_upload(
     except BaseException:
         await store.delete(storage_key)  # no row will point at it
         raise
+
+
+async def save_all(
+    resources: Resources, session: AsyncSession, key: VirtualKey, files: Mapping[str, bytes]
+) -> dict[str, MediaObject]:
+    """Save each of a request's files as an input of the key, under its parameter's name; the
+    caller commits with what names them, or calls `discard` when that fails after all."""
+    saved: dict[str, MediaObject] = {}
+    try:
+        for name, data in files.items():
+            saved[name] = await save_upload(
+                session,
+                resources.store,
+                key.id,
+                data,
+                param=name,
+                expires_at=expiry(key, resources.settings.retention_days),
+            )
+    except BaseException:
+        await discard(resources, saved)
+        raise
+    return saved
+
+
+async def discard(resources: Resources, saved: Mapping[str, MediaObject]) -> None:
+    for media in saved.values():
+        await resources.store.delete(media.storage_key)
+
+
+async def upload(resources: Resources, key: VirtualKey, data: bytes, param: str) -> MediaObject:
+    """`POST /v1/media`: one file of any type we serve, stored and committed as the key's input."""
+    async with resources.sessionmaker() as session:
+        media = await save_upload(
+            session,
+            resources.store,
+            key.id,
+            data,
+            param=param,
+            allowed=MEDIA_TYPES,
+            expires_at=expiry(key, resources.settings.retention_days),
+        )
+        try:
+            await session.commit()
+        except BaseException:
+            await resources.store.delete(media.storage_key)
+            raise
+    return media

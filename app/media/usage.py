@@ -5,6 +5,7 @@ re-run that overwrites an output counts as deleting the old object and writing t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -13,7 +14,8 @@ from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.platform.errors import QuotaExceededError
-from app.platform.tables import MEDIA_KINDS, Job, KeyUsage, VirtualKey, utcnow
+from app.platform.resources import Resources
+from app.platform.tables import MEDIA_KINDS, Job, KeyUsage, MediaObject, VirtualKey, utcnow
 from app.platform.vocabulary import ACTIVE_STATUSES, ErrorCode
 
 
@@ -68,20 +70,41 @@ async def active_jobs(session: AsyncSession, key_id: str) -> int:
     return int(count)
 
 
+@dataclass(frozen=True, slots=True)
+class Breach:
+    """A storage limit that a write would take the key past."""
+
+    unit: str
+    """`bytes` or `objects`."""
+    used: int
+    limit: int
+
+
+def breach(key: VirtualKey, used: tuple[int, int], more: tuple[int, int]) -> Breach | None:
+    """The one quota calculation: storing `more` (bytes, objects) on top of `used` takes the key
+    past which of its limits, if any. A new job stores at least one byte in one object, so it is
+    refused when `(1, 1)` more would not fit, which is when the key is at a limit already."""
+    for unit, limit, now, added in (
+        ("bytes", key.max_bytes, used[0], more[0]),
+        ("objects", key.max_objects, used[1], more[1]),
+    ):
+        if limit is not None and now + added > limit:
+            return Breach(unit, now, limit)
+    return None
+
+
+def has_quota(key: VirtualKey) -> bool:
+    return key.max_bytes is not None or key.max_objects is not None
+
+
 async def check_submit(session: AsyncSession, key: VirtualKey) -> None:
     """Refuse a new job when the key is at a limit (429 with what the limit and the use are)."""
-    if key.max_bytes is not None or key.max_objects is not None:
-        used_bytes, used_objects = await totals(session, key.id)
-        if key.max_bytes is not None and used_bytes >= key.max_bytes:
+    if has_quota(key):
+        found = breach(key, await totals(session, key.id), (1, 1))
+        if found is not None:
             raise QuotaExceededError(
-                f"This key stores {used_bytes} bytes, at or over its quota of {key.max_bytes} "
-                "bytes. Delete media or ask for a larger quota.",
-                code=ErrorCode.STORAGE_QUOTA_EXCEEDED,
-            )
-        if key.max_objects is not None and used_objects >= key.max_objects:
-            raise QuotaExceededError(
-                f"This key stores {used_objects} objects, at or over its quota of "
-                f"{key.max_objects} objects. Delete media or ask for a larger quota.",
+                f"This key stores {found.used} {found.unit}, at or over its quota of "
+                f"{found.limit} {found.unit}. Delete media or ask for a larger quota.",
                 code=ErrorCode.STORAGE_QUOTA_EXCEEDED,
             )
     if key.max_concurrent_jobs is not None:
@@ -97,20 +120,37 @@ async def check_submit(session: AsyncSession, key: VirtualKey) -> None:
 async def check_room(session: AsyncSession, key: VirtualKey, size: int) -> None:
     """Refuse storing `size` more bytes (one more object) past the key's quota. With `key` the
     row the caller locked (`keys.lock_key`), concurrent uploads decide one after another."""
-    if key.max_bytes is None and key.max_objects is None:
+    if not has_quota(key):
         return
-    used_bytes, used_objects = await totals(session, key.id)
-    if key.max_bytes is not None and used_bytes + size > key.max_bytes:
+    found = breach(key, await totals(session, key.id), (size, 1))
+    if found is not None:
         raise QuotaExceededError(
-            f"Storing {size} more bytes would take this key to {used_bytes + size} bytes, over "
-            f"its quota of {key.max_bytes} bytes (it stores {used_bytes}).",
+            f"Storing {size} more bytes in one more object would take this key over its quota "
+            f"of {found.limit} {found.unit} (it stores {found.used}).",
             code=ErrorCode.STORAGE_QUOTA_EXCEEDED,
         )
-    if key.max_objects is not None and used_objects + 1 > key.max_objects:
-        raise QuotaExceededError(
-            f"This key stores {used_objects} objects, its quota is {key.max_objects}.",
-            code=ErrorCode.STORAGE_QUOTA_EXCEEDED,
+
+
+async def output_over_quota(
+    session: AsyncSession, key: VirtualKey, job_id: str, variant: str, index: int, size: int
+) -> bool:
+    """Would recording this output (replacing an earlier attempt's at the same place) take the
+    key over its storage quota? `key` is the row the caller locked (`keys.lock_key`), so
+    concurrent jobs of one key decide one after another."""
+    if not has_quota(key):
+        return False
+    replaced = (
+        await session.exec(
+            select(MediaObject).where(
+                MediaObject.job_id == job_id,
+                MediaObject.variant == variant,
+                MediaObject.index == index,
+                col(MediaObject.deleted_at).is_(None),
+            )
         )
+    ).first()
+    more = (size - replaced.bytes, 0) if replaced else (size, 1)
+    return breach(key, await totals(session, key.id), more) is not None
 
 
 def expiry(
@@ -181,3 +221,15 @@ async def all_usage(
     for row in rows:
         grouped[row.key_id].append(row)
     return [_usage_object(keys[key_id], grouped[key_id]) for key_id in ids]
+
+
+async def report(resources: Resources, key: VirtualKey) -> dict[str, Any]:
+    async with resources.sessionmaker() as session:
+        return await usage_of(session, key)
+
+
+async def report_all(
+    resources: Resources, *, order: Literal["asc", "desc"] = "desc", limit: int = 100
+) -> list[dict[str, Any]]:
+    async with resources.sessionmaker() as session:
+        return await all_usage(session, order=order, limit=limit)

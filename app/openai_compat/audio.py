@@ -8,21 +8,15 @@ from typing import Any
 from litestar import Request, Response, post
 from litestar.response import Stream
 from pydantic import Field
-from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.http.bodies import prefers_async, read_body
 from app.http.dependencies import KEY_DEPENDENCY
+from app.http.errors import job_failure_response
+from app.http.openapi import ACCEPTED, AUDIO
 from app.http.schemas import RequestModel
 from app.jobs import service as job_service
-from app.media.service import download_name, open_object
-from app.openai_compat.common import (
-    accepted,
-    failed,
-    prefers_async,
-    read_body,
-    submit_request,
-    wait_for_job,
-    waiting,
-)
+from app.media.service import download_name, open_object, outputs_for
+from app.openai_compat.common import accepted, submit_request, waiting
 from app.platform.events import EventHub
 from app.platform.resources import Resources
 from app.platform.tables import VirtualKey
@@ -45,13 +39,20 @@ class SpeechRequest(RequestModel):
     tags=["openai"],
     summary="Create speech (OpenAI-compatible)",
     status_code=200,
+    responses={200: AUDIO, **ACCEPTED},
 )
 async def create_speech(
     request: Request[Any, Any, Any],
     key: VirtualKey,
-    session: AsyncSession,
     resources: Resources,
     hub: EventHub,
+) -> Response[bytes]:
+    """The audio itself, as `audio/mpeg`, `audio/wav`, `audio/ogg` (opus) or `audio/flac`."""
+    return await _speak(request, key, resources, hub)
+
+
+async def _speak(
+    request: Request[Any, Any, Any], key: VirtualKey, resources: Resources, hub: EventHub
 ) -> Response[Any]:
     request_body = await read_body(request, SpeechRequest, resources.settings.max_upload_bytes)
     body = request_body.fields
@@ -68,19 +69,19 @@ async def create_speech(
     names = {"format": "response_format"}
     if prefers_async(request):
         job = await submit_request(
-            resources, session, key, "speech", model, params, request_body, openai_names=names
+            resources, key, "speech", model, params, request_body, openai_names=names
         )
         return accepted(request, resources, job)
     with waiting(request, key):  # before the submit: a refused request changes nothing
         job = await submit_request(
-            resources, session, key, "speech", model, params, request_body, openai_names=names
+            resources, key, "speech", model, params, request_body, openai_names=names
         )
-        job = await wait_for_job(resources, hub, job.id, resources.settings.sync_wait_seconds)
+        job = await job_service.wait(resources, hub, job.id, resources.settings.sync_wait_seconds)
     if job.status in (JobStatus.FAILED, JobStatus.CANCELED):
-        return failed(job)
+        return job_failure_response(job)
     if job.status != JobStatus.SUCCEEDED:
         return accepted(request, resources, job)
-    media = (await job_service.outputs_for(resources, job))[0]
+    media = (await outputs_for(resources, job.id))[0]
     return Stream(
         await open_object(resources.store, media),
         media_type=media.content_type,

@@ -11,22 +11,17 @@ from typing import Any, Literal
 
 from litestar import Request, Response, post
 from pydantic import Field
-from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.http.bodies import Body, prefers_async, read_body
 from app.http.dependencies import KEY_DEPENDENCY
+from app.http.errors import job_failure_response
+from app.http.openapi import ACCEPTED
 from app.http.render import media_url
 from app.http.schemas import RequestModel
 from app.jobs import service as job_service
-from app.openai_compat.common import (
-    Body,
-    accepted,
-    failed,
-    prefers_async,
-    read_body,
-    submit_request,
-    wait_for_job,
-    waiting,
-)
+from app.media.service import outputs_for
+from app.openai_compat.common import accepted, submit_request, waiting
+from app.openai_compat.schemas import ImageBase64, ImagesResponse, ImageUrl
 from app.platform.errors import InvalidRequestError
 from app.platform.events import EventHub
 from app.platform.resources import Resources
@@ -47,22 +42,21 @@ class ImageRequest(RequestModel):
 
 async def _images_response(
     request: Request[Any, Any, Any], resources: Resources, job: Job, response_format: str
-) -> dict[str, Any]:
-    data: list[dict[str, Any]] = []
-    for media in await job_service.outputs_for(resources, job):
+) -> ImagesResponse:
+    data: list[ImageUrl | ImageBase64] = []
+    for media in await outputs_for(resources, job.id):
         if response_format == "b64_json":
             raw = b"".join([c async for c in resources.store.iter_bytes(media.storage_key)])
-            data.append({"b64_json": base64.b64encode(raw).decode()})
+            data.append(ImageBase64(b64_json=base64.b64encode(raw).decode()))
         else:
-            data.append({"url": media_url(request, resources.settings, media.id)})
-    return {"created": int(as_utc(job.created_at).timestamp()), "data": data}
+            data.append(ImageUrl(url=media_url(request, resources.settings, media.id)))
+    return ImagesResponse(created=int(as_utc(job.created_at).timestamp()), data=data)
 
 
 async def _run(
     request: Request[Any, Any, Any],
     resources: Resources,
     hub: EventHub,
-    session: AsyncSession,
     key: VirtualKey,
     request_body: Body[ImageRequest],
     file_params: tuple[str, ...],
@@ -76,19 +70,19 @@ async def _run(
     model = body.model or resources.settings.default_image_model
     if prefers_async(request):
         job = await submit_request(
-            resources, session, key, "image", model, params, request_body, file_params=file_params
+            resources, key, "image", model, params, request_body, file_params=file_params
         )
         return accepted(request, resources, job)
     with waiting(request, key):  # before the submit: a refused request changes nothing
         job = await submit_request(
-            resources, session, key, "image", model, params, request_body, file_params=file_params
+            resources, key, "image", model, params, request_body, file_params=file_params
         )
-        job = await wait_for_job(resources, hub, job.id, resources.settings.sync_wait_seconds)
+        job = await job_service.wait(resources, hub, job.id, resources.settings.sync_wait_seconds)
     if job.status == JobStatus.SUCCEEDED:
         fmt = body.response_format or "url"
         return Response(await _images_response(request, resources, job, fmt))
     if job.status in (JobStatus.FAILED, JobStatus.CANCELED):
-        return failed(job)
+        return job_failure_response(job)
     return accepted(request, resources, job)
 
 
@@ -97,19 +91,19 @@ async def _run(
     dependencies=KEY_DEPENDENCY,
     tags=["openai"],
     summary="Create images (OpenAI-compatible)",
+    responses=ACCEPTED,
     status_code=200,
 )
 async def create_images(
     request: Request[Any, Any, Any],
     key: VirtualKey,
-    session: AsyncSession,
     resources: Resources,
     hub: EventHub,
-) -> Response[Any]:
+) -> Response[ImagesResponse]:
     body = await read_body(request, ImageRequest, resources.settings.max_upload_bytes)
     if body.files:
         raise InvalidRequestError("image generations take no files; use /v1/images/edits")
-    return await _run(request, resources, hub, session, key, body, ())
+    return await _run(request, resources, hub, key, body, ())
 
 
 @post(
@@ -117,18 +111,18 @@ async def create_images(
     dependencies=KEY_DEPENDENCY,
     tags=["openai"],
     summary="Edit an image (OpenAI-compatible, multipart)",
+    responses=ACCEPTED,
     status_code=200,
 )
 async def edit_images(
     request: Request[Any, Any, Any],
     key: VirtualKey,
-    session: AsyncSession,
     resources: Resources,
     hub: EventHub,
-) -> Response[Any]:
+) -> Response[ImagesResponse]:
     body = await read_body(request, ImageRequest, resources.settings.max_upload_bytes)
     if "image" not in body.files:
         raise InvalidRequestError(
             "image is required: send the image to edit as a file", param="image"
         )
-    return await _run(request, resources, hub, session, key, body, ("image",))
+    return await _run(request, resources, hub, key, body, ("image",))

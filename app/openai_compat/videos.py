@@ -11,26 +11,34 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 from litestar.response import Stream
 from pydantic import Field
-from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.http.bodies import read_body
 from app.http.dependencies import KEY_DEPENDENCY
+from app.http.openapi import BINARY
 from app.http.schemas import RequestModel
 from app.jobs import service as job_service
-from app.jobs.controllers import delete_with_media
-from app.media.service import download_name, media_of_job, open_object
-from app.openai_compat.common import read_body, submit_request
+from app.media.service import download_name, open_object, outputs_for
+from app.openai_compat.common import submit_request
+from app.openai_compat.schemas import (
+    VideoDeleted,
+    VideoError,
+    VideoList,
+    VideoObject,
+    VideoStatus,
+)
 from app.platform.errors import ConflictError, InvalidRequestError, NotFoundError
 from app.platform.resources import Resources
 from app.platform.tables import Job, VirtualKey, as_utc
 from app.platform.vocabulary import ErrorCode, JobStatus, Variant
+from providers.base import MediaType
 
 POLL_AFTER_MS = "1000"
-STATUS = {
-    "queued": "queued",
-    "running": "in_progress",
-    "succeeded": "completed",
-    "failed": "failed",
-    "canceled": "failed",
+STATUS: dict[JobStatus, VideoStatus] = {
+    JobStatus.QUEUED: "queued",
+    JobStatus.RUNNING: "in_progress",
+    JobStatus.SUCCEEDED: "completed",
+    JobStatus.FAILED: "failed",
+    JobStatus.CANCELED: "failed",
 }
 
 
@@ -45,40 +53,30 @@ def _unix(job_time: Any) -> int | None:
     return None if job_time is None else int(as_utc(job_time).timestamp())
 
 
-def video_object(job: Job) -> dict[str, Any]:
+def video_object(job: Job) -> VideoObject:
     error = None
     if job.status == JobStatus.CANCELED:
-        error = {"code": ErrorCode.CANCELED, "message": "The video was canceled."}
+        error = VideoError(code=ErrorCode.CANCELED, message="The video was canceled.")
     elif job.error_code is not None:
-        error = {"code": job.error_code, "message": job.error_message or ""}
-    return {
-        "id": job.id,
-        "object": "video",
-        "model": job.model,
-        "status": STATUS[job.status],
-        "progress": job.progress,
-        "created_at": _unix(job.created_at),
-        "completed_at": _unix(job.finished_at) if job.status == JobStatus.SUCCEEDED else None,
-        "expires_at": None,  # mediagate keeps outputs until they are deleted
-        "seconds": str(job.input.get("seconds", "")),
-        "size": str(job.input.get("size", "")),
-        "prompt": job.input.get("prompt"),
-        "remixed_from_video_id": None,
-        "error": error,
-    }
-
-
-def _video(job: Job, status_code: int = 200) -> Response[dict[str, Any]]:
-    return Response(
-        video_object(job), status_code=status_code, headers={"openai-poll-after-ms": POLL_AFTER_MS}
+        error = VideoError(code=job.error_code, message=job.error_message or "")
+    return VideoObject(
+        id=job.id,
+        model=job.model,
+        status=STATUS[job.status],
+        progress=job.progress,
+        created_at=_unix(job.created_at),
+        completed_at=_unix(job.finished_at) if job.status == JobStatus.SUCCEEDED else None,
+        expires_at=None,  # mediagate keeps outputs until they are deleted
+        seconds=str(job.input.get("seconds", "")),
+        size=str(job.input.get("size", "")),
+        prompt=job.input.get("prompt"),
+        remixed_from_video_id=None,
+        error=error,
     )
 
 
-async def _get_video(session: AsyncSession, key: VirtualKey, video_id: str) -> Job:
-    job = await job_service.get_job(session, key.id, video_id)
-    if job.type != "video":
-        raise NotFoundError(f"No video found with id {video_id!r}.", param="video_id")
-    return job
+def _video(job: Job) -> Response[VideoObject]:
+    return Response(video_object(job), headers={"openai-poll-after-ms": POLL_AFTER_MS})
 
 
 class VideoController(Controller):
@@ -91,9 +89,8 @@ class VideoController(Controller):
         self,
         request: Request[Any, Any, Any],
         key: VirtualKey,
-        session: AsyncSession,
         resources: Resources,
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[VideoObject]:
         request_body = await read_body(request, VideoRequest, resources.settings.max_upload_bytes)
         body = request_body.fields
         params: dict[str, Any] = {"prompt": body.prompt}
@@ -104,9 +101,8 @@ class VideoController(Controller):
         model = body.model or resources.settings.default_video_model
         job = await submit_request(
             resources,
-            session,
             key,
-            "video",
+            MediaType.VIDEO,
             model,
             params,
             request_body,
@@ -118,47 +114,49 @@ class VideoController(Controller):
     async def list_videos(
         self,
         key: VirtualKey,
-        session: AsyncSession,
+        resources: Resources,
         after: str | None = None,
         limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
         order: Literal["asc", "desc"] = "desc",
-    ) -> dict[str, Any]:
-        page, has_more = await job_service.list_jobs(
-            session,
+    ) -> VideoList:
+        found = await job_service.page(
+            resources,
             key.id,
-            media_type="video",
+            media_type=MediaType.VIDEO,
             limit=limit,
             after=after,
             oldest_first=order == "asc",
+            with_outputs=False,
         )
-        return {
-            "object": "list",
-            "data": [video_object(job) for job in page],
-            "has_more": has_more,
-            "first_id": page[0].id if page else None,
-            "last_id": page[-1].id if page else None,
-        }
+        return VideoList(
+            data=[video_object(job) for job in found.jobs],
+            has_more=found.has_more,
+            first_id=found.jobs[0].id if found.jobs else None,
+            last_id=found.jobs[-1].id if found.jobs else None,
+        )
 
     @get("/{video_id:str}", summary="Get a video")
     async def retrieve(
-        self, video_id: str, key: VirtualKey, session: AsyncSession
-    ) -> Response[dict[str, Any]]:
-        return _video(await _get_video(session, key, video_id))
+        self, video_id: str, key: VirtualKey, resources: Resources
+    ) -> Response[VideoObject]:
+        return _video((await job_service.read(resources, key.id, video_id, MediaType.VIDEO)).job)
 
     @delete("/{video_id:str}", status_code=200, summary="Delete a video and its media")
     async def delete_video(
-        self, video_id: str, key: VirtualKey, session: AsyncSession, resources: Resources
-    ) -> dict[str, Any]:
-        job = await _get_video(session, key, video_id)
-        await delete_with_media(resources, session, key, job)
-        return {"id": job.id, "object": "video.deleted", "deleted": True}
+        self, video_id: str, key: VirtualKey, resources: Resources
+    ) -> VideoDeleted:
+        job = await job_service.delete(resources, key.id, video_id, MediaType.VIDEO)
+        return VideoDeleted(id=job.id)
 
-    @get("/{video_id:str}/content", summary="Download a video's content")
+    @get(
+        "/{video_id:str}/content",
+        summary="Download a video's content",
+        responses={200: BINARY},
+    )
     async def content(
         self,
         video_id: str,
         key: VirtualKey,
-        session: AsyncSession,
         resources: Resources,
         variant: str = "video",
     ) -> Stream:
@@ -167,14 +165,14 @@ class VideoController(Controller):
                 "variant must be video or thumbnail (spritesheets are not made here)",
                 param="variant",
             )
-        job = await _get_video(session, key, video_id)
+        job = (await job_service.read(resources, key.id, video_id, MediaType.VIDEO)).job
         if job.status != JobStatus.SUCCEEDED:
             raise ConflictError(
                 f"Video {video_id!r} is {STATUS[job.status]}; its content exists once completed.",
                 code=ErrorCode.VIDEO_NOT_READY,
             )
         stored = Variant.OUTPUT if variant == "video" else Variant.THUMBNAIL
-        rows = await media_of_job(session, job.id, stored)
+        rows = await outputs_for(resources, job.id, stored)
         if not rows:
             raise NotFoundError(f"Video {video_id!r} has no {variant}.", param="variant")
         media = rows[0]

@@ -9,6 +9,10 @@ MediagateError                 code, message, param
  ├── GoneError                 it existed, and has expired
  ├── QuotaExceededError        the key is at a storage or concurrency limit
  └── UnavailableError          a dependency (database, Redis, storage) does not answer
+
+Errors of the libraries beneath (SQLAlchemy and its drivers, redis, storage) are translated into
+this tree by one function, `translated`, at the two edges that meet them: the HTTP error mapping
+and the generation task (which retries the job later on an `UnavailableError`).
 """
 
 from __future__ import annotations
@@ -81,6 +85,21 @@ class QuotaExceededError(MediagateError):
 class UnavailableError(MediagateError):
     code: str = ErrorCode.SERVICE_UNAVAILABLE
 
+    def __init__(self, part: str) -> None:
+        name = PART_NAMES.get(part, "A backend")
+        super().__init__(
+            f"{name} is unavailable; nothing was changed. Retry shortly.", retry_after=5
+        )
+        self.part = part
+        """`redis`, `database`, `storage` or `backend`."""
+
+
+PART_NAMES = {
+    "redis": "The job queue (Redis)",
+    "database": "The database",
+    "storage": "Media storage",
+}
+
 
 NOT_OUTAGES = (IntegrityError, DataError, ProgrammingError, NotSupportedError)
 """Database errors that are the statement's fault, not the database being away."""
@@ -151,4 +170,20 @@ def unavailable_part(exc: BaseException) -> str | None:
         return "storage"
     if isinstance(exc, ConnectionError | TimeoutError):
         return "backend"
+    return None
+
+
+def translated(exc: BaseException) -> MediagateError | None:
+    """The one translation of a lower library's error into ours, for the two edges that meet
+    them (the HTTP error mapping and the worker's task): a backend that is down is an
+    `UnavailableError` naming it; a value the database cannot store or compare is the request's
+    fault (`InvalidRequestError`: the edge should have refused it); anything else is no error
+    of ours to name (None: a bug)."""
+    if isinstance(exc, MediagateError):
+        return exc
+    part = unavailable_part(exc)
+    if part is not None:
+        return UnavailableError(part)
+    if is_data_error(exc):
+        return InvalidRequestError("The request holds a value that cannot be stored or compared.")
     return None

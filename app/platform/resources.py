@@ -52,7 +52,7 @@ class Resources:
     @property
     def one_statement_paths(self) -> bool:
         """Whether the hot paths may take their one-statement PostgreSQL forms
-        (`app/jobs/statements.py`); on SQLite they take the ORM path."""
+        (`app/jobs/transitions/one_statement.py`); on SQLite they take the ORM path."""
         return self.engine.dialect.name == "postgresql"
 
     @property

@@ -109,7 +109,7 @@ class Job(SQLModel, table=True):
     __tablename__ = "jobs"
     __table_args__ = (
         Index("ix_jobs_key_id_id", "key_id", "id"),
-        # Fair share counts a key's queued jobs on every submit (app/jobs/statements.py).
+        # Fair share counts a key's queued jobs on every submit (transitions/one_statement.py).
         Index(
             "ix_jobs_key_id_queued",
             "key_id",
@@ -169,7 +169,8 @@ def transient(table: type[T], **values: Any) -> T:
     """A new `table` row object (in no session) with `values` and the table's defaults for the
     rest, built as the ORM builds a row it loads: `Job(...)` sets each of its 26 fields through
     SQLAlchemy's instrumentation and pydantic and costs ~70 us, more than the INSERT that stores
-    it. Used where rows are made or read thousands of times a second (`app/jobs/statements.py`)."""
+    it. Used where rows are made or read thousands of times a second (the one-statement
+    transitions)."""
     defaults = _DEFAULTS.get(table)
     if defaults is None:
         sample = table(**_SAMPLES.get(table, {}))

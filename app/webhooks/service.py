@@ -13,7 +13,6 @@ import base64
 import hashlib
 import hmac
 import logging
-import random
 import secrets
 import time
 from collections.abc import Sequence
@@ -25,15 +24,23 @@ import orjson
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.media.service import signed_path
+from app.jobs.queries import get_job
+from app.media.service import with_signed_links
+from app.platform.backoff import Backoff
 from app.platform.contract import WEBHOOK_TASK
-from app.platform.errors import InvalidRequestError
+from app.platform.errors import ConflictError, InvalidRequestError, NotFoundError
 from app.platform.events import EVENT_NAMES
 from app.platform.ids import new_id
 from app.platform.resources import Resources
 from app.platform.tables import Job, VirtualKey, WebhookDelivery, as_utc, iso, utcnow
 from app.platform.tenant_urls import check_resolves_public, check_url, failure_reason
-from app.platform.vocabulary import TERMINAL_EVENTS, DeliveryStatus, EventType, JobStatus
+from app.platform.vocabulary import (
+    TERMINAL_EVENTS,
+    DeliveryStatus,
+    ErrorCode,
+    EventType,
+    JobStatus,
+)
 
 log = logging.getLogger("mediagate.webhooks")
 
@@ -139,15 +146,7 @@ async def notify(
         return
     settings = res.settings
     if settings.public_url:  # links to the outputs, as the API would sign them
-        expires = int(time.time()) + settings.media_url_ttl_seconds
-        base = settings.public_url.rstrip("/")
-        data = {
-            **data,
-            "outputs": [
-                {**o, "url": base + signed_path(settings.signing_secret, o["id"], expires)}
-                for o in data.get("outputs", [])
-            ],
-        }
+        data = with_signed_links(settings.public_url.rstrip("/"), settings, data)
     async with res.sessionmaker() as session:
         key = await session.get(VirtualKey, job.key_id)
         fresh = (
@@ -172,9 +171,8 @@ async def notify(
         await enqueue(res, delivery_id)
 
 
-def retry_delay(attempt: int, base: float) -> float:
-    """Exponential backoff with jitter, at most an hour between attempts."""
-    return float(min(3600.0, base * 2.0 ** max(0, attempt - 1)) * random.uniform(0.5, 1.0))
+MAX_RETRY_GAP = 3600.0
+"""Seconds: deliveries are retried for a day, at least hourly."""
 
 
 async def deliver(res: Resources, delivery_id: str) -> tuple[str, float | None]:
@@ -247,7 +245,7 @@ async def deliver(res: Resources, delivery_id: str) -> tuple[str, float | None]:
         record["latency_ms"],
     )
     if status == DeliveryStatus.PENDING:
-        return status, retry_delay(attempts, settings.webhook_retry_base_seconds)
+        return status, Backoff(settings.webhook_retry_base_seconds, MAX_RETRY_GAP).delay(attempts)
     return status, None
 
 
@@ -294,3 +292,32 @@ async def deliveries_of(session: AsyncSession, job_id: str) -> list[WebhookDeliv
         .order_by(col(WebhookDelivery.created_at), col(WebhookDelivery.id))
     )
     return list(rows)
+
+
+async def deliveries(resources: Resources, key_id: str, job_id: str) -> list[WebhookDelivery]:
+    """The key's job's deliveries, with every attempt."""
+    async with resources.sessionmaker() as session:
+        job = await get_job(session, key_id, job_id)
+        return await deliveries_of(session, job.id)
+
+
+async def resend(
+    resources: Resources, key_id: str, job_id: str, delivery_id: str
+) -> WebhookDelivery:
+    """Deliver one of the job's webhooks again, with a fresh day of retries (409 while its
+    retries are still under way: a second chain beside them would deliver twice)."""
+    async with resources.sessionmaker() as session:
+        job = await get_job(session, key_id, job_id)
+        delivery = await session.get(WebhookDelivery, delivery_id)
+        if delivery is None or delivery.job_id != job.id:
+            raise NotFoundError(f"No webhook delivery {delivery_id!r}.", param="delivery_id")
+        if delivery.status == DeliveryStatus.PENDING:
+            raise ConflictError(
+                f"Webhook delivery {delivery_id!r} is still being retried.",
+                code=ErrorCode.WEBHOOK_PENDING,
+            )
+        delivery.status, delivery.created_at = DeliveryStatus.PENDING, utcnow()
+        session.add(delivery)
+        await session.commit()
+    await enqueue(resources, delivery.id, f":resend-{len(delivery.attempts)}")
+    return delivery

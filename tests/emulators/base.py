@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app.dev import free_port
 from providers.local import encode_audio, encode_png, render_image, render_video
+from tests.builders import free_port
 
 API_KEY = "sk-emulator-key"
 

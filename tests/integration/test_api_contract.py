@@ -10,9 +10,10 @@ import httpx
 import pytest
 
 from app.media.service import signed_path
+from tests.builders import image_job
 from tests.infra import ADMIN_KEY, Stack, wait_for_job
 
-IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "iso", "size": "256x256"}}
+IMAGE = image_job("iso")
 
 
 def _assert_error(

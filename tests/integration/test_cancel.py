@@ -8,10 +8,11 @@ from sqlalchemy import func, select
 
 from app.platform.database import create_engine, create_sessionmaker
 from app.platform.tables import MediaObject
+from tests.builders import image_job
 from tests.infra import Stack, wait_for_job
 from workers.settings import build_worker
 
-IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "c", "size": "256x256"}}
+IMAGE = image_job("c")
 
 
 async def _media_rows(database_url: str, job_id: str) -> int:

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import httpx
 
+from tests.builders import free_port
 from tests.infra import (
     ADMIN_KEY,
     REDIS_URL,
     ROOT,
     SECRET_KEY,
     drop_namespace,
-    free_port,
     new_namespace,
 )
 

@@ -11,7 +11,8 @@ import httpx
 from PIL import Image
 
 from app.dev import redis_answers
-from tests.infra import ROOT, free_port
+from tests.builders import free_port
+from tests.infra import ROOT
 
 
 def test_dev_demo_saves_png_with_private_redis(tmp_path: Path) -> None:

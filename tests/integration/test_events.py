@@ -9,9 +9,10 @@ import httpx
 import orjson
 from httpx_sse import aconnect_sse
 
+from tests.builders import image_job
 from tests.infra import Stack, wait_for_job
 
-IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "sse", "size": "256x256"}}
+IMAGE = image_job("sse")
 
 
 async def _collect(

@@ -22,6 +22,7 @@ from app.platform.settings import Settings
 from app.platform.tables import Job, KeyUsage, MediaObject
 from storage.base import StorageError
 from storage.s3 import S3Config, open_s3_store
+from tests.builders import image_job
 from tests.emulators.base import serve
 from tests.emulators.s3proxy import S3FaultProxy
 from tests.infra import (
@@ -36,7 +37,7 @@ from tests.infra import (
 )
 from tests.servers import private_postgres, private_redis
 
-IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "f", "size": "256x256"}}
+IMAGE = image_job("f")
 
 
 async def _statuses(res: Resources, job_ids: list[str]) -> dict[str, int]:

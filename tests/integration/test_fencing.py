@@ -26,6 +26,7 @@ from app.media import lifecycle
 from app.platform.resources import Resources, open_resources
 from app.platform.settings import Settings
 from tests.blackhole import Blackhole, blackholes
+from tests.builders import image_job
 from tests.emulators.receiver import Receiver
 from tests.infra import (
     Stack,
@@ -39,7 +40,7 @@ from tests.infra import (
 from tests.media_checks import declared_png
 
 LEASE = 3
-IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "f", "size": "256x256"}}
+IMAGE = image_job("f")
 
 
 @pytest.fixture

@@ -13,10 +13,11 @@ import orjson
 import pytest
 from PIL import Image
 
+from tests.builders import image_job
 from tests.infra import Stack, base_settings, running_stack, wait_for_job
 from tests.media_checks import declared_png
 
-IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "h", "size": "256x256"}}
+IMAGE = image_job("h")
 
 
 @pytest.mark.parametrize(

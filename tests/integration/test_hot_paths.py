@@ -1,7 +1,7 @@
-"""The one-statement hot paths on PostgreSQL (app/jobs/statements.py) keep the guarantees of the
-ORM paths they stand in for: each does its whole work or nothing, and says which, so that the
-caller can fall back. Also the key cache: a change to a key takes effect at once, on this API
-process and (through the Redis notice) on every other."""
+"""The one-statement hot paths on PostgreSQL (app/jobs/transitions/one_statement.py) keep the
+guarantees of the ORM paths they stand in for: each does its whole work or nothing, and says
+which, so that the caller can fall back. Also the key cache: a change to a key takes effect at
+once, on this API process and (through the Redis notice) on every other."""
 
 from __future__ import annotations
 
@@ -17,17 +17,18 @@ from redis.asyncio import Redis
 from sqlmodel import col, select, update
 
 from app.catalog.routing import Route
-from app.jobs import statements as job_rows
-from app.jobs.service import build_job, queued_jobs
+from app.jobs.intake import build_job, queued_jobs
+from app.jobs.transitions import one_statement
 from app.keys import service as keys
 from app.platform.contract import keys_channel
 from app.platform.events import EventBus, EventHub
 from app.platform.ids import new_id
 from app.platform.resources import Resources, open_resources
 from app.platform.tables import Job, KeyUsage, MediaObject, VirtualKey, transient_job, utcnow
+from tests.builders import image_job
 from tests.infra import ADMIN_KEY, REDIS_URL, Stack, base_settings, drop_namespace
 
-IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "hot", "size": "256x256"}}
+IMAGE = image_job("hot")
 
 
 @pytest.fixture
@@ -70,16 +71,19 @@ async def _usage_bytes(res: Resources, key_id: str) -> int:
 
 async def test_insert_queued_counts_the_keys_queued_jobs_up_to_the_cap(res: Resources) -> None:
     key = await _key(res)
-    ahead = [await job_rows.insert_queued(res.engine, _job(res, key)) for _ in range(3)]
+    ahead = [await one_statement.insert_queued(res.engine, _job(res, key)) for _ in range(3)]
     assert ahead == [0, 1, 2]
     async with res.sessionmaker() as session:
         assert await queued_jobs(session, key.id) == 3  # the ORM path's count agrees
-    for _ in range(job_rows.FAIR_COUNT_CAP):
-        await job_rows.insert_queued(res.engine, _job(res, key))
-    assert await job_rows.insert_queued(res.engine, _job(res, key)) == job_rows.FAIR_COUNT_CAP
+    for _ in range(one_statement.FAIR_COUNT_CAP):
+        await one_statement.insert_queued(res.engine, _job(res, key))
+    assert (
+        await one_statement.insert_queued(res.engine, _job(res, key))
+        == one_statement.FAIR_COUNT_CAP
+    )
     stored = await _row(res, (job := _job(res, key)).id)
     assert stored is None
-    await job_rows.insert_queued(res.engine, job)
+    await one_statement.insert_queued(res.engine, job)
     stored = await _row(res, job.id)
     assert stored is not None and stored.status == "queued"
     assert stored.input == IMAGE["input"] and stored.targets == ["local-image"]
@@ -101,27 +105,29 @@ async def test_insert_queued_leaves_limited_revoked_and_deleted_keys_to_the_orm_
 ) -> None:
     key = await _key(res, **changes)
     job = _job(res, key)
-    assert await job_rows.insert_queued(res.engine, job) is None
+    assert await one_statement.insert_queued(res.engine, job) is None
     assert await _row(res, job.id) is None  # nothing was written
 
 
 async def test_start_attempt_starts_queued_and_lost_jobs_only(res: Resources) -> None:
     key = await _key(res)
     job = _job(res, key)
-    await job_rows.insert_queued(res.engine, job)
-    started = await job_rows.start_attempt(res.engine, job.id)
+    await one_statement.insert_queued(res.engine, job)
+    started = await one_statement.start_attempt(res.engine, job.id)
     assert started is not None
     first, owner = started
     assert (first.status, first.attempts, first.tries) == ("running", 1, 1)
     assert owner.id == key.id and first.started_at is not None
-    again = await job_rows.start_attempt(res.engine, job.id)  # its worker was lost
+    again = await one_statement.start_attempt(res.engine, job.id)  # its worker was lost
     assert again is not None and again[0].attempts == 2 and again[0].started_at == first.started_at
-    assert await job_rows.finish(res.engine, job.id, 2, "succeeded") is not None
-    assert await job_rows.start_attempt(res.engine, job.id) is None  # ended: the ORM path skips
+    assert await one_statement.finish(res.engine, job.id, 2, "succeeded") is not None
+    assert (
+        await one_statement.start_attempt(res.engine, job.id) is None
+    )  # ended: the ORM path skips
 
     late = _job(res, key, deadline_at=utcnow() - timedelta(seconds=1))
-    await job_rows.insert_queued(res.engine, late)
-    assert await job_rows.start_attempt(res.engine, late.id) is None  # the ORM path cancels it
+    await one_statement.insert_queued(res.engine, late)
+    assert await one_statement.start_attempt(res.engine, late.id) is None  # the ORM path cancels it
     row = await _row(res, late.id)
     assert row is not None and row.status == "queued" and row.attempts == 0
 
@@ -129,22 +135,22 @@ async def test_start_attempt_starts_queued_and_lost_jobs_only(res: Resources) ->
 async def test_finish_and_progress_are_fenced_by_attempt(res: Resources) -> None:
     key = await _key(res)
     job = _job(res, key)
-    await job_rows.insert_queued(res.engine, job)
-    await job_rows.start_attempt(res.engine, job.id)
-    await job_rows.start_attempt(res.engine, job.id)  # attempt 2 took over
-    assert not await job_rows.set_progress(res.engine, job.id, 1, 40)
-    assert await job_rows.finish(res.engine, job.id, 1, "failed", error_code="x") is None
-    assert await job_rows.set_progress(res.engine, job.id, 2, 40)
-    assert await job_rows.set_progress(res.engine, job.id, 2, 20)  # never moves back
+    await one_statement.insert_queued(res.engine, job)
+    await one_statement.start_attempt(res.engine, job.id)
+    await one_statement.start_attempt(res.engine, job.id)  # attempt 2 took over
+    assert not await one_statement.set_progress(res.engine, job.id, 1, 40)
+    assert await one_statement.finish(res.engine, job.id, 1, "failed", error_code="x") is None
+    assert await one_statement.set_progress(res.engine, job.id, 2, 40)
+    assert await one_statement.set_progress(res.engine, job.id, 2, 20)  # never moves back
     row = await _row(res, job.id)
     assert row is not None and (row.status, row.progress) == ("running", 40)
-    done = await job_rows.finish(res.engine, job.id, 2, "failed", error_code="timeout")
+    done = await one_statement.finish(res.engine, job.id, 2, "failed", error_code="timeout")
     assert done is not None and (done.status, done.error_code) == ("failed", "timeout")
     assert done.error_message == "" and done.finished_at is not None and done.progress == 40
 
 
 async def _record(res: Resources, job: Job, attempt: int, index: int = 0) -> MediaObject | None:
-    return await job_rows.record_output(
+    return await one_statement.record_output(
         res.engine,
         job_id=job.id,
         key_id=job.key_id,
@@ -162,15 +168,15 @@ async def _record(res: Resources, job: Job, attempt: int, index: int = 0) -> Med
 async def test_record_output_records_row_and_usage_together_or_nothing(res: Resources) -> None:
     key = await _key(res)
     job = _job(res, key)
-    await job_rows.insert_queued(res.engine, job)
-    await job_rows.start_attempt(res.engine, job.id)
+    await one_statement.insert_queued(res.engine, job)
+    await one_statement.start_attempt(res.engine, job.id)
     media = await _record(res, job, 1)
     assert media is not None and media.kind == "image"
     assert await _usage_bytes(res, key.id) == 1000
     # The same (job, variant, index) again: a re-run's replacement is the ORM path's work.
     assert await _record(res, job, 1) is None
     # A superseded attempt records nothing.
-    await job_rows.start_attempt(res.engine, job.id)
+    await one_statement.start_attempt(res.engine, job.id)
     assert await _record(res, job, 1, index=1) is None
     assert await _usage_bytes(res, key.id) == 1000
     async with res.sessionmaker() as session:
@@ -184,8 +190,8 @@ async def test_record_output_leaves_quota_and_deleted_keys_to_the_orm_path(
 ) -> None:
     key = await _key(res)
     job = _job(res, key)
-    await job_rows.insert_queued(res.engine, job)
-    await job_rows.start_attempt(res.engine, job.id)
+    await one_statement.insert_queued(res.engine, job)
+    await one_statement.start_attempt(res.engine, job.id)
     async with res.sessionmaker() as session:
         await session.exec(update(VirtualKey).where(col(VirtualKey.id) == key.id).values(**changes))
         await session.commit()
@@ -270,7 +276,7 @@ async def test_driver_connection_errors_are_outages_or_the_statements_fault(
     an outage (the worker retries, the API answers 503), a bad value is the statement's fault."""
     from app.platform.database import create_engine, driver_connection
     from app.platform.errors import unavailable_part
-    from tests.infra import free_port
+    from tests.builders import free_port
 
     nowhere = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x", timeout=1)
     try:

@@ -4,29 +4,24 @@ latter driven by the official SDK), concurrent duplicates, reuse with another bo
 from __future__ import annotations
 
 import asyncio
-import io
 import secrets
 from datetime import timedelta
 from typing import Any
 
 import openai
 import pytest
-from PIL import Image
 from sqlmodel import col, select, update
 
 from app.platform.resources import open_resources
 from app.platform.tables import IdempotencyKey, Job, utcnow
+from tests.builders import image_job, openai_client, png
 from tests.infra import Stack
 
-IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "kite", "size": "256x256"}}
+IMAGE = image_job("kite")
 
 
 def _idem() -> dict[str, str]:
     return {"Idempotency-Key": f"idem-{secrets.token_hex(8)}"}
-
-
-def _sdk(stack: Stack, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{stack.url}/v1", api_key=key, max_retries=0, timeout=60)
 
 
 async def _job_count(stack: Stack, token: str) -> int:
@@ -102,15 +97,9 @@ async def test_an_expired_idempotency_key_starts_afresh(api_only_stack: Stack) -
     assert second != first
 
 
-def _png() -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 64), (20, 90, 200)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 async def test_openai_sdk_retries_with_the_same_idempotency_key(pg_s3_stack: Stack) -> None:
     token = pg_s3_stack.new_key()
-    client = _sdk(pg_s3_stack, token)
+    client = openai_client(pg_s3_stack, token)
 
     def generate(headers: dict[str, str], prompt: str = "a kite") -> Any:
         return client.images.generate(
@@ -144,7 +133,7 @@ async def test_openai_sdk_retries_with_the_same_idempotency_key(pg_s3_stack: Sta
             await asyncio.to_thread(
                 client.images.edit,
                 model="local-image",
-                image=("in.png", _png(), "image/png"),
+                image=("in.png", png(colour=(20, 90, 200)), "image/png"),
                 prompt="brighter",
                 extra_headers=edit_headers,
             )

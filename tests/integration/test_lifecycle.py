@@ -25,16 +25,11 @@ from app.media.usage import usage_of
 from app.platform.resources import Resources, open_resources
 from app.platform.tables import MediaObject, VirtualKey, utcnow
 from storage.base import MediaStore
+from tests.builders import image_job, png
 from tests.infra import ROOT, Stack, settings_env, wait_for_job
 from tests.media_checks import png_size
 
-IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "l", "size": "256x256"}}
-
-
-def _png(colour: tuple[int, int, int] = (10, 20, 200)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 64), colour).save(buf, format="PNG")
-    return buf.getvalue()
+IMAGE = image_job("l")
 
 
 @pytest.fixture
@@ -65,7 +60,9 @@ async def test_usage_counts_outputs_and_uploads(pg_s3_stack: Stack, res: Resourc
     key_id, key = _admin_key(pg_s3_stack)
     async with pg_s3_stack.client(key) as client:
         job = await _job(client, {**IMAGE, "input": {**IMAGE["input"], "n": 2}})
-        upload = await client.post("/v1/media", files={"file": ("in.png", _png(), "image/png")})
+        upload = await client.post(
+            "/v1/media", files={"file": ("in.png", png(colour=(10, 20, 200)), "image/png")}
+        )
         assert upload.status_code == 201, upload.text
         assert upload.json()["content_type"] == "image/png" and upload.json()["kind"] == "image"
         usage = (await client.get("/v1/usage")).json()
@@ -104,7 +101,9 @@ async def test_quotas(pg_s3_stack: Stack, res: Resources) -> None:
         assert refused.status_code == 429
         error = refused.json()["error"]
         assert error["code"] == "storage_quota_exceeded" and str(used) in error["message"]
-        upload = await client.post("/v1/media", files={"file": ("in.png", _png(), "image/png")})
+        upload = await client.post(
+            "/v1/media", files={"file": ("in.png", png(colour=(10, 20, 200)), "image/png")}
+        )
         assert upload.status_code == 429
         listed = (await client.get("/v1/jobs")).json()["data"]
         assert len(listed) == 2  # the refused submit changed nothing
@@ -177,7 +176,9 @@ async def test_deleting_a_key_removes_all_its_media_and_no_other(
     for token in (doomed, kept):
         async with pg_s3_stack.client(token) as client:
             await _job(client, {**IMAGE, "input": {**IMAGE["input"], "n": 3}})
-            await client.post("/v1/media", files={"file": ("in.png", _png(), "image/png")})
+            await client.post(
+                "/v1/media", files={"file": ("in.png", png(colour=(10, 20, 200)), "image/png")}
+            )
     kept_before = await _objects(res.store, f"{kept_id}/")
     with pg_s3_stack.admin() as admin:
         deleted = admin.delete(f"/admin/keys/{doomed_id}").json()
@@ -246,11 +247,11 @@ async def test_reconcile_finds_and_removes_orphans(pg_s3_stack: Stack, res: Reso
         yield data
 
     orphan = f"{key_id}/job_crashed/0.png"
-    await res.store.put(orphan, one(_png()), content_type="image/png")
+    await res.store.put(orphan, one(png(colour=(10, 20, 200))), content_type="image/png")
     # Objects of whatever else shares the bucket, old enough to look like orphans: not ours.
     foreign = [f"other-app-{key_id}/report.png", f"key_notours{key_id[4:]}/job_x/0.png"]
     for name in foreign:
-        await res.store.put(name, one(_png()), content_type="image/png")
+        await res.store.put(name, one(png(colour=(10, 20, 200))), content_type="image/png")
     async with res.sessionmaker() as session:
         gone = await session.get(MediaObject, job["outputs"][1]["id"])
         assert gone is not None
@@ -302,7 +303,9 @@ async def test_uploads_as_inputs_ranges_and_urls(
     key = upstream_stack.new_key()
     async with upstream_stack.client(key) as client:
         upload = (
-            await client.post("/v1/media", files={"file": ("a.png", _png(), "image/png")})
+            await client.post(
+                "/v1/media", files={"file": ("a.png", png(colour=(10, 20, 200)), "image/png")}
+            )
         ).json()
         job = await _job(
             client,
@@ -324,7 +327,7 @@ async def test_uploads_as_inputs_ranges_and_urls(
         assert bad.status_code == 416
 
         # An input by URL, fetched by the worker (this stack allows loopback URLs).
-        url = emu["openai"].add_file(_png((200, 10, 10)), "image/png")
+        url = emu["openai"].add_file(png(colour=(200, 10, 10)), "image/png")
         by_url = await _job(client, {**IMAGE, "input": {**IMAGE["input"], "image": {"url": url}}})
         assert by_url["status"] == "succeeded", by_url
         assert png_size((await client.get(by_url["outputs"][0]["url"])).content) == (256, 256)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
+from tests.builders import image_job
 from tests.infra import (
     base_settings,
     running_stack,
@@ -14,7 +15,7 @@ from tests.infra import (
     wait_for_job,
 )
 
-IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "q", "size": "256x256"}}
+IMAGE = image_job("q")
 
 
 def _at(value: str) -> datetime:

@@ -12,22 +12,13 @@ import openai
 import pytest
 from PIL import Image
 
+from tests.builders import openai_client, png
 from tests.infra import Stack
 from tests.media_checks import audio_samples, mp4_facts, png_size
 
 
-def _sdk(stack: Stack, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{stack.url}/v1", api_key=key, max_retries=0, timeout=60)
-
-
-def _png(size: tuple[int, int] = (64, 64), colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, colour).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def test_images_generate_url_and_b64(pg_s3_stack: Stack) -> None:
-    client = _sdk(pg_s3_stack, pg_s3_stack.new_key())
+    client = openai_client(pg_s3_stack, pg_s3_stack.new_key())
     result = client.images.generate(model="local-image", prompt="a red kite", n=2, size="256x256")
     assert len(result.data) == 2 and result.created > 0
     for image in result.data:
@@ -45,7 +36,7 @@ def test_images_generate_url_and_b64(pg_s3_stack: Stack) -> None:
 
 
 def test_images_errors_have_openai_shape(pg_s3_stack: Stack) -> None:
-    client = _sdk(pg_s3_stack, pg_s3_stack.new_key())
+    client = openai_client(pg_s3_stack, pg_s3_stack.new_key())
     with pytest.raises(openai.BadRequestError) as bad_size:
         client.images.generate(model="local-image", prompt="x", size="7x7")
     assert bad_size.value.code == "invalid_request"
@@ -54,7 +45,7 @@ def test_images_errors_have_openai_shape(pg_s3_stack: Stack) -> None:
         client.images.generate(model="no-such-model", prompt="x")
     assert unknown.value.code == "model_not_found"
     with pytest.raises(openai.AuthenticationError):
-        _sdk(pg_s3_stack, "mg_wrong").images.generate(model="local-image", prompt="x")
+        openai_client(pg_s3_stack, "mg_wrong").images.generate(model="local-image", prompt="x")
 
 
 def test_images_respond_async_gives_the_job(pg_s3_stack: Stack) -> None:
@@ -74,10 +65,10 @@ def test_images_respond_async_gives_the_job(pg_s3_stack: Stack) -> None:
 
 def test_images_edit_uploads_the_image_as_an_input(pg_s3_stack: Stack) -> None:
     key = pg_s3_stack.new_key()
-    client = _sdk(pg_s3_stack, key)
+    client = openai_client(pg_s3_stack, key)
     result = client.images.edit(
         model="local-image",
-        image=("source.png", _png(), "image/png"),
+        image=("source.png", png(), "image/png"),
         prompt="add a moon",
         size="256x256",
         response_format="b64_json",
@@ -98,7 +89,7 @@ def test_images_edit_uploads_the_image_as_an_input(pg_s3_stack: Stack) -> None:
 
 def test_videos_create_and_poll_then_download(pg_s3_stack: Stack, tmp_path: Path) -> None:
     key = pg_s3_stack.new_key()
-    client = _sdk(pg_s3_stack, key)
+    client = openai_client(pg_s3_stack, key)
     video = client.videos.create_and_poll(
         model="local-video", prompt="a sweeping ball", seconds="4", size="320x180"
     )
@@ -132,13 +123,13 @@ def test_videos_create_and_poll_then_download(pg_s3_stack: Stack, tmp_path: Path
 
 def test_video_poll_header_and_input_reference(pg_s3_stack: Stack) -> None:
     key = pg_s3_stack.new_key()
-    client = _sdk(pg_s3_stack, key)
+    client = openai_client(pg_s3_stack, key)
     raw = client.videos.with_raw_response.create(
         model="local-video",
         prompt="from a still",
         seconds="4",
         size="320x180",
-        input_reference=("ref.png", _png((320, 180), (10, 200, 10)), "image/png"),
+        input_reference=("ref.png", png((320, 180), (10, 200, 10)), "image/png"),
     )
     assert raw.headers["openai-poll-after-ms"].isdigit()
     video = client.videos.poll(raw.parse().id)
@@ -147,13 +138,13 @@ def test_video_poll_header_and_input_reference(pg_s3_stack: Stack) -> None:
     red, green, _ = Image.open(io.BytesIO(thumbnail)).convert("RGB").getpixel((3, 3))  # type: ignore[misc]
     assert green > red  # the reference image's green is in the first frame
 
-    other = _sdk(pg_s3_stack, pg_s3_stack.new_key())
+    other = openai_client(pg_s3_stack, pg_s3_stack.new_key())
     with pytest.raises(openai.NotFoundError):
         other.videos.retrieve(video.id)
 
 
 def test_speech_returns_audio_bytes(pg_s3_stack: Stack) -> None:
-    client = _sdk(pg_s3_stack, pg_s3_stack.new_key())
+    client = openai_client(pg_s3_stack, pg_s3_stack.new_key())
     speech = client.audio.speech.create(
         model="local-speech", voice="alloy", input="Hello from mediagate.", response_format="wav"
     )
@@ -172,7 +163,7 @@ def test_speech_returns_audio_bytes(pg_s3_stack: Stack) -> None:
 
 def test_models_list_and_aliases(pg_s3_stack: Stack) -> None:
     key = pg_s3_stack.new_key()
-    client = _sdk(pg_s3_stack, key)
+    client = openai_client(pg_s3_stack, key)
     ids = {m.id for m in client.models.list()}
     assert {"local-image", "local-video", "local-speech"} <= ids
     assert "dall-e-3" not in ids  # openai is not configured on this stack

@@ -18,6 +18,7 @@ from app.jobs import outbox
 from app.platform.contract import queue_name
 from app.platform.resources import open_resources
 from app.platform.tables import Job, utcnow
+from tests.builders import image_job
 from tests.infra import (
     REDIS_URL,
     Stack,
@@ -28,7 +29,7 @@ from tests.infra import (
     wait_for_job,
 )
 
-IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "o", "size": "256x256"}}
+IMAGE = image_job("o")
 
 
 @pytest.fixture

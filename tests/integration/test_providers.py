@@ -13,12 +13,9 @@ import httpx
 import openai
 import pytest
 
+from tests.builders import openai_client
 from tests.infra import Stack, wait_for_job
 from tests.media_checks import audio_samples, mp4_facts, png_size
-
-
-def _sdk(stack: Stack, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{stack.url}/v1", api_key=key, max_retries=0, timeout=60)
 
 
 async def _run(stack: Stack, key: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -46,7 +43,7 @@ async def _bytes(url: str) -> bytes:
 
 
 def test_openai_images_through_the_sdk(upstream_stack: Stack, emu: dict[str, Any]) -> None:
-    client = _sdk(upstream_stack, upstream_stack.new_key())
+    client = openai_client(upstream_stack, upstream_stack.new_key())
     urls = client.images.generate(model="dall-e-2", prompt="a fox", n=2, size="256x256")
     assert len(urls.data) == 2
     for image in urls.data:
@@ -67,7 +64,7 @@ def test_openai_images_through_the_sdk(upstream_stack: Stack, emu: dict[str, Any
 
 
 def test_openai_content_policy_is_a_400(upstream_stack: Stack, emu: dict[str, Any]) -> None:
-    client = _sdk(upstream_stack, upstream_stack.new_key())
+    client = openai_client(upstream_stack, upstream_stack.new_key())
     with pytest.raises(openai.BadRequestError) as refused:
         client.images.generate(model="dall-e-3", prompt="something forbidden")
     assert refused.value.code == "content_policy_violation"
@@ -75,7 +72,7 @@ def test_openai_content_policy_is_a_400(upstream_stack: Stack, emu: dict[str, An
 
 
 def test_openai_video_polls_to_completion(upstream_stack: Stack, emu: dict[str, Any]) -> None:
-    client = _sdk(upstream_stack, upstream_stack.new_key())
+    client = openai_client(upstream_stack, upstream_stack.new_key())
     video = client.videos.create_and_poll(model="sora-2", prompt="waves", seconds="4")
     assert video.status == "completed", video.error
     # queued -> in_progress -> 50% -> completed: one upstream task, polled until done.
@@ -87,7 +84,7 @@ def test_openai_video_polls_to_completion(upstream_stack: Stack, emu: dict[str, 
 
 
 def test_openai_speech_and_failed_video(upstream_stack: Stack, emu: dict[str, Any]) -> None:
-    client = _sdk(upstream_stack, upstream_stack.new_key())
+    client = openai_client(upstream_stack, upstream_stack.new_key())
     speech = client.audio.speech.create(
         model="tts-1", voice="nova", input="hello", response_format="mp3"
     )

@@ -5,7 +5,6 @@ byte in any log line of the API and a worker (all loggers captured at DEBUG)."""
 from __future__ import annotations
 
 import base64
-import io
 import logging
 import secrets
 from collections.abc import Iterator
@@ -13,21 +12,15 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
 from app.platform.logs import QUIET_LOGGERS, quiet_libraries
+from tests.builders import png
 from tests.infra import (
     Stack,
     base_settings,
     running_stack,
     wait_for_job,
 )
-
-
-def _png() -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 64), (90, 40, 160)).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _is_error(resp: httpx.Response, status: int) -> None:
@@ -53,7 +46,9 @@ async def _resources_of(client: httpx.AsyncClient) -> dict[str, str]:
     ).json()
     video = (await client.post("/v1/videos", json={"model": "local-video", "prompt": "m"})).json()
     upload = (
-        await client.post("/v1/media", files={"file": ("in.png", _png(), "image/png")})
+        await client.post(
+            "/v1/media", files={"file": ("in.png", png(colour=(90, 40, 160)), "image/png")}
+        )
     ).json()
     image_done = await wait_for_job(client, image["id"])
     await wait_for_job(client, speech["id"])
@@ -184,7 +179,7 @@ async def test_no_prompt_input_or_media_byte_in_any_log_line(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     secret = f"s3cr3t-{secrets.token_hex(6)}"
-    image = _png()
+    image = png(colour=(90, 40, 160))
     token = logged_stack.new_key()
     outputs: list[bytes] = []
     async with logged_stack.client(token) as client:
@@ -224,7 +219,8 @@ async def test_no_prompt_input_or_media_byte_in_any_log_line(
         f"{record.name} {record.getMessage()} {record.exc_text or ''}" for record in caplog.records
     )
     assert len(caplog.records) > 20  # the capture did see the API and the worker at work
-    assert {"mediagate.api", "mediagate.worker"} <= {record.name for record in caplog.records}
+    # The jobs service logs the API's submits (job.queued), the worker its runs.
+    assert {"mediagate.jobs", "mediagate.worker"} <= {record.name for record in caplog.records}
     assert secret not in text
     for data in [image, *outputs]:
         sample = data[16:48]  # past the magic numbers, which a content type may name

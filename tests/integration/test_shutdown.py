@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from app.dev import free_port
+from tests.builders import free_port, image_job
 from tests.infra import (
     ADMIN_KEY,
     ROOT,
@@ -29,7 +29,7 @@ from tests.infra import (
     worker_log,
 )
 
-IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "g", "size": "256x256"}}
+IMAGE = image_job("g")
 
 
 @pytest.fixture

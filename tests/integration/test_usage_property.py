@@ -32,11 +32,12 @@ from hypothesis.stateful import (
 from PIL import Image
 from sqlmodel import col, select, update
 
-from app.jobs import transitions as runs
-from app.jobs.service import create_job, delete_job, outputs_of
+from app.jobs import service as job_service
+from app.jobs import transitions
+from app.jobs.intake import create_job
 from app.keys.service import create_key
 from app.media import lifecycle, usage
-from app.media.service import get_media, mark_deleted
+from app.media.service import get_media, mark_deleted, outputs_of
 from app.media.uploads import save_upload
 from app.platform.resources import Resources, open_resources
 from app.platform.settings import Settings
@@ -165,7 +166,7 @@ class UsageMachine(RuleBasedStateMachine):
         self, job_id: str, outputs: list[tuple[int, tuple[str, int]]], finish: bool
     ) -> None:
         async with self.res.sessionmaker() as session:
-            job = await runs.start_attempt(session, job_id)
+            job = await transitions.start_attempt(session, job_id)
             if job is None:  # finished, canceled or deleted: the worker skips it
                 await session.commit()
                 return
@@ -258,11 +259,8 @@ class UsageMachine(RuleBasedStateMachine):
         async def go() -> None:
             async with self.res.sessionmaker() as session:
                 jobs = [job for job in await self._jobs(session, key_id) if job.deleted_at is None]
-                if not jobs:
-                    return
-                _, storage_keys = await delete_job(session, key_id, jobs[pick % len(jobs)].id)
-                await session.commit()
-            await self.res.store.delete_many(storage_keys)
+            if jobs:
+                await job_service.delete(self.res, key_id, jobs[pick % len(jobs)].id)
 
         self.run(go())
 

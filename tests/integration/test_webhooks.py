@@ -21,6 +21,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from app.platform.resources import open_resources
 from app.platform.tables import Job, VirtualKey, WebhookDelivery
 from app.webhooks import service as webhooks
+from tests.builders import image_job
 from tests.emulators.receiver import Receiver
 from tests.infra import (
     Stack,
@@ -29,7 +30,7 @@ from tests.infra import (
     wait_for_job,
 )
 
-IMAGE = {"type": "image", "model": "local-image", "input": {"prompt": "w", "size": "256x256"}}
+IMAGE = image_job("w")
 
 
 @pytest.fixture(scope="module")

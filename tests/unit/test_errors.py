@@ -45,3 +45,18 @@ def test_data_errors_and_driver_classes() -> None:
     assert unavailable_part(_wrapped(None, IntegrityError)) is None
     assert unavailable_part(_wrapped(None, OperationalError)) == "database"
     assert unavailable_part(_wrapped("22P02", OperationalError)) is None
+
+
+def test_translated_names_the_outage_or_the_request() -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from app.platform.errors import InvalidRequestError, UnavailableError, translated
+
+    down = translated(_wrapped("57P01"))
+    assert isinstance(down, UnavailableError) and down.part == "database"
+    assert down.retry_after == 5 and "The database is unavailable" in down.message
+    redis = translated(RedisConnectionError("gone"))
+    assert isinstance(redis, UnavailableError) and redis.part == "redis"
+    assert isinstance(translated(_wrapped("22021")), InvalidRequestError)  # a NUL in text
+    assert translated(_wrapped("23505", IntegrityError)) is None  # a bug of ours
+    assert translated(ValueError("x")) is None

@@ -15,11 +15,12 @@ DOMAINS = ("jobs", "media", "keys", "webhooks", "catalog")
 
 
 def is_http(module: str) -> bool:
-    """HTTP code: the shell, the OpenAI-compatible endpoints and every domain's controllers."""
+    """HTTP code: the shell, the OpenAI-compatible endpoints, and every domain's controllers and
+    schemas (the shapes of its requests and responses)."""
     leaf = module.rsplit(".", 1)[-1]
     return (
         module.startswith(("app.http", "app.openai_compat"))
-        or leaf == "controllers"
+        or leaf in ("controllers", "schemas")
         or leaf.endswith("_controller")
     )
 
@@ -86,6 +87,7 @@ def test_the_rules_bite() -> None:
     assert forbidden("app.platform.resources", "app.jobs.service")
     assert forbidden("workers.generate", "app.openai_compat.common")
     assert forbidden("app.jobs.stream_controller", "workers.settings")
+    assert forbidden("app.jobs.service", "app.jobs.schemas")
     assert forbidden("providers.openai", "storage.base")
     assert not forbidden("app.jobs.controllers", "app.jobs.service")
     assert not forbidden("workers.generate", "app.jobs.transitions")
@@ -97,3 +99,51 @@ def test_every_app_module_has_a_home() -> None:
     assert top == {"__init__", "cli", "dev", "demo"}
     packages = {p.name for p in (ROOT / "app").iterdir() if (p / "__init__.py").exists()}
     assert packages == {*DOMAINS, "platform", "http", "openai_compat"}
+
+
+def _calls(path: Path) -> list[tuple[int, str]]:
+    """`update(Job)` calls and SQL that writes the jobs table, with their lines."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", "") == "update"
+            and node.args
+            and getattr(node.args[0], "id", "") == "Job"
+        ):
+            found.append((node.lineno, "update(Job)"))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            sql = " ".join(node.value.upper().split())
+            if "UPDATE JOBS " in sql or "INSERT INTO JOBS" in sql:
+                found.append((node.lineno, "SQL on jobs"))
+    return found
+
+
+def test_job_state_changes_in_one_place() -> None:
+    """Every change of a job's row goes through app/jobs/transitions (procrastinate's manager)."""
+    home = ROOT / "app" / "jobs" / "transitions"
+    bad = [
+        f"{path.relative_to(ROOT)}:{line} {what}"
+        for package in ("app", "workers")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if home not in path.parents
+        for line, what in _calls(path)
+    ]
+    assert bad == []
+    assert _calls(home / "__init__.py") and _calls(home / "one_statement.py")  # the scan sees
+
+
+def test_handlers_get_no_session() -> None:
+    """Controllers parse, call one service and render: no session, no commit, no rollback."""
+    bad = []
+    for path in sorted((ROOT / "app").rglob("*.py")):
+        module = _module_of(path)
+        if not is_http(module):
+            continue
+        text = path.read_text()
+        bad += [
+            f"{module}: {needle}"
+            for needle in ("AsyncSession", ".commit(", ".rollback(", "sessionmaker(")
+            if needle in text
+        ]
+    assert bad == []

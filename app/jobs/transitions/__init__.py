@@ -1,4 +1,9 @@
-"""Worker-side job transitions, fenced by attempt: `start_attempt` counts a new attempt under the
+"""Every change of a job's state goes through this package: a new job (`add_queued`, or
+`one_statement.insert_queued`), its attempts, progress and end, a cancel by its owner or its
+key's deletion, a late job's end, and its deletion. `one_statement` holds the same transitions
+as single PostgreSQL statements for the hot paths (each keeping its twin's guarantees).
+
+Workers' transitions are fenced by attempt: `start_attempt` counts a new attempt under the
 row lock, and every later write of that attempt is conditional, in the same statement, on the job
 still running *that* attempt. A job canceled by its owner is never flipped back, and an attempt
 that another worker took over (its worker was partitioned or paused past its lease) changes
@@ -12,10 +17,43 @@ from sqlalchemy import case
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.media import usage
-from app.platform.tables import Job, MediaObject, VirtualKey, utcnow
-from app.platform.vocabulary import TERMINAL_STATUSES, ErrorCode, JobStatus
+from app.platform.tables import Job, utcnow
+from app.platform.vocabulary import ACTIVE_STATUSES, TERMINAL_STATUSES, ErrorCode, JobStatus
 from providers.registry import ModelSpec
+
+
+async def add_queued(session: AsyncSession, job: Job) -> Job:
+    """A new job, queued (the caller commits, then enqueues it)."""
+    session.add(job)
+    await session.flush()
+    return job
+
+
+async def cancel(session: AsyncSession, job_id: str) -> bool:
+    """The owner cancels: a queued or running job ends `canceled` (its worker's fenced writes
+    then match nothing). False if the job had already ended."""
+    now = utcnow()
+    result = await session.exec(
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.status).in_(ACTIVE_STATUSES))
+        .values(status=JobStatus.CANCELED, finished_at=now, cancel_requested_at=now)
+    )
+    return bool(result.rowcount)
+
+
+async def cancel_all_of_key(session: AsyncSession, key_id: str) -> None:
+    """The key is being deleted: every unfinished job of it ends `canceled`."""
+    now = utcnow()
+    await session.exec(
+        update(Job)
+        .where(col(Job.key_id) == key_id, col(Job.status).in_(ACTIVE_STATUSES))
+        .values(status=JobStatus.CANCELED, finished_at=now, cancel_requested_at=now)
+    )
+
+
+async def mark_deleted(session: AsyncSession, job_id: str) -> None:
+    """Deleted by its owner (cancel it first): it answers 404 from now on."""
+    await session.exec(update(Job).where(col(Job.id) == job_id).values(deleted_at=utcnow()))
 
 
 async def start_attempt(session: AsyncSession, job_id: str) -> Job | None:
@@ -138,28 +176,3 @@ async def finish(
         values.update(error_code=error_code, error_message=(error_message or "")[:2000])
     result = await session.exec(update(Job).where(*_mine(job_id, attempt)).values(**values))
     return bool(result.rowcount)
-
-
-async def over_quota(
-    session: AsyncSession, key: VirtualKey, job_id: str, variant: str, index: int, size: int
-) -> bool:
-    """Would recording this output take the key over its storage quota? `key` is the row the
-    caller locked (`keys.lock_key`), so concurrent jobs of one key decide one after another."""
-    if key.max_bytes is None and key.max_objects is None:
-        return False
-    used_bytes, used_objects = await usage.totals(session, key.id)
-    replaced = (
-        await session.exec(
-            select(MediaObject).where(
-                MediaObject.job_id == job_id,
-                MediaObject.variant == variant,
-                MediaObject.index == index,
-                col(MediaObject.deleted_at).is_(None),
-            )
-        )
-    ).first()
-    after_bytes = used_bytes + size - (replaced.bytes if replaced else 0)
-    after_objects = used_objects + (0 if replaced else 1)
-    return (key.max_bytes is not None and after_bytes > key.max_bytes) or (
-        key.max_objects is not None and after_objects > key.max_objects
-    )

@@ -1,0 +1,110 @@
+"""Request bodies the OpenAI-compatible endpoints and uploads take: JSON or multipart (files read
+with a size limit, under the process's cap on uploads read at once), validated into a schema,
+with the request's `Idempotency-Key` claim and its `Webhook-Url`."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import orjson
+from litestar import Request
+from litestar.datastructures import UploadFile
+from pydantic import BaseModel, ValidationError
+
+from app.jobs import idempotency
+from app.jobs.idempotency import Claim
+from app.platform.errors import InvalidRequestError, QuotaExceededError
+from app.platform.vocabulary import ErrorCode
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def prefers_async(request: Request[Any, Any, Any]) -> bool:
+    prefer = request.headers.get("prefer", "")
+    return any(part.strip().lower() == "respond-async" for part in prefer.split(","))
+
+
+def is_multipart(request: Request[Any, Any, Any]) -> bool:
+    return request.headers.get("content-type", "").lower().startswith("multipart/form-data")
+
+
+@dataclass(frozen=True, slots=True)
+class Body(Generic[Model]):
+    """A request body: its fields, its files (read, size-checked) and its idempotency claim."""
+
+    fields: Model
+    files: dict[str, bytes]
+    claim: Claim | None
+    webhook: dict[str, Any] | None = None
+    """From `Webhook-Url` (and `Webhook-Events`, comma-separated): OpenAI's request bodies have
+    no place for it."""
+
+
+async def _read_form(
+    request: Request[Any, Any, Any], max_file_bytes: int
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    files: dict[str, bytes] = {}
+    fields: dict[str, Any] = {}
+    form = await request.form()
+    for name, value in form.multi_items():
+        name = name.removesuffix("[]")
+        if isinstance(value, UploadFile):
+            if name in files:
+                raise InvalidRequestError(f"send one file as {name}", param=name)
+            data = await value.read(max_file_bytes + 1)
+            if len(data) > max_file_bytes:
+                raise InvalidRequestError(
+                    f"{name} is larger than {max_file_bytes} bytes", param=name
+                )
+            files[name] = data
+        else:
+            fields[name] = value
+    return files, fields
+
+
+async def read_body(
+    request: Request[Any, Any, Any], schema: type[Model], max_file_bytes: int
+) -> Body[Model]:
+    """Parse a JSON or multipart body into `schema`; uploaded files are returned apart."""
+    files: dict[str, bytes] = {}
+    fields: dict[str, Any] = {}
+    if is_multipart(request):
+        slots: asyncio.Semaphore = request.app.state.upload_slots
+        if slots.locked():
+            raise QuotaExceededError(
+                "This server is reading as many uploads as it takes at once. Retry shortly.",
+                code=ErrorCode.TOO_MANY_UPLOADS,
+                retry_after=5,
+            )
+        async with slots:
+            files, fields = await _read_form(request, max_file_bytes)
+    else:
+        try:
+            raw = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            raise InvalidRequestError(
+                "The request body is not valid JSON.", code=ErrorCode.INVALID_JSON
+            ) from None
+        if not isinstance(raw, dict):
+            raise InvalidRequestError("The request body must be a JSON object.")
+        fields = raw
+    try:
+        model = schema.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        raise InvalidRequestError(
+            f"Invalid value for {param!r}: {first['msg']}", param=param
+        ) from None
+    header = request.headers.get(idempotency.HEADER)
+    claim = idempotency.claim_of(header, request.method, request.url.path, fields, files)
+    webhook = None
+    if url := request.headers.get("webhook-url"):
+        events = request.headers.get("webhook-events")
+        webhook = {
+            "url": url,
+            "events": [e.strip() for e in events.split(",") if e.strip()] if events else None,
+        }
+    return Body(model, files, claim, webhook)

@@ -1,0 +1,73 @@
+"""The shapes of /v1/jobs: what a submit takes and what every job response is."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from app.http.schemas import ListModel, RequestModel, ResponseModel
+from app.platform.vocabulary import JobStatus, JobType, Priority
+
+
+class WebhookSpec(RequestModel):
+    url: str = Field(min_length=1, max_length=2000)
+    events: list[str] | None = None
+    """Default: job.succeeded, job.failed, job.canceled."""
+
+
+class JobCreate(RequestModel):
+    type: JobType
+    model: str = Field(min_length=1, max_length=200)
+    input: dict[str, Any]
+    priority: Priority = Priority.NORMAL
+    webhook: WebhookSpec | None = None
+    deadline_seconds: int | None = Field(default=None, ge=1, le=7 * 86_400)
+    """Not started within this many seconds: the job ends `canceled`, `deadline_exceeded`."""
+
+
+class JobOutput(ResponseModel):
+    id: str
+    index: int
+    url: str
+    content_type: str
+    bytes: int
+    sha256: str
+
+
+class JobErrorInfo(ResponseModel):
+    code: str
+    message: str
+
+
+class JobObject(ResponseModel):
+    id: str
+    object: Literal["job"] = "job"
+    type: str
+    model: str
+    provider: str
+    served_by: str
+    status: JobStatus
+    progress: int
+    attempts: int
+    priority: Priority
+    deadline_at: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    input: dict[str, Any]
+    outputs: list[JobOutput]
+    error: JobErrorInfo | None
+
+
+class JobList(ListModel):
+    data: list[JobObject]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None
+
+
+class JobDeleted(ResponseModel):
+    id: str
+    object: Literal["job.deleted"] = "job.deleted"
+    deleted: bool = True

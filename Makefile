@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck install bench bench-submit bench-worker bench-latency bench-sse bench-multipart wrk clean
+.PHONY: dev test test-fast lint typecheck install bench bench-submit bench-worker bench-latency bench-sse bench-multipart wrk clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ typecheck: $(STAMP)
 
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# Seconds, no servers: pure logic and the services in process (SQLite, memory store). For every save.
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit tests/services
 
 # Speed and memory figures, each against a baseline measured in the same run (not part of `test`).
 # One at a time: `make bench-submit BENCH_ARGS="--seconds 5"`. The submit benchmark drives load

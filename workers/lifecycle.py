@@ -7,8 +7,9 @@ import logging
 from typing import Any
 
 from app.media import lifecycle
-from app.platform.contract import PURGE_KEY_TASK, purge_job_id
+from app.platform.redis_keys import purge_job_id
 from app.platform.resources import Resources
+from app.platform.tasks import PURGE_KEY_TASK
 from workers.lease import held_lease
 
 log = logging.getLogger("mediagate.worker")

@@ -15,16 +15,10 @@ from arq.typing import WorkerCoroutine
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
-from app.platform.contract import (
-    GENERATE_TASK,
-    PURGE_KEY_TASK,
-    WEBHOOK_TASK,
-    deserialize,
-    queue_name,
-    serialize,
-)
+from app.platform.redis_keys import queue_name
 from app.platform.resources import Resources, open_resources
 from app.platform.settings import Settings
+from app.platform.tasks import GENERATE_TASK, PURGE_KEY_TASK, WEBHOOK_TASK, deserialize, serialize
 from workers.generate import SUPERSEDED_JOBS, generate_media
 from workers.lease import held_lease
 from workers.lifecycle import (

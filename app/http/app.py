@@ -29,10 +29,10 @@ from app.media.controllers import MediaController, key_usage
 from app.openai_compat.audio import create_speech
 from app.openai_compat.images import create_images, edit_images
 from app.openai_compat.videos import VideoController
-from app.platform.contract import keys_channel
 from app.platform.errors import InvalidRequestError, NotFoundError
 from app.platform.events import EventHub
 from app.platform.limits import Holds
+from app.platform.redis_keys import keys_channel
 from app.platform.resources import Resources, open_resources
 from app.platform.settings import Settings
 from app.platform.vocabulary import ErrorCode

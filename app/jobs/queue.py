@@ -24,10 +24,10 @@ from arq.connections import ArqRedis
 from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 
-from app.platform.contract import GENERATE_TASK, serialize
 from app.platform.errors import InvalidRequestError
 from app.platform.events import EventBus
 from app.platform.tables import VirtualKey
+from app.platform.tasks import GENERATE_TASK, serialize
 from app.platform.vocabulary import ErrorCode, EventType, Priority
 
 PRIORITIES = tuple(Priority)

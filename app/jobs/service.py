@@ -24,7 +24,6 @@ from app.jobs.snapshot import job_snapshot
 from app.jobs.transitions import one_statement
 from app.media import uploads as upload_service
 from app.media.service import mark_job_media_deleted, outputs_of
-from app.platform.contract import deserialize
 from app.platform.errors import (
     ConflictError,
     QuotaExceededError,
@@ -33,6 +32,7 @@ from app.platform.events import EventHub
 from app.platform.ids import new_id
 from app.platform.resources import Resources
 from app.platform.tables import Job, MediaObject, VirtualKey
+from app.platform.tasks import deserialize
 from app.platform.vocabulary import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,

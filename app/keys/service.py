@@ -14,9 +14,9 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.media.usage import create_usage_rows
-from app.platform.contract import keys_channel
 from app.platform.errors import AuthenticationError, InvalidRequestError, NotFoundError
 from app.platform.ids import hash_key, new_api_key, new_id
+from app.platform.redis_keys import keys_channel
 from app.platform.resources import Resources
 from app.platform.tables import VirtualKey, utcnow
 from app.webhooks.service import check_target, new_secret, rotate_secret

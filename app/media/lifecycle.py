@@ -15,9 +15,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.jobs import transitions
 from app.keys.service import lock_key
 from app.media.service import mark_deleted
-from app.platform.contract import PURGE_KEY_TASK, purge_job_id
+from app.platform.redis_keys import purge_job_id
 from app.platform.resources import Resources
 from app.platform.tables import MediaObject, VirtualKey, utcnow
+from app.platform.tasks import PURGE_KEY_TASK
 from app.platform.vocabulary import PurgeStatus
 from storage.base import DELETE_BATCH
 

@@ -22,7 +22,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from app.platform.contract import events_channel, events_meta_key, events_stream_key
+from app.platform.redis_keys import events_channel, events_meta_key, events_stream_key
 from app.platform.vocabulary import TERMINAL_EVENTS, EventType
 
 log = logging.getLogger("mediagate.events")

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from app.platform.errors import QuotaExceededError
+from app.platform.redis_keys import auth_failures_key, provider_slots_key, rate_limit_key
 from app.platform.vocabulary import ErrorCode
 
 # KEYS[1] the key's window; ARGV now_ms, window_ms, limit, member. Returns 0 when admitted,
@@ -51,7 +52,7 @@ async def admit_request(redis: Redis, namespace: str, key_id: str, per_minute: i
     """Count one request of the key, or refuse it (429 `rate_limit_exceeded`, with Retry-After)."""
     now = int(time.time() * 1000)
     member = f"{now}-{secrets.token_hex(6)}"
-    args = (f"{namespace}:rpm:{key_id}", str(now), "60000", str(per_minute), member)
+    args = (rate_limit_key(namespace, key_id), str(now), "60000", str(per_minute), member)
     try:
         # It runs on every request: send the script's hash, not its text.
         wait_ms = await redis.evalsha(_SLIDING_WINDOW_SHA, 1, *args)  # type: ignore[misc]
@@ -64,10 +65,6 @@ async def admit_request(redis: Redis, namespace: str, key_id: str, per_minute: i
             code=ErrorCode.RATE_LIMIT_EXCEEDED,
             retry_after=seconds,
         )
-
-
-def _slots_key(namespace: str, provider: str) -> str:
-    return f"{namespace}:provider-slots:{provider}"
 
 
 async def acquire_slot(
@@ -86,7 +83,7 @@ async def acquire_slot(
     got = await redis.eval(  # type: ignore[misc]
         _ACQUIRE,
         1,
-        _slots_key(namespace, provider),
+        provider_slots_key(namespace, provider),
         str(now),
         str(lease_seconds * 1000),
         str(cap),
@@ -96,21 +93,17 @@ async def acquire_slot(
 
 
 async def release_slot(redis: Redis, namespace: str, provider: str, holder: str) -> None:
-    await redis.zrem(_slots_key(namespace, provider), holder)
-
-
-def _auth_failures_key(namespace: str, address: str, minute: int) -> str:
-    return f"{namespace}:auth-failures:{address}:{minute}"
+    await redis.zrem(provider_slots_key(namespace, provider), holder)
 
 
 async def auth_failures(redis: Redis, namespace: str, address: str) -> int:
     """Failed authentications from `address` this minute (a fixed window)."""
-    count = await redis.get(_auth_failures_key(namespace, address, int(time.time() // 60)))
+    count = await redis.get(auth_failures_key(namespace, address, int(time.time() // 60)))
     return int(count or 0)
 
 
 async def record_auth_failure(redis: Redis, namespace: str, address: str) -> None:
-    key = _auth_failures_key(namespace, address, int(time.time() // 60))
+    key = auth_failures_key(namespace, address, int(time.time() // 60))
     async with redis.pipeline(transaction=False) as pipe:
         pipe.incr(key)
         pipe.expire(key, 120)

@@ -11,11 +11,12 @@ import httpx
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.platform.contract import deserialize, queue_name, serialize
 from app.platform.database import SessionMaker, create_engine, create_sessionmaker
 from app.platform.events import EventBus
 from app.platform.models_file import ModelsFile, load_models_file
+from app.platform.redis_keys import queue_name
 from app.platform.settings import Settings
+from app.platform.tasks import deserialize, serialize
 from app.platform.tenant_urls import open_tenant_client
 from providers.base import Provider
 from providers.local import LocalProvider

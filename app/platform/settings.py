@@ -21,18 +21,64 @@ class SettingsError(ValueError):
     """A variable is missing or malformed; the message names it."""
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
+def at_least(minimum: int, default: Any) -> Any:
+    """A field whose value (when set) must be `minimum` or more."""
+    return dataclasses.field(default=default, metadata={"min": minimum})
+
+
+def above(minimum: int, default: Any) -> Any:
+    """A field whose value must be greater than `minimum`."""
+    return dataclasses.field(default=default, metadata={"above": minimum})
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """Where the job rows live."""
+
     database_url: str = "sqlite+aiosqlite:///./.mediagate/mediagate.db"
+    database_timeout_seconds: float = above(0, 5.0)
+    """Connecting to the database, or waiting for a pooled connection, gives up after this long
+    (the API answers 503 instead of hanging)."""
+    database_pool_size: int = at_least(1, 20)
+    """PostgreSQL connections each process keeps open (no overflow: a connection opened and
+    closed per request costs more than waiting for a pooled one)."""
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """The queue and the event bus."""
+
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_namespace: str = "mediagate"
     """Prefix of every Redis key we own (queue, events): deployments can share one Redis."""
+    events_ttl_seconds: int = 86_400
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    """Who may do what, and what we sign."""
+
     admin_key: str | None = None
     secret_key: str | None = None
     """Signs media links: 32+ random characters, required outside dev mode (a key derived from
     the admin key would let anyone holding one signed link guess the admin key offline)."""
     public_url: str | None = None
     """Base of the links we hand out (https://media.example.com); else the request's own base."""
+    allow_private_urls: bool = False
+    """Let input URLs be http:// and point at private or loopback addresses (tests, intranets)."""
+    auth_failures_per_minute: int | None = at_least(1, 30)
+    """Failed authentications (unknown or revoked keys) one client address may make a minute
+    before it gets 429 without a database read; unset: no limit."""
+    key_cache_seconds: float = at_least(0, 60.0)
+    """How long an API process may reuse a key it authenticated without reading its row again.
+    A change to the key (revoke, delete, limits) is announced over Redis and drops every copy at
+    once; this bounds a copy's age should a notice be missed. 0 reads the row on every request."""
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where media lives, and for how long."""
+
     storage: Literal["memory", "s3", "files"] = "memory"
     files_dir: str = "./.mediagate/media"
     """Where `MEDIAGATE_STORAGE=files` keeps objects (`mediagate dev` does)."""
@@ -43,111 +89,141 @@ class Settings:
     s3_secret_key: str | None = None
     s3_public_base_url: str | None = None
     s3_create_bucket: bool = False
-    media_url_ttl_seconds: int = 3600
-    max_body_bytes: int = 1_048_576
-    worker_concurrency: int = 10
-    worker_poll_delay: float = 0.05
-    image_timeout_seconds: int = 600
-    """A job not finished this long after it first started fails with `timeout` (per type)."""
-    video_timeout_seconds: int = 3600
-    speech_timeout_seconds: int = 300
-    image_max_tries: int = 4
-    """Attempts per target model for retryable errors, before fallback or failure (per type)."""
-    video_max_tries: int = 3
-    speech_max_tries: int = 4
-    retry_base_seconds: float = 1.0
-    """Backoff before retry n is about base * 2**(n-1) (jittered, at most a minute), unless the
-    provider said Retry-After."""
-    job_lease_seconds: int = 30
-    """A running job whose worker stops refreshing its lease for this long is picked up again."""
-    outbox_grace_seconds: int = 10
-    """A queued job with no arq job in Redis this long after it was committed is queued again
-    (Redis lost it, or the enqueue after the commit failed)."""
-    worker_shutdown_grace_seconds: int = 30
-    """On SIGTERM a worker takes no new jobs and gives running ones this long to finish; the rest
-    are interrupted and run again elsewhere."""
-    idempotency_ttl_seconds: int = 86_400
-    """How long an Idempotency-Key maps to the job it created."""
-    requests_per_minute: int | None = 3000
+    media_url_ttl_seconds: int = at_least(1, 3600)
+    retention_days: int | None = at_least(1, None)
+    """Media expires this many days after it is stored (a key's own retention_days wins);
+    unset keeps media until it is deleted."""
+    reconcile_grace_seconds: int = at_least(0, 3600)
+    """Objects without a row are deleted by reconciliation only once older than this."""
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """What one API process takes and how it answers."""
+
+    max_body_bytes: int = at_least(1, 1_048_576)
+    max_upload_bytes: int = at_least(1, 26_214_400)
+    """Largest upload, and largest input fetched by URL."""
+    max_concurrent_uploads: int = at_least(1, 8)
+    """Multipart uploads one API process reads at a time (each is held in memory while it is
+    read, up to MAX_UPLOAD_BYTES); more get 429 at once."""
+    requests_per_minute: int | None = at_least(1, 3000)
     """Each key's requests per minute, unless the key has its own limit; empty: unlimited."""
-    auth_failures_per_minute: int | None = 30
-    """Failed authentications (unknown or revoked keys) one client address may make a minute
-    before it gets 429 without a database read; unset: no limit."""
-    max_streams_per_key: int | None = 100
+    max_streams_per_key: int | None = at_least(1, 100)
     """Event streams one key may hold open on one API process; more get 429."""
-    max_waits_per_key: int | None = 20
+    max_waits_per_key: int | None = at_least(1, 20)
     """Requests of one key that may wait for their job at once on one API process (the images
     and speech endpoints, which answer when the job ends); more get 429."""
-    default_max_priority: Priority = Priority.NORMAL
-    """The highest priority a key may submit at unless an admin gave it its own."""
-    max_queue_length: int | None = 100_000
+    max_queue_length: int | None = at_least(1, 100_000)
     """Beyond this many jobs waiting in the queue, submits get 429 `queue_full` at once; empty:
     no limit."""
+    default_max_priority: Priority = Priority.NORMAL
+    """The highest priority a key may submit at unless an admin gave it its own."""
+    idempotency_ttl_seconds: int = at_least(1, 86_400)
+    """How long an Idempotency-Key maps to the job it created."""
+    sync_wait_seconds: float = at_least(0, 120.0)
+    """How long /v1/images/generations and /v1/audio/speech wait before answering 202."""
+    default_image_model: str = "local-image"
+    """Used by the OpenAI-compatible endpoints when a request names no model."""
+    default_video_model: str = "local-video"
+    default_speech_model: str = "local-speech"
+    sse_ping_seconds: float = 15.0
+    sse_max_seconds: int = 3600
+    access_log: bool = False
+    """One log line per HTTP request (uvicorn's access log); mediagate's own events are logged
+    either way."""
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """How workers run jobs."""
+
+    worker_concurrency: int = at_least(1, 10)
+    worker_poll_delay: float = above(0, 0.05)
+    image_timeout_seconds: int = at_least(1, 600)
+    """A job not finished this long after it first started fails with `timeout` (per type)."""
+    video_timeout_seconds: int = at_least(1, 3600)
+    speech_timeout_seconds: int = at_least(1, 300)
+    image_max_tries: int = at_least(1, 4)
+    """Attempts per target model for retryable errors, before fallback or failure (per type)."""
+    video_max_tries: int = at_least(1, 3)
+    speech_max_tries: int = at_least(1, 4)
+    retry_base_seconds: float = above(0, 1.0)
+    """Backoff before retry n is about base * 2**(n-1) (jittered, at most a minute), unless the
+    provider said Retry-After."""
+    job_lease_seconds: int = at_least(1, 30)
+    """A running job whose worker stops refreshing its lease for this long is picked up again."""
+    outbox_grace_seconds: int = at_least(1, 10)
+    """A queued job with no arq job in Redis this long after it was committed is queued again
+    (Redis lost it, or the enqueue after the commit failed)."""
+    worker_shutdown_grace_seconds: int = at_least(0, 30)
+    """On SIGTERM a worker takes no new jobs and gives running ones this long to finish; the rest
+    are interrupted and run again elsewhere."""
     provider_concurrency: str | None = None
     """Jobs at a time per provider across all workers, e.g. `minimax=4,replicate=2`."""
-    webhook_timeout_seconds: float = 10.0
+    local_latency_seconds: float = 0.0
+    local_progress_steps: int = 4
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Delivering webhooks."""
+
+    webhook_timeout_seconds: float = above(0, 10.0)
     """One webhook request."""
-    webhook_retry_seconds: int = 86_400
+    webhook_retry_seconds: int = at_least(1, 86_400)
     """A webhook not delivered (2xx) this long after its event is marked failed."""
-    webhook_max_attempts: int = 20
+    webhook_max_attempts: int = at_least(1, 20)
     """A webhook is marked failed after this many attempts (or its retry window), whichever
     comes first."""
     webhook_concurrency: int | None = None
     """Deliveries one worker makes at once; the rest wait, so that webhooks never take the
     slots generation jobs need. Unset: a quarter of the worker's concurrency (at least 1)."""
-    webhook_retry_base_seconds: float = 5.0
+    webhook_retry_base_seconds: float = above(0, 5.0)
     """Backoff before webhook retry n is about base * 2**(n-1), jittered, at most an hour."""
-    database_timeout_seconds: float = 5.0
-    """Connecting to the database, or waiting for a pooled connection, gives up after this long
-    (the API answers 503 instead of hanging)."""
-    database_pool_size: int = 20
-    """PostgreSQL connections each process keeps open (no overflow: a connection opened and
-    closed per request costs more than waiting for a pooled one)."""
-    key_cache_seconds: float = 60.0
-    """How long an API process may reuse a key it authenticated without reading its row again.
-    A change to the key (revoke, delete, limits) is announced over Redis and drops every copy at
-    once; this bounds a copy's age should a notice be missed. 0 reads the row on every request."""
-    access_log: bool = False
-    """One log line per HTTP request (uvicorn's access log); mediagate's own events are logged
-    either way."""
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """The upstream providers, the models file, and fetching inputs by URL."""
+
     openai_api_key: str | None = None
     openai_base_url: str = "https://api.openai.com/v1"
     minimax_api_key: str | None = None
     minimax_base_url: str = "https://api.minimax.io"
     replicate_api_token: str | None = None
     replicate_base_url: str = "https://api.replicate.com/v1"
-    provider_request_timeout_seconds: float = 60.0
-    poll_initial_seconds: float = 2.0
+    provider_request_timeout_seconds: float = above(0, 60.0)
+    poll_initial_seconds: float = above(0, 2.0)
     """First wait between polls of an upstream task; it grows by half each poll."""
-    poll_max_seconds: float = 30.0
+    poll_max_seconds: float = above(0, 30.0)
     models_file: str | None = None
     """YAML file of extra models and aliases, loaded at start (aliases upserted into the DB)."""
-    default_image_model: str = "local-image"
-    """Used by the OpenAI-compatible endpoints when a request names no model."""
-    default_video_model: str = "local-video"
-    default_speech_model: str = "local-speech"
-    sync_wait_seconds: float = 120.0
-    """How long /v1/images/generations and /v1/audio/speech wait before answering 202."""
-    max_upload_bytes: int = 26_214_400
-    """Largest upload, and largest input fetched by URL."""
-    max_concurrent_uploads: int = 8
-    """Multipart uploads one API process reads at a time (each is held in memory while it is
-    read, up to MAX_UPLOAD_BYTES); more get 429 at once."""
-    retention_days: int | None = None
-    """Media expires this many days after it is stored (a key's own retention_days wins);
-    unset keeps media until it is deleted."""
-    allow_private_urls: bool = False
-    """Let input URLs be http:// and point at private or loopback addresses (tests, intranets)."""
-    input_url_timeout_seconds: float = 30.0
-    reconcile_grace_seconds: int = 3600
-    """Objects without a row are deleted by reconciliation only once older than this."""
-    local_latency_seconds: float = 0.0
-    local_progress_steps: int = 4
-    sse_ping_seconds: float = 15.0
-    sse_max_seconds: int = 3600
-    events_ttl_seconds: int = 86_400
+    input_url_timeout_seconds: float = above(0, 30.0)
+
+
+@dataclass(frozen=True)
+class ProcessSettings:
+    """The process itself."""
+
     log_level: str = "INFO"
     dev: bool = False
+
+
+@dataclass(frozen=True)
+class Settings(
+    DatabaseSettings,
+    RedisSettings,
+    SecuritySettings,
+    StorageSettings,
+    ApiSettings,
+    ExecutionSettings,
+    WebhookSettings,
+    ProviderSettings,
+    ProcessSettings,
+):
+    """Every setting, one `MEDIAGATE_<FIELD>` variable each, grouped by concern in the classes it
+    is made of (`GROUPS`)."""
 
     @classmethod
     def env_names(cls) -> frozenset[str]:
@@ -193,64 +269,20 @@ class Settings:
             raise SettingsError("MEDIAGATE_SECRET_KEY must differ from MEDIAGATE_ADMIN_KEY")
         if self.storage == "s3" and not self.s3_bucket:
             raise SettingsError("MEDIAGATE_S3_BUCKET is required when MEDIAGATE_STORAGE=s3")
-        for name in (
-            "media_url_ttl_seconds",
-            "max_body_bytes",
-            "worker_concurrency",
-            "image_timeout_seconds",
-            "video_timeout_seconds",
-            "speech_timeout_seconds",
-            "image_max_tries",
-            "video_max_tries",
-            "speech_max_tries",
-            "job_lease_seconds",
-            "max_upload_bytes",
-            "outbox_grace_seconds",
-            "idempotency_ttl_seconds",
-            "webhook_retry_seconds",
-            "database_pool_size",
-            "max_concurrent_uploads",
-            "webhook_max_attempts",
-        ):
-            if getattr(self, name) < 1:
-                raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
-        for name in (
-            "worker_poll_delay",
-            "poll_initial_seconds",
-            "poll_max_seconds",
-            "provider_request_timeout_seconds",
-            "retry_base_seconds",
-            "input_url_timeout_seconds",
-            "database_timeout_seconds",
-            "webhook_timeout_seconds",
-            "webhook_retry_base_seconds",
-        ):
-            if getattr(self, name) <= 0:
-                raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be greater than 0")
-        for name in (
-            "requests_per_minute",
-            "max_queue_length",
-            "auth_failures_per_minute",
-            "max_streams_per_key",
-            "max_waits_per_key",
-        ):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1 (or unset)")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            variable = ENV_PREFIX + f.name.upper()
+            if value is None:
+                continue
+            if "min" in f.metadata and value < f.metadata["min"]:
+                unset = " (or unset)" if f.default is None or "None" in str(f.type) else ""
+                raise SettingsError(f"{variable} must be at least {f.metadata['min']}{unset}")
+            if "above" in f.metadata and value <= f.metadata["above"]:
+                raise SettingsError(f"{variable} must be greater than {f.metadata['above']}")
         try:
             self.provider_caps()
         except ValueError as exc:
             raise SettingsError(f"MEDIAGATE_PROVIDER_CONCURRENCY: {exc}") from None
-        if self.worker_shutdown_grace_seconds < 0:
-            raise SettingsError("MEDIAGATE_WORKER_SHUTDOWN_GRACE_SECONDS must not be negative")
-        if self.key_cache_seconds < 0:
-            raise SettingsError("MEDIAGATE_KEY_CACHE_SECONDS must not be negative")
-        if self.reconcile_grace_seconds < 0:
-            raise SettingsError("MEDIAGATE_RECONCILE_GRACE_SECONDS must not be negative")
-        if self.retention_days is not None and self.retention_days < 1:
-            raise SettingsError("MEDIAGATE_RETENTION_DAYS must be at least 1 (or unset)")
-        if self.sync_wait_seconds < 0:
-            raise SettingsError("MEDIAGATE_SYNC_WAIT_SECONDS must not be negative")
 
     def provider_caps(self) -> dict[str, int]:
         """`minimax=4,replicate=2` -> {"minimax": 4, "replicate": 2}."""
@@ -316,3 +348,11 @@ def _convert(name: str, raw: str, hint: Any) -> Any:
         except ValueError:
             raise SettingsError(f"{name} must be a number, got {raw!r}") from None
     return raw
+
+
+GROUPS: tuple[type, ...] = Settings.__bases__
+"""The concerns, in the order the README's configuration tables list them."""
+
+
+def group_of(field_name: str) -> type:
+    return next(g for g in GROUPS if field_name in g.__dataclass_fields__)  # type: ignore[attr-defined]

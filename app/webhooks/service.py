@@ -27,12 +27,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.jobs.queries import get_job
 from app.media.service import with_signed_links
 from app.platform.backoff import Backoff
-from app.platform.contract import WEBHOOK_TASK
 from app.platform.errors import ConflictError, InvalidRequestError, NotFoundError
 from app.platform.events import EVENT_NAMES
 from app.platform.ids import new_id
 from app.platform.resources import Resources
 from app.platform.tables import Job, VirtualKey, WebhookDelivery, as_utc, iso, utcnow
+from app.platform.tasks import WEBHOOK_TASK
 from app.platform.tenant_urls import check_resolves_public, check_url, failure_reason
 from app.platform.vocabulary import (
     TERMINAL_EVENTS,

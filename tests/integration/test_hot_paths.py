@@ -20,9 +20,9 @@ from app.catalog.routing import Route
 from app.jobs.intake import build_job, queued_jobs
 from app.jobs.transitions import one_statement
 from app.keys import service as keys
-from app.platform.contract import keys_channel
 from app.platform.events import EventBus, EventHub
 from app.platform.ids import new_id
+from app.platform.redis_keys import keys_channel
 from app.platform.resources import Resources, open_resources
 from app.platform.tables import Job, KeyUsage, MediaObject, VirtualKey, transient_job, utcnow
 from tests.builders import image_job

@@ -15,7 +15,7 @@ from arq.constants import job_key_prefix
 from sqlmodel import col, update
 
 from app.jobs import outbox
-from app.platform.contract import queue_name
+from app.platform.redis_keys import queue_name
 from app.platform.resources import open_resources
 from app.platform.tables import Job, utcnow
 from tests.builders import image_job

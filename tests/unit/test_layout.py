@@ -147,3 +147,32 @@ def test_handlers_get_no_session() -> None:
             if needle in text
         ]
     assert bad == []
+
+
+def _key_names(path: Path) -> list[int]:
+    """Lines of f-strings that start `{namespace}:` (or `{ns}:`): a Redis key of ours."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.JoinedStr) or len(node.values) < 2:
+            continue
+        first, second = node.values[0], node.values[1]
+        named = isinstance(first, ast.FormattedValue) and ast.unparse(first.value).endswith(
+            ("namespace", "ns")
+        )
+        if named and isinstance(second, ast.Constant) and str(second.value)[:1] == ":":
+            found.append(node.lineno)
+    return found
+
+
+def test_redis_key_names_in_one_module() -> None:
+    """Every Redis key we own is named in app/platform/redis_keys.py (arq's constants module)."""
+    home = ROOT / "app" / "platform" / "redis_keys.py"
+    bad = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for package in ("app", "workers")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if path != home
+        for line in _key_names(path)
+    ]
+    assert bad == []
+    assert len(_key_names(home)) >= 6  # the scan sees them

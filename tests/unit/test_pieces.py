@@ -9,10 +9,10 @@ import pytest
 
 from app.jobs.inputs import validate_input
 from app.media.service import sign, verify
-from app.platform.contract import RemoteJobError, deserialize, serialize
 from app.platform.errors import InvalidRequestError
 from app.platform.events import parse_notice
 from app.platform.ids import hash_key, new_api_key, new_id
+from app.platform.tasks import RemoteJobError, deserialize, serialize
 from providers.registry import default_catalog
 
 

@@ -59,3 +59,28 @@ def test_signing_secret_is_required_and_never_derived_from_the_admin_key() -> No
     assert Settings.from_env(BASE).signing_secret == b"s" * 32
     dev = Settings.from_env({"MEDIAGATE_ADMIN_KEY": "a" * 20}, dev=True)
     assert len(dev.signing_secret) == 32 and b"a" * 20 not in dev.signing_secret
+
+
+def test_the_readme_lists_every_setting_under_its_concern() -> None:
+    """The configuration tables are the settings: every variable, once, under its group's heading
+    (and nothing the code does not read)."""
+    import re
+    from pathlib import Path
+
+    from app.platform.settings import ENV_PREFIX, GROUPS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    listed: dict[str, set[str]] = {}
+    for part in section.split("\n#### ")[1:]:
+        title = part.split(":", 1)[0]
+        rows = [line.split("|")[1] for line in part.splitlines() if line.startswith("| `")]
+        listed[title] = {name for row in rows for name in re.findall(r"`(MEDIAGATE_\w+)`", row)}
+    expected = {
+        group.__name__.removesuffix("Settings"): {
+            ENV_PREFIX + name.upper()
+            for name in group.__dataclass_fields__  # type: ignore[attr-defined]
+        }
+        for group in GROUPS
+    }
+    assert listed == expected

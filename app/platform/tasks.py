@@ -1,5 +1,5 @@
-"""The job contract between the API and the workers: task names, queue and key names, and the
-JSON wire format arq uses (never pickle: anyone who can write to Redis could run code)."""
+"""The task contract between the API and the workers: the arq task names, and the JSON wire
+format arq stores them in (never pickle: anyone who can write to Redis could run code)."""
 
 from __future__ import annotations
 
@@ -11,33 +11,6 @@ import orjson
 GENERATE_TASK = "generate_media"
 PURGE_KEY_TASK = "purge_key_media"
 WEBHOOK_TASK = "deliver_webhook"
-
-
-def purge_job_id(key_id: str) -> str:
-    """One purge per key at a time: arq does not enqueue a job id that is queued or running."""
-    return f"purge-{key_id}"
-
-
-def queue_name(namespace: str) -> str:
-    return f"{namespace}:queue"
-
-
-def events_stream_key(namespace: str, job_id: str) -> str:
-    return f"{namespace}:events:{job_id}"
-
-
-def events_meta_key(namespace: str, job_id: str) -> str:
-    return f"{namespace}:events-meta:{job_id}"
-
-
-def events_channel(namespace: str) -> str:
-    return f"{namespace}:events"
-
-
-def keys_channel(namespace: str) -> str:
-    """Where a change to a virtual key (revoked, deleted, limits changed) is announced, so that
-    every API process drops its cached copy."""
-    return f"{namespace}:keys"
 
 
 class RemoteJobError(Exception):

@@ -1,0 +1,47 @@
+"""Every Redis key and channel mediagate owns, in one place (arq's own keys are arq's). Each
+starts with the deployment's namespace (`MEDIAGATE_REDIS_NAMESPACE`), so deployments can share a
+Redis and a test run never sees another's."""
+
+from __future__ import annotations
+
+
+def purge_job_id(key_id: str) -> str:
+    """One purge per key at a time: arq does not enqueue a job id that is queued or running."""
+    return f"purge-{key_id}"
+
+
+def queue_name(namespace: str) -> str:
+    return f"{namespace}:queue"
+
+
+def events_stream_key(namespace: str, job_id: str) -> str:
+    return f"{namespace}:events:{job_id}"
+
+
+def events_meta_key(namespace: str, job_id: str) -> str:
+    return f"{namespace}:events-meta:{job_id}"
+
+
+def events_channel(namespace: str) -> str:
+    return f"{namespace}:events"
+
+
+def keys_channel(namespace: str) -> str:
+    """Where a change to a virtual key (revoked, deleted, limits changed) is announced, so that
+    every API process drops its cached copy."""
+    return f"{namespace}:keys"
+
+
+def rate_limit_key(namespace: str, key_id: str) -> str:
+    """A key's requests of the last minute (a sorted set: the sliding window)."""
+    return f"{namespace}:rpm:{key_id}"
+
+
+def provider_slots_key(namespace: str, provider: str) -> str:
+    """The holders of a provider's pool-wide concurrency slots (a sorted set by expiry)."""
+    return f"{namespace}:provider-slots:{provider}"
+
+
+def auth_failures_key(namespace: str, address: str, minute: int) -> str:
+    """Failed authentications from one client address in one minute (a counter)."""
+    return f"{namespace}:auth-failures:{address}:{minute}"

@@ -54,7 +54,7 @@ def api_app() -> Litestar:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    from workers.settings import build_worker
+    from workers.worker import build_worker
 
     settings = _settings(worker_concurrency=args.concurrency)
     configure_logging(settings.log_level)

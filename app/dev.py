@@ -26,7 +26,7 @@ from app.platform.database import create_engine, create_sessionmaker
 from app.platform.migrate import upgrade
 from app.platform.resources import Resources
 from app.platform.settings import Settings
-from workers.settings import build_worker
+from workers.worker import build_worker
 
 DEV_DEFAULTS = {
     "MEDIAGATE_DATABASE_URL": "sqlite+aiosqlite:///./.mediagate/dev.db",

@@ -10,7 +10,7 @@ from app.platform.database import create_engine, create_sessionmaker
 from app.platform.tables import MediaObject
 from tests.builders import image_job
 from tests.infra import Stack, wait_for_job
-from workers.settings import build_worker
+from workers.worker import build_worker
 
 IMAGE = image_job("c")
 

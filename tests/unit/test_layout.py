@@ -86,7 +86,7 @@ def test_the_rules_bite() -> None:
     assert forbidden("app.media.lifecycle", "app.http.render")
     assert forbidden("app.platform.resources", "app.jobs.service")
     assert forbidden("workers.generate", "app.openai_compat.common")
-    assert forbidden("app.jobs.stream_controller", "workers.settings")
+    assert forbidden("app.jobs.stream_controller", "workers.worker")
     assert forbidden("app.jobs.service", "app.jobs.schemas")
     assert forbidden("providers.openai", "storage.base")
     assert not forbidden("app.jobs.controllers", "app.jobs.service")

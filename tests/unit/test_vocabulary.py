@@ -103,3 +103,9 @@ def test_the_scan_bites() -> None:
     tree = ast.parse('if job.status == "queued": finish("failed", code="not_found")')
     compares = [n for n in ast.walk(tree) if isinstance(n, ast.Compare)]
     assert _literal(compares[0].comparators[0]) in CLOSED
+
+
+def test_readme_lists_the_event_types() -> None:
+    readme = (ROOT / "README.md").read_text()
+    sentence = readme.split("`event:` one of", 1)[1].split("and\n`data:`", 1)[0]
+    assert re.findall(r"`([a-z_.]+)`", sentence) == [str(event) for event in EventType]

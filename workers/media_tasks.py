@@ -1,5 +1,5 @@
-"""Lifecycle tasks: purging a deleted key's media, and the cron tasks that sweep expired media,
-resume unfinished purges and reconcile storage with the database."""
+"""The media lifecycle's worker tasks: purging a deleted key's media, and the cron tasks that sweep
+expired media, resume unfinished purges and reconcile storage with the database."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from app.platform.settings import Settings
 from app.platform.tasks import GENERATE_TASK, PURGE_KEY_TASK, WEBHOOK_TASK, deserialize, serialize
 from workers.generate import SUPERSEDED_JOBS, generate_media
 from workers.lease import held_lease
-from workers.lifecycle import (
+from workers.media_tasks import (
     purge_key_media,
     reconcile_storage,
     resume_purges,

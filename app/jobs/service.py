@@ -24,10 +24,7 @@ from app.jobs.snapshot import job_snapshot
 from app.jobs.transitions import one_statement
 from app.media import uploads as upload_service
 from app.media.service import mark_job_media_deleted, outputs_of
-from app.platform.errors import (
-    ConflictError,
-    QuotaExceededError,
-)
+from app.platform.errors import ConflictError, QuotaExceededError
 from app.platform.events import EventHub
 from app.platform.ids import new_id
 from app.platform.resources import Resources

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Redirect, Stream
 
 from app.http.bodies import read_body
@@ -78,7 +79,18 @@ class MediaController(Controller):
     @get(
         "/{media_id:str}",
         summary="Download a file (signed link or the owner's key)",
-        responses={200: BINARY},
+        responses={
+            200: BINARY,
+            206: ResponseSpec(
+                data_container=bytes,
+                media_type="*/*",
+                description="The byte range asked for (`Range: bytes=...`)",
+                generate_examples=False,
+            ),
+            302: ResponseSpec(
+                data_container=None, description="To the object in S3 (presigned, or the CDN)"
+            ),
+        },
     )
     async def download(
         self,

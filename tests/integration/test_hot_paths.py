@@ -25,6 +25,7 @@ from app.platform.ids import new_id
 from app.platform.redis_keys import keys_channel
 from app.platform.resources import Resources, open_resources
 from app.platform.tables import Job, KeyUsage, MediaObject, VirtualKey, transient_job, utcnow
+from app.platform.vocabulary import JobType
 from tests.builders import image_job
 from tests.infra import ADMIN_KEY, REDIS_URL, Stack, base_settings, drop_namespace
 
@@ -204,7 +205,7 @@ def test_transient_job_is_the_job_the_orm_builds() -> None:
     values: dict[str, Any] = {
         "id": new_id("job"),
         "key_id": "key_1",
-        "type": "image",
+        "type": JobType.IMAGE,
         "model": "m",
         "provider": "local",
         "provider_model": "m",

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -28,6 +30,11 @@ def cmd_api(args: argparse.Namespace) -> None:
 
     settings = _settings()
     configure_logging(settings.log_level)
+    made = None
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each process counts in files of this folder, and /metrics (whichever process answers)
+        # sums them: set before any process creates its metrics.
+        made = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mg-metrics-")
     # Several processes share the port (uvicorn's supervisor forks them); each builds its own
     # app from the same environment, with its own pools and its own event hub.
     uvicorn.run(
@@ -42,6 +49,8 @@ def cmd_api(args: argparse.Namespace) -> None:
         timeout_graceful_shutdown=10,
         backlog=4096,
     )
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def api_app() -> Litestar:
@@ -56,9 +65,33 @@ def api_app() -> Litestar:
 def cmd_worker(args: argparse.Namespace) -> None:
     from workers.worker import build_worker
 
-    settings = _settings(worker_concurrency=args.concurrency)
+    settings = _settings(worker_concurrency=args.concurrency, worker_metrics_port=args.metrics_port)
     configure_logging(settings.log_level)
+    if args.check:
+        raise SystemExit(asyncio.run(_check_worker(settings)))
     build_worker(settings).run()
+
+
+async def _check_worker(settings: Settings) -> int:
+    """For a container's health check: 0 when a worker of this host beats (its heartbeat is
+    fresh), 1 when none does. arq's own check key is one per queue, shared by every worker."""
+    import socket
+
+    from app.platform.liveness import alive
+    from app.platform.resources import open_redis
+
+    redis = await open_redis(settings)
+    try:
+        beats = await alive(redis, settings.redis_namespace, settings.worker_heartbeat_seconds)
+    finally:
+        await redis.aclose()
+    host = socket.gethostname()
+    mine = [b for b in beats if b.host == host]
+    for beat in mine:
+        print(f"alive {beat.id} running={beat.running}/{beat.concurrency}")
+    if not mine:
+        print(f"no live worker on {host}", file=sys.stderr)
+    return 0 if mine else 1
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:
@@ -175,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run an arq worker")
     worker.add_argument("--concurrency", type=int, default=None, help="jobs at a time")
+    worker.add_argument(
+        "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
+    )
+    worker.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 if a worker on this host has a fresh heartbeat, else 1 (health checks)",
+    )
     worker.set_defaults(func=cmd_worker)
 
     migrate = sub.add_parser("migrate", help="upgrade the database to the latest schema")

@@ -26,11 +26,19 @@ from app.media.service import outputs_of
 from app.platform.backoff import Backoff
 from app.platform.errors import OUTAGE_ERRORS, MediagateError, UnavailableError, translated
 from app.platform.limits import acquire_slot, release_slot
+from app.platform.metrics import (
+    FALLBACKS,
+    JOBS_IN_PROGRESS,
+    PROVIDER_TIME,
+    QUEUE_WAIT,
+    RETRIES,
+)
 from app.platform.resources import Resources
 from app.platform.tables import Job, MediaObject, VirtualKey, as_utc, utcnow
 from app.platform.vocabulary import TERMINAL_STATUSES, ErrorCode, EventType, JobStatus
 from providers.base import GenerationRequest, MediaType, ProviderError
 from providers.registry import ModelSpec
+from workers.heartbeat import RUNNING
 from workers.lease import Stopped, Superseded, held_lease
 from workers.run import InputGone, JobRun, QuotaCrossed
 
@@ -57,8 +65,10 @@ SUPERSEDED_JOBS = "superseded_jobs"
 
 async def generate_media(ctx: dict[str, Any], job_id: str) -> str:
     res: Resources = ctx["resources"]
+    ctx[RUNNING] = ctx.get(RUNNING, 0) + 1
     try:
-        outcome = await _run(res, job_id)
+        with JOBS_IN_PROGRESS.track_inprogress():
+            outcome = await _run(res, job_id)
         if outcome == SUPERSEDED:
             # arq would now delete the in-progress lock and the queued job that another worker
             # holds (ResilientWorker.finish_job reads this).
@@ -72,6 +82,8 @@ async def generate_media(ctx: dict[str, Any], job_id: str) -> str:
         # that had started counts; its outputs are overwritten next time).
         log.warning("job.deferred job_id=%s part=%s", job_id, outage.part)
         raise Retry(defer=OUTAGE_RETRY_SECONDS) from exc
+    finally:
+        ctx[RUNNING] -= 1
 
 
 async def _run(res: Resources, job_id: str) -> str:
@@ -127,6 +139,9 @@ async def _attempt(
         async with res.sessionmaker() as session:
             outputs = (await outputs_of(session, [job_id]))[job_id]
     run = JobRun(res, job, key, outputs)
+    if job.attempts == 1 and job.started_at is not None:
+        waited = (as_utc(job.started_at) - as_utc(job.created_at)).total_seconds()
+        QUEUE_WAIT.labels(str(job.type), job.provider, job.model).observe(max(0.0, waited))
     try:
         async with held_lease(res, job_id, attempt=run.attempt, slot=provider) as lease:
             run.lease = lease
@@ -198,9 +213,11 @@ async def _execute(run: JobRun, started: float) -> str:
                 job.id, media_type, job.provider_model, job.input, job.provider_task_id, files
             )
             index = 0
-            async for media in provider.generate(request, run):
-                await run.store_output(index, media)
-                index += 1
+            labels = (str(job.type), job.provider, job.model)
+            with PROVIDER_TIME.labels(*labels).time():
+                async for media in provider.generate(request, run):
+                    await run.store_output(index, media)
+                    index += 1
         if index == 0:
             await run.finish(
                 JobStatus.FAILED, ErrorCode.PROVIDER_ERROR, "The provider returned no output."
@@ -275,6 +292,7 @@ async def _after_provider_error(run: JobRun, exc: ProviderError) -> str:
                 delay,
                 exc.message[:300],
             )
+            RETRIES.labels(job.provider, exc.code).inc()
             await run.publish(EventType.RETRYING, error={"code": exc.code, "message": exc.public})
             raise Retry(defer=delay) from exc
         target = _next_target(res, job)
@@ -294,6 +312,7 @@ async def _after_provider_error(run: JobRun, exc: ProviderError) -> str:
                 await session.commit()
             if not moved:
                 raise await run.fenced_out()
+            FALLBACKS.labels(job.provider).inc()
             log.warning(
                 "job.fallback job_id=%s from=%s to=%s code=%s",
                 job.id,

@@ -35,10 +35,11 @@ from app.media.service import (
     storage_key_for,
 )
 from app.platform.errors import AuthenticationError, InvalidRequestError
+from app.platform.metrics import JOB_DURATION, JOBS_FINISHED
 from app.platform.resources import Resources
-from app.platform.tables import Job, MediaObject, VirtualKey
+from app.platform.tables import Job, MediaObject, VirtualKey, as_utc, utcnow
 from app.platform.tenant_urls import fetch_input
-from app.platform.vocabulary import TERMINAL_EVENTS, EventType, JobStatus, Variant
+from app.platform.vocabulary import TERMINAL_EVENTS, EventType, JobStatus, Variant, ending_event
 from app.webhooks import service as webhooks
 from providers.base import GeneratedMedia, InputFile, iter_chunks, sniffed
 from storage.base import StorageError
@@ -179,7 +180,17 @@ class JobRun:
             self.job = fresh
         if self.attempt > 1:
             await self._sweep_earlier_attempts()
-        await self.publish(f"job.{status}")
+        self._count_end(JobStatus(status), code)
+        await self.publish(ending_event(status))
+
+    def _count_end(self, status: JobStatus, code: str | None) -> None:
+        job = self.job
+        labels = (str(job.type), job.provider, job.model)
+        JOBS_FINISHED.labels(*labels, str(status), code or "").inc()
+        if job.started_at is not None:
+            JOB_DURATION.labels(*labels).observe(
+                (utcnow() - as_utc(job.started_at)).total_seconds()
+            )
 
     async def _sweep_earlier_attempts(self) -> None:
         """Delete what earlier attempts of the job stored but never recorded (their worker died

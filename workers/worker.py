@@ -20,6 +20,7 @@ from app.platform.resources import Resources, open_resources
 from app.platform.settings import Settings
 from app.platform.tasks import GENERATE_TASK, PURGE_KEY_TASK, WEBHOOK_TASK, deserialize, serialize
 from workers.generate import SUPERSEDED_JOBS, generate_media
+from workers.heartbeat import Heart
 from workers.lease import held_lease
 from workers.media_tasks import (
     purge_key_media,
@@ -61,12 +62,17 @@ def worker_settings(settings: Settings, *, resources: Resources | None = None) -
         ctx[WEBHOOK_SLOTS] = asyncio.Semaphore(share)
         if resources is not None:
             ctx["resources"] = resources
-            return
-        stack = contextlib.AsyncExitStack()
-        ctx["stack"] = stack
-        ctx["resources"] = await stack.enter_async_context(open_resources(settings))
+        else:
+            stack = contextlib.AsyncExitStack()
+            ctx["stack"] = stack
+            ctx["resources"] = await stack.enter_async_context(open_resources(settings))
+        heart = ctx["heart"] = Heart(ctx["resources"])
+        heart.start(ctx)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
+        heart: Heart | None = ctx.get("heart")
+        if heart is not None:
+            await heart.stop()
         stack: contextlib.AsyncExitStack | None = ctx.get("stack")
         if stack is not None:
             await stack.aclose()

@@ -13,6 +13,7 @@ from litestar import Litestar, Request, Router
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig
 from litestar.types import Message, Scope
 
 from app.catalog import routing
@@ -29,6 +30,7 @@ from app.media.controllers import MediaController, key_usage
 from app.openai_compat.audio import create_speech
 from app.openai_compat.images import create_images, edit_images
 from app.openai_compat.videos import VideoController
+from app.operations.controllers import AdminWorkerController, metrics
 from app.platform.errors import InvalidRequestError, NotFoundError
 from app.platform.events import EventHub
 from app.platform.limits import Holds
@@ -56,6 +58,17 @@ FORM_OVERHEAD_BYTES = 64 * 1024
 """Room beyond the largest file in an upload's multipart body: boundaries, part headers, fields."""
 
 Companion = Callable[[Resources], contextlib.AbstractAsyncContextManager[None]]
+
+
+HTTP_METRICS = PrometheusConfig(
+    app_name="mediagate",
+    prefix="mediagate_http",
+    group_path=True,  # the route's template, never a raw id: label values stay few
+    exclude_unhandled_paths=True,
+    # An event stream lasts minutes: its "duration" would drown every request's.
+    exclude=[r"^/v1/jobs/[^/]+/events", r"^/metrics$"],
+)
+"""Litestar's Prometheus middleware: requests by method, route and status, their duration."""
 
 
 def create_app(
@@ -122,8 +135,11 @@ def create_app(
             all_usage,
             healthz,
             readyz,
+            metrics,
+            AdminWorkerController,
         ],
         lifespan=[lifespan],
+        middleware=[HTTP_METRICS.middleware],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,

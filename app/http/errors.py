@@ -24,6 +24,7 @@ from app.platform.errors import (
     translated,
     unavailable_part,
 )
+from app.platform.metrics import REFUSALS
 from app.platform.tables import Job
 from app.platform.vocabulary import ErrorCode, JobStatus
 
@@ -109,6 +110,8 @@ def error_response(
 def handle_core_error(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     assert isinstance(exc, MediagateError)
     status = next((s for cls, s in STATUS_BY_ERROR if isinstance(exc, cls)), 500)
+    if isinstance(exc, QuotaExceededError):
+        REFUSALS.labels(exc.code).inc()
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)

@@ -10,6 +10,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy import text
 
 from app.http.schemas import ResponseModel
+from app.operations import service as operations
 from app.platform.resources import Resources
 
 CHECK_TIMEOUT = 2.0
@@ -23,6 +24,9 @@ class Readiness(ResponseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str]
     """Each part (`database`, `redis`, `storage`): `ok`, or `down (<error type>)`."""
+    workers_alive: int | None
+    """Workers with a fresh heartbeat (None: Redis did not say). None alive does not make the
+    API unready: it still takes jobs, which wait for a worker."""
 
 
 @get("/healthz", tags=["health"], summary="The process is alive")
@@ -57,7 +61,16 @@ async def readyz(resources: Resources) -> Response[Readiness]:
         )
     )
     ready = all(v == "ok" for v in results.values())
+    workers_alive = None
+    if results["redis"] == "ok":
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                workers_alive = len(await operations.workers(resources))
+        except Exception:
+            workers_alive = None
     return Response(
-        Readiness(status="ok" if ready else "unavailable", checks=results),
+        Readiness(
+            status="ok" if ready else "unavailable", checks=results, workers_alive=workers_alive
+        ),
         status_code=200 if ready else 503,
     )

@@ -29,6 +29,7 @@ from app.media.service import with_signed_links
 from app.platform.errors import InvalidRequestError
 from app.platform.events import Closed, EventBus, EventHub, JobEvent, Subscription
 from app.platform.limits import Hold, Holds
+from app.platform.metrics import SSE_STREAMS
 from app.platform.resources import Resources
 from app.platform.settings import Settings
 from app.platform.tables import VirtualKey
@@ -89,7 +90,7 @@ class JobStream:
         self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        with self.hold:
+        with self.hold, SSE_STREAMS.track_inprogress():
             await self._stream(receive, send)
 
     async def _stream(self, receive: Receive, send: Send) -> None:

@@ -45,3 +45,13 @@ def provider_slots_key(namespace: str, provider: str) -> str:
 def auth_failures_key(namespace: str, address: str, minute: int) -> str:
     """Failed authentications from one client address in one minute (a counter)."""
     return f"{namespace}:auth-failures:{address}:{minute}"
+
+
+def workers_key(namespace: str) -> str:
+    """The workers that ever beat lately: a sorted set of worker ids by their last heartbeat."""
+    return f"{namespace}:workers"
+
+
+def worker_key(namespace: str, worker_id: str) -> str:
+    """One worker's heartbeat (a hash that expires unless renewed)."""
+    return f"{namespace}:worker:{worker_id}"

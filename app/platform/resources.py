@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.platform.database import SessionMaker, create_engine, create_sessionmaker
 from app.platform.events import EventBus
+from app.platform.metrics import PROVIDER_REQUESTS
 from app.platform.models_file import ModelsFile, load_models_file
 from app.platform.redis_keys import queue_name
 from app.platform.settings import Settings
@@ -95,12 +96,40 @@ async def open_redis(settings: Settings) -> ArqRedis:
     )
 
 
+class MeteredTransport(httpx.AsyncBaseTransport):
+    """Counts every upstream request by provider (told by its host and port) and status code,
+    or `error` when no answer came (`mediagate_provider_requests_total`)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, providers: dict[str, str]) -> None:
+        self.inner = inner
+        self.providers = providers
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        provider = self.providers.get(request.url.netloc.decode(), "other")
+        try:
+            response = await self.inner.handle_async_request(request)
+        except httpx.HTTPError:
+            PROVIDER_REQUESTS.labels(provider, "error").inc()
+            raise
+        PROVIDER_REQUESTS.labels(provider, str(response.status_code)).inc()
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 def open_http_client(settings: Settings) -> httpx.AsyncClient:
     """The one client every upstream provider shares (one connection pool per process)."""
     timeout = settings.provider_request_timeout_seconds
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=40)
+    hosts = {
+        httpx.URL(settings.openai_base_url).netloc.decode(): "openai",
+        httpx.URL(settings.minimax_base_url).netloc.decode(): "minimax",
+        httpx.URL(settings.replicate_base_url).netloc.decode(): "replicate",
+    }
     return httpx.AsyncClient(
+        transport=MeteredTransport(httpx.AsyncHTTPTransport(limits=limits), hosts),
         timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=40),
         follow_redirects=False,
         headers={"User-Agent": "mediagate"},
     )

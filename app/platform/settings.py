@@ -161,6 +161,12 @@ class ExecutionSettings:
     are interrupted and run again elsewhere."""
     provider_concurrency: str | None = None
     """Jobs at a time per provider across all workers, e.g. `minimax=4,replicate=2`."""
+    worker_heartbeat_seconds: float = above(0, 5.0)
+    """How often each worker records its heartbeat in Redis; it counts as gone after three
+    missed ones (`/admin/workers`, `mediagate_workers_alive`, `mediagate worker --check`)."""
+    worker_metrics_port: int | None = at_least(1, None)
+    """Where a worker serves its Prometheus metrics (`mediagate worker --metrics-port`); unset:
+    nowhere."""
     local_latency_seconds: float = 0.0
     local_progress_steps: int = 4
 

@@ -30,6 +30,7 @@ from app.platform.backoff import Backoff
 from app.platform.errors import ConflictError, InvalidRequestError, NotFoundError
 from app.platform.events import EVENT_NAMES
 from app.platform.ids import new_id
+from app.platform.metrics import WEBHOOK_ATTEMPTS
 from app.platform.resources import Resources
 from app.platform.tables import Job, VirtualKey, WebhookDelivery, as_utc, iso, utcnow
 from app.platform.tasks import WEBHOOK_TASK
@@ -244,6 +245,8 @@ async def deliver(res: Resources, delivery_id: str) -> tuple[str, float | None]:
         record["status_code"],
         record["latency_ms"],
     )
+    outcome = "retrying" if status == DeliveryStatus.PENDING else str(status)
+    WEBHOOK_ATTEMPTS.labels(outcome).inc()
     if status == DeliveryStatus.PENDING:
         return status, Backoff(settings.webhook_retry_base_seconds, MAX_RETRY_GAP).delay(attempts)
     return status, None

@@ -131,6 +131,17 @@ def test_api_workers_share_one_port(tmp_path: Path) -> None:
         for answer in answers[:3]:
             job = httpx.get(url + f"/v1/jobs/{answer.json()['id']}", headers=headers)
             assert job.status_code == 200 and job.json()["status"] == "queued"
+        # Whichever process answers /metrics counts every process's requests (multi-process).
+        for _ in range(4):
+            text = httpx.get(url + "/metrics").text
+            submits = [
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("mediagate_http_requests_total{")
+                and 'method="POST"' in line
+                and 'path="/v1/jobs"' in line
+            ]
+            assert sum(submits) == 20, submits
     finally:
         proc.terminate()
         assert proc.wait(30) is not None

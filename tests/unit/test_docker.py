@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +79,43 @@ def test_images_are_pinned_and_the_code_is_read_only() -> None:
         assert "." in tag, image  # a release (16.6, 7.4.1, RELEASE.…), not a line (16, 7)
     assert "--chown=mediagate" not in text  # root owns the code ...
     assert "chmod -R a-w /app /opt/venv" in text  # ... and nobody may write it
+
+
+def _series_used(text: str) -> set[str]:
+    """Every mediagate_* series an expression names, without a histogram's suffix."""
+    names = set(re.findall(r"\bmediagate_[a-z0-9_]+", text))
+    return {re.sub(r"_(bucket|sum|count)$", "", n) for n in names}
+
+
+def test_dashboard_and_alerts_use_only_series_we_export() -> None:
+    from app.platform.metrics import SERIES
+
+    dashboard = json.loads((ROOT / "docker/grafana/dashboards/mediagate.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    rules = yaml.safe_load((ROOT / "docker/prometheus/alerts.yml").read_text())
+    alerts = {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
+    used = _series_used("\n".join([*exprs, *alerts.values()]))
+    assert used and used <= set(SERIES), used - set(SERIES)
+    assert {
+        "MediagateQueueBacklog",
+        "MediagateJobFailureRate",
+        "MediagateNoLiveWorker",
+        "MediagateWebhookFailures",
+    } <= set(alerts)
+    # Every series we export is on the dashboard (an HTTP series at least once).
+    assert set(SERIES) - used <= {
+        "mediagate_http_requests_in_progress",
+    }, set(SERIES) - used
+
+
+def test_compose_runs_prometheus_and_grafana_over_our_files() -> None:
+    services = _compose()["services"]
+    mounts = " ".join(services["prometheus"]["volumes"] + services["grafana"]["volumes"])
+    for path in ("prometheus/prometheus.yml", "prometheus/alerts.yml", "grafana/dashboards"):
+        assert f"./{path}" in mounts and (ROOT / "docker" / path).exists()
+    worker = services["worker"]
+    assert worker["environment"]["MEDIAGATE_WORKER_METRICS_PORT"] == "9100"
+    assert worker["healthcheck"]["test"][-1] == "--check"
+    scrape = yaml.safe_load((ROOT / "docker/prometheus/prometheus.yml").read_text())
+    ports = {c["port"] for job in scrape["scrape_configs"] for c in job.get("dns_sd_configs", [])}
+    assert ports == {9100}

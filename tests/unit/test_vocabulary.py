@@ -109,3 +109,12 @@ def test_readme_lists_the_event_types() -> None:
     readme = (ROOT / "README.md").read_text()
     sentence = readme.split("`event:` one of", 1)[1].split("and\n`data:`", 1)[0]
     assert re.findall(r"`([a-z_.]+)`", sentence) == [str(event) for event in EventType]
+
+
+def test_readme_lists_every_metric_series() -> None:
+    from app.platform.metrics import SERIES
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("### Metrics", 1)[1].split("\n\n`docker/compose.yaml`", 1)[0]
+    listed = re.findall(r"^\| `(mediagate_[a-z0-9_]+)` \|", table, re.M)
+    assert sorted(listed) == sorted(SERIES)

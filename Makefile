@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test test-fast lint typecheck install bench bench-submit bench-worker bench-latency bench-sse bench-multipart wrk clean
+.PHONY: dev test test-fast pgbouncer lint typecheck install bench bench-submit bench-worker bench-latency bench-sse bench-multipart wrk clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,13 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy bench
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) pgbouncer lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# The PgBouncer test runs Debian's pgbouncer (transaction mode, started by the test itself).
+pgbouncer:
+	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || \
+		(apt-get update -qq && apt-get install -y -qq pgbouncer)
 
 # Seconds, no servers: pure logic and the services in process (SQLite, memory store). For every save.
 test-fast: $(STAMP)

@@ -146,13 +146,18 @@ async def _keys(args: argparse.Namespace) -> None:
 async def _announce_key_change(settings: Settings, key_id: str) -> None:
     """Running API processes drop their cached copy of the key now (else within
     MEDIAGATE_KEY_CACHE_SECONDS)."""
-    from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
     from app.keys.service import announce_change
+    from app.platform.resources import open_redis
 
-    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2)
     try:
+        redis = await open_redis(settings)
+    except (RedisError, OSError):
+        redis = None
+    try:
+        if redis is None:
+            raise ConnectionError("no Redis")
         await announce_change(redis, settings.redis_namespace, key_id)
     except (RedisError, OSError):
         print(
@@ -161,7 +166,8 @@ async def _announce_key_change(settings: Settings, key_id: str) -> None:
             file=sys.stderr,
         )
     finally:
-        await redis.aclose()
+        if redis is not None:
+            await redis.aclose()
 
 
 def cmd_keys(args: argparse.Namespace) -> None:

@@ -8,6 +8,7 @@ import contextlib
 import glob
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -125,3 +126,162 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         yield server
     finally:
         server.close()
+
+
+class PgBouncer:
+    """PgBouncer (Debian's package) in transaction mode, in front of the machine's PostgreSQL:
+    consecutive transactions of one client may run on different server connections. It
+    refuses to run as root, so as root it runs as the `postgres` user."""
+
+    def __init__(self, upstream_port: int = 5432, pool_size: int = 4) -> None:
+        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        if not Path(binary).exists():
+            raise RuntimeError("pgbouncer is not installed (make test installs it)")
+        self.binary = binary
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="mediagate-test-pgbouncer-"))
+        (self.root / "users.txt").write_text('"postgres" ""\n')
+        (self.root / "pgbouncer.ini").write_text(
+            "[databases]\n"
+            f"* = host=127.0.0.1 port={upstream_port}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\n"
+            f"unix_socket_dir = {self.root}\n"
+            "auth_type = trust\n"
+            f"auth_file = {self.root / 'users.txt'}\n"
+            "pool_mode = transaction\n"
+            # Few server connections for many clients: transactions really do move around.
+            f"default_pool_size = {pool_size}\nmax_client_conn = 500\n"
+            f"logfile = {self.root / 'pgbouncer.log'}\n"
+            f"pidfile = {self.root / 'pgbouncer.pid'}\n"
+            "ignore_startup_parameters = extra_float_digits\n"
+        )
+        self.as_root = os.geteuid() == 0
+        if self.as_root:
+            for path in (self.root, *self.root.iterdir()):
+                shutil.chown(path, "postgres", "postgres")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, database: str) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        command = [self.binary, str(self.root / "pgbouncer.ini")]
+        if self.as_root:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+            ):
+                return
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"pgbouncer did not start: {self.log()}")
+            time.sleep(0.05)
+
+    def log(self) -> str:
+        path = self.root / "pgbouncer.log"
+        return path.read_text()[-2000:] if path.exists() else ""
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def pgbouncer(upstream_port: int = 5432) -> Iterator[PgBouncer]:
+    server = PgBouncer(upstream_port)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+def tls_files(directory: Path) -> dict[str, Path]:
+    """A private CA and a server certificate for 127.0.0.1 it signs (openssl, a day long)."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.crt", "-days", "1", "-subj", "/CN=mediagate test CA")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
+            "server.csr", "-subj", "/CN=127.0.0.1")  # fmt: skip
+    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    signing = ["-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-extfile", "san.cnf"]
+    openssl("x509", "-req", "-in", "server.csr", *signing, "-out", "server.crt", "-days", "1")
+    return {name: directory / f"{name}" for name in ("ca.crt", "server.crt", "server.key")}
+
+
+@contextlib.contextmanager
+def tls_redis() -> Iterator[tuple[str, Path]]:
+    """redis-server speaking TLS only; yields its rediss:// URL and the CA that signed it."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not on PATH")
+    root = Path(tempfile.mkdtemp(prefix="mediagate-test-tls-"))
+    files = tls_files(root)
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(files["server.crt"]), "--tls-key-file", str(files["server.key"]),
+         "--tls-ca-cert-file", str(files["ca.crt"]), "--tls-auth-clients", "no",
+         "--save", "", "--appendonly", "no", "--dir", str(root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the TLS redis-server did not start")
+            time.sleep(0.05)
+        yield f"rediss://127.0.0.1:{port}/0", files["ca.crt"]
+    finally:
+        proc.kill()
+        proc.wait(10)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def sentinel_redis() -> Iterator[tuple[str, str]]:
+    """A Redis master and one Sentinel that monitors it as `mymaster`; yields the master's URL
+    and the Sentinel's `host:port`."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not on PATH")
+    with private_redis() as master:
+        root = Path(tempfile.mkdtemp(prefix="mediagate-test-sentinel-"))
+        port = free_port()
+        config = root / "sentinel.conf"
+        config.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {root}\n"
+            f"sentinel monitor mymaster 127.0.0.1 {master.port} 1\n"
+        )
+        proc = subprocess.Popen(
+            [binary, str(config), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while not redis_answers(f"redis://127.0.0.1:{port}/0"):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("redis-sentinel did not start")
+                time.sleep(0.05)
+            yield master.url, f"127.0.0.1:{port}"
+        finally:
+            proc.kill()
+            proc.wait(10)
+            shutil.rmtree(root, ignore_errors=True)

@@ -10,13 +10,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from arq import cron, func
-from arq.connections import RedisSettings
 from arq.typing import WorkerCoroutine
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
 from app.platform.redis_keys import queue_name
-from app.platform.resources import Resources, open_resources
+from app.platform.resources import Resources, open_resources, redis_settings
 from app.platform.settings import Settings
 from app.platform.tasks import GENERATE_TASK, PURGE_KEY_TASK, WEBHOOK_TASK, deserialize, serialize
 from workers.generate import SUPERSEDED_JOBS, generate_media
@@ -77,7 +76,7 @@ def worker_settings(settings: Settings, *, resources: Resources | None = None) -
         if stack is not None:
             await stack.aclose()
 
-    redis = RedisSettings.from_dsn(settings.redis_url)
+    redis = redis_settings(settings)
     return {
         "functions": [
             func(generate_media, name=GENERATE_TASK, max_tries=ARQ_MAX_TRIES),

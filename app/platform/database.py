@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,10 +27,18 @@ SessionMaker = async_sessionmaker[AsyncSession]
 
 
 def create_engine(
-    url: str, *, echo: bool = False, timeout: float = 5.0, pool_size: int = 20
+    url: str,
+    *,
+    echo: bool = False,
+    timeout: float = 5.0,
+    pool_size: int = 20,
+    pgbouncer: bool = False,
 ) -> AsyncEngine:
     """`timeout` bounds connecting to PostgreSQL and waiting for a pooled connection: with the
-    database down, callers fail fast (the API answers 503) instead of hanging."""
+    database down, callers fail fast (the API answers 503) instead of hanging. `pgbouncer`: the
+    server is PgBouncer in transaction mode, where consecutive transactions may run on different
+    server connections, so a prepared statement must not be cached across transactions (nor two
+    clients' statements share a name)."""
     if url.startswith("sqlite"):
         engine = create_async_engine(
             url, echo=echo, hide_parameters=True, connect_args={"timeout": 30}
@@ -53,7 +62,7 @@ def create_engine(
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=timeout,
-        connect_args={"timeout": timeout},
+        connect_args={"timeout": timeout, **(_PGBOUNCER_ARGS if pgbouncer else {})},
         json_serializer=_json_text,
         json_deserializer=orjson.loads,
     )
@@ -68,6 +77,13 @@ def create_engine(
             raise DisconnectionError("the server closed this pooled connection")
 
     return engine
+
+
+_PGBOUNCER_ARGS: dict[str, Any] = {
+    "statement_cache_size": 0,  # asyncpg's own cache
+    "prepared_statement_cache_size": 0,  # SQLAlchemy's adapter's cache
+    "prepared_statement_name_func": lambda: f"__asyncpg_{uuid.uuid4().hex}__",
+}
 
 
 def _json_text(value: Any) -> str:

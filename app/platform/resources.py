@@ -54,8 +54,9 @@ class Resources:
     @property
     def one_statement_paths(self) -> bool:
         """Whether the hot paths may take their one-statement PostgreSQL forms
-        (`app/jobs/transitions/one_statement.py`); on SQLite they take the ORM path."""
-        return self.engine.dialect.name == "postgresql"
+        (`app/jobs/transitions/one_statement.py`); on SQLite, and behind PgBouncer (they run
+        outside a transaction), they take the ORM path."""
+        return self.engine.dialect.name == "postgresql" and not self.settings.database_pgbouncer
 
     @property
     def queue_name(self) -> str:
@@ -84,12 +85,30 @@ async def open_store(settings: Settings) -> MediaStore:
     return store
 
 
+def redis_settings(settings: Settings) -> RedisSettings:
+    """arq's connection settings (for our pool and for arq's workers alike): one address from
+    `MEDIAGATE_REDIS_URL` (`rediss://` for TLS), or Redis Sentinel."""
+    found = RedisSettings.from_dsn(settings.redis_url)
+    if found.ssl and settings.redis_tls_ca_file:
+        found.ssl_ca_certs = settings.redis_tls_ca_file
+    if settings.redis_sentinels:
+        found.sentinel = True
+        found.sentinel_master = settings.redis_sentinel_master
+        found.host = [_host_port(part) for part in settings.redis_sentinels.split(",")]
+    return found
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.strip().rpartition(":")
+    return host, int(port)
+
+
 async def open_redis(settings: Settings) -> ArqRedis:
-    redis_settings = RedisSettings.from_dsn(settings.redis_url)
-    redis_settings.conn_retries = 2
-    redis_settings.conn_timeout = 2
+    connection = redis_settings(settings)
+    connection.conn_retries = 2
+    connection.conn_timeout = 2
     return await create_pool(
-        redis_settings,
+        connection,
         job_serializer=serialize,
         job_deserializer=deserialize,
         default_queue_name=queue_name(settings.redis_namespace),
@@ -171,6 +190,7 @@ async def open_resources(
             settings.database_url,
             timeout=settings.database_timeout_seconds,
             pool_size=settings.database_pool_size,
+            pgbouncer=settings.database_pgbouncer,
         )
         stack.push_async_callback(engine.dispose)
         redis = await open_redis(settings)

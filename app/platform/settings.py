@@ -39,6 +39,11 @@ class DatabaseSettings:
     database_timeout_seconds: float = above(0, 5.0)
     """Connecting to the database, or waiting for a pooled connection, gives up after this long
     (the API answers 503 instead of hanging)."""
+    database_pgbouncer: bool = False
+    """PostgreSQL is reached through PgBouncer in transaction mode: no prepared statement
+    outlives its transaction (asyncpg's statement cache is off, each statement gets a name of
+    its own), and the hot paths' single statements outside a transaction give way to the ORM
+    path. Run `mediagate migrate` against PostgreSQL itself (or a session-mode pool)."""
     database_pool_size: int = at_least(1, 20)
     """PostgreSQL connections each process keeps open (no overflow: a connection opened and
     closed per request costs more than waiting for a pooled one)."""
@@ -49,6 +54,13 @@ class RedisSettings:
     """The queue and the event bus."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_tls_ca_file: str | None = None
+    """CA certificates that sign a `rediss://` server's certificate (a private CA); unset: the
+    system's."""
+    redis_sentinels: str | None = None
+    """Redis Sentinel instead of one address: `host:port,host:port`; the master's name is
+    `MEDIAGATE_REDIS_SENTINEL_MASTER`, the database number and password come from the URL."""
+    redis_sentinel_master: str = "mymaster"
     redis_namespace: str = "mediagate"
     """Prefix of every Redis key we own (queue, events): deployments can share one Redis."""
     events_ttl_seconds: int = 86_400
@@ -255,6 +267,13 @@ class Settings(
                 "MEDIAGATE_DATABASE_URL must start with postgresql+asyncpg:// or "
                 f"sqlite+aiosqlite://, got {self.database_url.split(':', 1)[0]!r}"
             )
+        if self.redis_sentinels:
+            for part in self.redis_sentinels.split(","):
+                host, _, port = part.strip().rpartition(":")
+                if not host or not port.isdigit():
+                    raise SettingsError(
+                        f"MEDIAGATE_REDIS_SENTINELS must be host:port,host:port; got {part!r}"
+                    )
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError("MEDIAGATE_REDIS_URL must be a redis:// or rediss:// URL")
         if not self.dev and not self.admin_key:

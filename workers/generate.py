@@ -23,6 +23,7 @@ from app.jobs import transitions
 from app.jobs.inputs import validate_input
 from app.jobs.transitions import one_statement
 from app.media.service import outputs_of
+from app.platform import tracing
 from app.platform.backoff import Backoff
 from app.platform.errors import OUTAGE_ERRORS, MediagateError, UnavailableError, translated
 from app.platform.limits import acquire_slot, release_slot
@@ -63,11 +64,17 @@ SUPERSEDED_JOBS = "superseded_jobs"
 """The worker context's set of job ids whose attempt here was superseded."""
 
 
-async def generate_media(ctx: dict[str, Any], job_id: str) -> str:
+async def generate_media(
+    ctx: dict[str, Any], job_id: str, trace: dict[str, str] | None = None
+) -> str:
+    """The arq task. `trace`: the submit's span context, when tracing is on."""
     res: Resources = ctx["resources"]
     ctx[RUNNING] = ctx.get(RUNNING, 0) + 1
     try:
-        with JOBS_IN_PROGRESS.track_inprogress():
+        with (
+            JOBS_IN_PROGRESS.track_inprogress(),
+            tracing.continued("job.run", trace, job_id=job_id),
+        ):
             outcome = await _run(res, job_id)
         if outcome == SUPERSEDED:
             # arq would now delete the in-progress lock and the queued job that another worker
@@ -214,7 +221,10 @@ async def _execute(run: JobRun, started: float) -> str:
             )
             index = 0
             labels = (str(job.type), job.provider, job.model)
-            with PROVIDER_TIME.labels(*labels).time():
+            with (
+                PROVIDER_TIME.labels(*labels).time(),
+                tracing.span("provider.generate", provider=job.provider, model=job.model),
+            ):
                 async for media in provider.generate(request, run):
                     await run.store_output(index, media)
                     index += 1

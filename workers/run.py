@@ -34,6 +34,7 @@ from app.media.service import (
     record_output,
     storage_key_for,
 )
+from app.platform import tracing
 from app.platform.errors import AuthenticationError, InvalidRequestError
 from app.platform.metrics import JOB_DURATION, JOBS_FINISHED
 from app.platform.resources import Resources
@@ -290,9 +291,11 @@ class JobRun:
     ) -> MediaObject:
         key = storage_key_for(self.job.key_id, self.job.id, self.attempt, index, ext, variant)
         digest = _Digest(await self._byte_room())
-        await self.res.store.put(
-            key, digest.wrap(chunks), content_type=content_type, filename=download_name(key)
-        )
+        with tracing.span("storage.put", variant=str(variant), index=index) as span:
+            await self.res.store.put(
+                key, digest.wrap(chunks), content_type=content_type, filename=download_name(key)
+            )
+            span.set_attribute("bytes", digest.size)
         try:
             media, replaced = await self._record(variant, index, key, content_type, digest)
         except Exception:

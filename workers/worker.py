@@ -14,6 +14,7 @@ from arq.typing import WorkerCoroutine
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
+from app.platform import tracing
 from app.platform.redis_keys import queue_name
 from app.platform.resources import Resources, open_resources, redis_settings
 from app.platform.settings import Settings
@@ -65,6 +66,7 @@ def worker_settings(settings: Settings, *, resources: Resources | None = None) -
             stack = contextlib.AsyncExitStack()
             ctx["stack"] = stack
             ctx["resources"] = await stack.enter_async_context(open_resources(settings))
+        tracing.setup("mediagate-worker", enabled=settings.tracing, engine=ctx["resources"].engine)
         heart = ctx["heart"] = Heart(ctx["resources"])
         heart.start(ctx)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, cast
 from urllib.parse import parse_qsl
@@ -13,6 +14,7 @@ from litestar import Litestar, Request, Router
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.types import Message, Scope
 
@@ -31,6 +33,7 @@ from app.openai_compat.audio import create_speech
 from app.openai_compat.images import create_images, edit_images
 from app.openai_compat.videos import VideoController
 from app.operations.controllers import AdminWorkerController, metrics
+from app.platform import tracing
 from app.platform.errors import InvalidRequestError, NotFoundError
 from app.platform.events import EventHub
 from app.platform.limits import Holds
@@ -71,15 +74,33 @@ HTTP_METRICS = PrometheusConfig(
 """Litestar's Prometheus middleware: requests by method, route and status, their duration."""
 
 
+_RESOURCE_ID = re.compile(r"/(?:job|med|key|whd)_[0-9a-z]{16,40}(?=/|$)")
+
+
+def _route_of(scope: Scope) -> tuple[str, dict[Any, str]]:
+    """A request span's name and route, with our resource ids in the path made `{id}`
+    (`GET /v1/jobs/{id}/events`): span names stay few. Litestar's default names a span by the
+    path itself, and the span is named before routing, so the route's template is not known."""
+    route = _RESOURCE_ID.sub("/{id}", str(scope.get("path", "")))
+    name = f"{scope.get('method', '')} {route}".strip()
+    return name, {"http.route": route}
+
+
+TRACING = OpenTelemetryConfig(scope_span_details_extractor=_route_of)
+
+
 def create_app(
     settings: Settings, *, companions: Sequence[Companion] = (), store: MediaStore | None = None
 ) -> Litestar:
     """The API. `companions` run beside it for its lifetime with its resources: `mediagate dev`
     passes an embedded worker that shares the API's clients (and so its memory store)."""
 
+    traced = tracing.setup("mediagate-api", enabled=settings.tracing)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_resources(settings, store=store) as resources:
+            tracing.setup("mediagate-api", enabled=settings.tracing, engine=resources.engine)
             await routing.seed_from_models_file(resources)
             keys = KeyCache(settings.key_cache_seconds)
             hub = EventHub(
@@ -140,6 +161,7 @@ def create_app(
         ],
         lifespan=[lifespan],
         middleware=[HTTP_METRICS.middleware],
+        plugins=[OpenTelemetryPlugin(TRACING)] if traced else [],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,

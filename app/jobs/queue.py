@@ -28,6 +28,7 @@ from app.platform.errors import InvalidRequestError
 from app.platform.events import EventBus
 from app.platform.tables import VirtualKey
 from app.platform.tasks import GENERATE_TASK, serialize
+from app.platform.tracing import TRACE_FIELD, carrier
 from app.platform.vocabulary import ErrorCode, EventType, Priority
 
 PRIORITIES = tuple(Priority)
@@ -112,7 +113,9 @@ async def enqueue_new(
     `job.queued` event, in one atomic step."""
     now_ms = int(time.time() * 1000)
     score = int(queue_time(priority, queued_ahead).timestamp() * 1000)
-    data = serialize_job(GENERATE_TASK, (job_id,), {}, None, now_ms, serializer=serialize)
+    trace = carrier()
+    kwargs = {TRACE_FIELD: trace} if trace else {}
+    data = serialize_job(GENERATE_TASK, (job_id,), kwargs, None, now_ms, serializer=serialize)
     expires_ms = int(JOB_EXPIRES.total_seconds() * 1000)
     await bus.publish_after(
         _ENQUEUE_PRELUDE,

@@ -224,6 +224,9 @@ class ProviderSettings:
 class ProcessSettings:
     """The process itself."""
 
+    tracing: bool = False
+    """OpenTelemetry traces over OTLP (configured by the standard `OTEL_*` variables); on by
+    default when `OTEL_EXPORTER_OTLP_ENDPOINT` is set."""
     log_level: str = "INFO"
     dev: bool = False
 
@@ -256,6 +259,8 @@ class Settings(
             name = ENV_PREFIX + f.name.upper()
             if name in environ:
                 values[f.name] = _convert(name, environ[name], hints[f.name])
+        if "OTEL_EXPORTER_OTLP_ENDPOINT" in environ and "tracing" not in values:
+            values["tracing"] = True
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)
         settings.validate()

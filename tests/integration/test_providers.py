@@ -61,6 +61,9 @@ def test_openai_images_through_the_sdk(upstream_stack: Stack, emu: dict[str, Any
 
     aliased = client.images.generate(model="my-dalle", prompt="a fox", quality="hd")
     assert aliased.data[0].url
+    # Upstream requests are counted by provider and status (the worker runs in this process).
+    metrics = httpx.get(f"{upstream_stack.url}/metrics").text
+    assert 'mediagate_provider_requests_total{provider="openai",status="200"}' in metrics
 
 
 def test_openai_content_policy_is_a_400(upstream_stack: Stack, emu: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test test-fast pgbouncer lint typecheck install bench bench-submit bench-worker bench-latency bench-sse bench-multipart wrk clean
+.PHONY: dev test test-fast pgbouncer chromium lint typecheck install bench bench-submit bench-worker bench-latency bench-sse bench-multipart wrk clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,13 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy bench
 
-test: $(STAMP) pgbouncer lint typecheck
+test: $(STAMP) pgbouncer chromium lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# The dashboard's tests drive Debian's chromium through Playwright's Python API (Playwright's own
+# browser download does not work here).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
 # The PgBouncer test runs Debian's pgbouncer (transaction mode, started by the test itself).
 pgbouncer:

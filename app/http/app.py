@@ -14,12 +14,15 @@ from litestar import Litestar, Request, Router
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from litestar.plugins.prometheus import PrometheusConfig
+from litestar.template.config import TemplateConfig
 from litestar.types import Message, Scope
 
 from app.catalog import routing
 from app.catalog.controllers import AdminModelController, ModelController
+from app.dashboard.controllers import TEMPLATES, dashboard_router, session_config
 from app.http.dependencies import DEPENDENCIES
 from app.http.errors import EXCEPTION_HANDLERS
 from app.http.health import healthz, readyz
@@ -55,6 +58,12 @@ SECURITY_HEADERS = {
 }
 # Nothing we serve is a page that runs code, except the API reference under /schema.
 CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'; sandbox"
+# The dashboard's pages: our own scripts, styles and forms only (no inline code); outputs may be
+# served from storage (a presigned or CDN URL) after a redirect.
+DASHBOARD_POLICY = (
+    "default-src 'self'; img-src 'self' https: http:; media-src 'self' https: http:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 
 
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -158,9 +167,11 @@ def create_app(
             readyz,
             metrics,
             AdminWorkerController,
+            dashboard_router(),
         ],
+        template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
         lifespan=[lifespan],
-        middleware=[HTTP_METRICS.middleware],
+        middleware=[HTTP_METRICS.middleware, session_config(settings).middleware],
         plugins=[OpenTelemetryPlugin(TRACING)] if traced else [],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
@@ -208,6 +219,7 @@ _SECURITY_HEADERS = [
     (name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()
 ]
 _CSP = (b"content-security-policy", CONTENT_SECURITY_POLICY.encode())
+_DASHBOARD_CSP = (b"content-security-policy", DASHBOARD_POLICY.encode())
 _NO_STORE = (b"cache-control", b"no-store")
 
 
@@ -217,7 +229,10 @@ async def _security_headers(message: Message, scope: Scope) -> None:
     headers = cast(list[tuple[bytes, bytes]], message.setdefault("headers", []))
     present = {name.lower(): value for name, value in headers}
     wanted = list(_SECURITY_HEADERS)
-    if not str(scope.get("path", "")).startswith("/schema"):
+    path = str(scope.get("path", ""))
+    if path.startswith("/dashboard"):
+        wanted.append(_DASHBOARD_CSP)
+    elif not path.startswith("/schema"):
         wanted.append(_CSP)
     # API answers (jobs, keys, usage, errors) are per key and change: no cache may keep them.
     if present.get(b"content-type", b"").startswith(b"application/json"):

@@ -17,14 +17,14 @@ MAX_PAGE = 100
 
 
 async def get_job(
-    session: AsyncSession, key_id: str, job_id: str, media_type: MediaType | None = None
+    session: AsyncSession, key_id: str | None, job_id: str, media_type: MediaType | None = None
 ) -> Job:
     """The key's job (of `media_type`, if given); another key's, a deleted one or one of another
-    type is not found, alike."""
+    type is not found, alike. `key_id` None: the operator's view (any key's job)."""
     job = await session.get(Job, job_id)
     if (
         job is None
-        or job.key_id != key_id
+        or (key_id is not None and job.key_id != key_id)
         or job.deleted_at is not None
         or (media_type is not None and job.type != media_type)
     ):

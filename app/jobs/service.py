@@ -313,8 +313,9 @@ async def announce_canceled(
     log.info("job.canceled job_id=%s code=%s", job.id, job.error_code or "owner")
 
 
-async def cancel(resources: Resources, key_id: str, job_id: str) -> JobView:
-    """The owner cancels a queued or running job (409 once it has ended)."""
+async def cancel(resources: Resources, key_id: str | None, job_id: str) -> JobView:
+    """The owner (or, with `key_id` None, the operator) cancels a queued or running job (409
+    once it has ended)."""
     async with resources.sessionmaker() as session:
         job = await get_job(session, key_id, job_id)
         canceled = await transitions.cancel(session, job.id)
@@ -328,6 +329,24 @@ async def cancel(resources: Resources, key_id: str, job_id: str) -> JobView:
         outputs = (await outputs_of(session, [job.id]))[job.id]
     await announce_canceled(resources, job, outputs)
     return JobView(job, outputs)
+
+
+async def retry(resources: Resources, job_id: str) -> Job:
+    """The operator runs a failed job again (409 unless it failed)."""
+    async with resources.sessionmaker() as session:
+        job = await get_job(session, None, job_id)
+        requeued = await transitions.requeue(session, job.id)
+        await session.commit()
+        await session.refresh(job)
+    if not requeued:
+        raise ConflictError(
+            f"Job {job_id!r} is {job.status}: only a failed job can be retried.",
+            code=ErrorCode.CONFLICT,
+        )
+    await resources.bus.reopen(job.id)
+    await enqueue(resources, job, 0)
+    log.info("job.retried job_id=%s", job.id)
+    return job
 
 
 async def delete(

@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -135,6 +135,12 @@ class EventBus:
             attempt,
         ]
         return keys, args
+
+    async def reopen(self, job_id: str) -> None:
+        """A job that ended runs again (the operator retried it): its stream takes events again,
+        numbered on from the last (a follower resuming with Last-Event-ID misses nothing)."""
+        deleted = self._redis.hdel(events_meta_key(self._ns, job_id), "terminal")
+        await cast(Awaitable[int], deleted)
 
     async def history(self, job_id: str, after: int = 0) -> list[JobEvent]:
         entries = await self._redis.xrange(

@@ -304,7 +304,9 @@ async def deliveries_of(session: AsyncSession, job_id: str) -> list[WebhookDeliv
     return list(rows)
 
 
-async def deliveries(resources: Resources, key_id: str, job_id: str) -> list[WebhookDelivery]:
+async def deliveries(
+    resources: Resources, key_id: str | None, job_id: str
+) -> list[WebhookDelivery]:
     """The key's job's deliveries, with every attempt."""
     async with resources.sessionmaker() as session:
         job = await get_job(session, key_id, job_id)
@@ -312,7 +314,7 @@ async def deliveries(resources: Resources, key_id: str, job_id: str) -> list[Web
 
 
 async def resend(
-    resources: Resources, key_id: str, job_id: str, delivery_id: str
+    resources: Resources, key_id: str | None, job_id: str, delivery_id: str
 ) -> WebhookDelivery:
     """Deliver one of the job's webhooks again, with a fresh day of retries (409 while its
     retries are still under way: a second chain beside them would deliver twice)."""

@@ -43,6 +43,7 @@ def test_dev_demo_saves_png_with_private_redis(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "started a private redis-server" in proc.stdout
     assert "virtual key: mg_" in proc.stdout and "admin key:" in proc.stdout
+    assert "/dashboard  (sign in with the admin key)" in proc.stdout
     (png,) = (tmp_path / "out").glob("job_*.png")
     with Image.open(png) as img:
         assert img.format == "PNG" and img.size == (512, 512)

@@ -155,3 +155,28 @@ async def test_a_deleted_job_is_not_found(res: Resources, new_key: KeyFactory) -
     async with res.sessionmaker() as session:
         with pytest.raises(NotFoundError):
             await get_job(session, key.id, job.id)
+
+
+async def test_only_a_failed_job_is_queued_again(res: Resources, new_key: KeyFactory) -> None:
+    job = await queued(res, await new_key())
+    async with res.sessionmaker() as session:
+        assert not await transitions.requeue(session, job.id)  # queued: nothing to retry
+        await transitions.start_attempt(session, job.id)
+        await transitions.finish(
+            session, job.id, 1, JobStatus.FAILED, error_code=ErrorCode.PROVIDER_ERROR
+        )
+        await session.commit()
+    async with res.sessionmaker() as session:
+        assert await transitions.requeue(session, job.id)
+        await session.commit()
+    again = await read(res, job.id)
+    assert (again.status, again.error_code, again.finished_at, again.tries) == (
+        JobStatus.QUEUED,
+        None,
+        None,
+        0,
+    )
+    assert again.attempts == 1  # attempts keep counting
+    async with res.sessionmaker() as session:
+        second = await transitions.start_attempt(session, job.id)
+    assert second is not None and second.attempts == 2

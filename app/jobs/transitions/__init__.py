@@ -51,6 +51,25 @@ async def cancel_all_of_key(session: AsyncSession, key_id: str) -> None:
     )
 
 
+async def requeue(session: AsyncSession, job_id: str) -> bool:
+    """The operator retries a failed job: queued again on the target it failed on, with a fresh
+    count of tries (its attempts keep counting). False if the job is not failed."""
+    result = await session.exec(
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.status) == JobStatus.FAILED)
+        .values(
+            status=JobStatus.QUEUED,
+            finished_at=None,
+            error_code=None,
+            error_message=None,
+            progress=0,
+            tries=0,
+            provider_task_id=None,
+        )
+    )
+    return bool(result.rowcount)
+
+
 async def mark_deleted(session: AsyncSession, job_id: str) -> None:
     """Deleted by its owner (cancel it first): it answers 404 from now on."""
     await session.exec(update(Job).where(col(Job.id) == job_id).values(deleted_at=utcnow()))

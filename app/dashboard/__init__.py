@@ -1,0 +1,1 @@
+"""The operator's dashboard: server-rendered pages over the pool, its jobs, keys and providers."""

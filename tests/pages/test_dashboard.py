@@ -87,6 +87,13 @@ def test_watch_a_job_succeed_then_cancel_one(
     expect(row_status).to_have_text("succeeded", timeout=30_000)
     page.screenshot(path=tmp_path / "overview-succeeded.png", full_page=True)
 
+    # Links and forms are boosted by htmx: the keys page comes without a reload.
+    page.evaluate("window.stayed = true")
+    page.click("nav >> text=Keys")
+    expect(page).to_have_url(f"{slow_stack.url}/dashboard/keys")
+    expect(page.locator("h1")).to_have_text("Keys")
+    assert page.evaluate("window.stayed === true")
+    page.goto(f"{slow_stack.url}/dashboard")
     page.click(f'a[href="/dashboard/jobs/{job_id}"]')
     image = page.locator("img.output")
     expect(image).to_be_visible()

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test test-fast pgbouncer chromium lint typecheck install bench bench-submit bench-worker bench-latency bench-sse bench-multipart wrk clean
+.PHONY: dev test test-fast pgbouncer chromium lint typecheck install bench bench-metrics bench-submit bench-worker bench-latency bench-sse bench-multipart wrk clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +45,7 @@ test-fast: $(STAMP)
 # Speed and memory figures, each against a baseline measured in the same run (not part of `test`).
 # One at a time: `make bench-submit BENCH_ARGS="--seconds 5"`. The submit benchmark drives load
 # with wrk (Debian's package, installed here when missing).
-bench: bench-submit bench-worker bench-latency bench-sse bench-multipart
+bench: bench-submit bench-worker bench-latency bench-sse bench-multipart bench-metrics
 
 wrk:
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
@@ -64,6 +64,9 @@ bench-sse: $(STAMP)
 
 bench-multipart: $(STAMP)
 	$(BIN)/python -m bench.multipart_rss $(BENCH_ARGS)
+
+bench-metrics: $(STAMP)
+	$(BIN)/python -m bench.request_metrics $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mediagate out .pytest_cache .mypy_cache .ruff_cache

@@ -16,7 +16,6 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
-from litestar.plugins.prometheus import PrometheusConfig
 from litestar.template.config import TemplateConfig
 from litestar.types import Message, Scope
 
@@ -26,6 +25,7 @@ from app.dashboard.controllers import TEMPLATES, dashboard_router, session_confi
 from app.http.dependencies import DEPENDENCIES
 from app.http.errors import EXCEPTION_HANDLERS
 from app.http.health import healthz, readyz
+from app.http.metrics_middleware import HttpMetrics
 from app.http.openapi import document_errors
 from app.jobs.controllers import JobController
 from app.jobs.stream_controller import job_events, server_should_exit
@@ -70,17 +70,6 @@ FORM_OVERHEAD_BYTES = 64 * 1024
 """Room beyond the largest file in an upload's multipart body: boundaries, part headers, fields."""
 
 Companion = Callable[[Resources], contextlib.AbstractAsyncContextManager[None]]
-
-
-HTTP_METRICS = PrometheusConfig(
-    app_name="mediagate",
-    prefix="mediagate_http",
-    group_path=True,  # the route's template, never a raw id: label values stay few
-    exclude_unhandled_paths=True,
-    # An event stream lasts minutes: its "duration" would drown every request's.
-    exclude=[r"^/v1/jobs/[^/]+/events", r"^/metrics$"],
-)
-"""Litestar's Prometheus middleware: requests by method, route and status, their duration."""
 
 
 _RESOURCE_ID = re.compile(r"/(?:job|med|key|whd)_[0-9a-z]{16,40}(?=/|$)")
@@ -171,7 +160,7 @@ def create_app(
         ],
         template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
         lifespan=[lifespan],
-        middleware=[HTTP_METRICS.middleware, session_config(settings).middleware],
+        middleware=[HttpMetrics, session_config(settings).middleware],
         plugins=[OpenTelemetryPlugin(TRACING)] if traced else [],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,

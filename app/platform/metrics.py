@@ -196,4 +196,28 @@ SERIES = (
     "mediagate_http_requests_in_progress",
     "mediagate_http_requests_error_total",
 )
-"""Every series name we export (the HTTP ones from Litestar's Prometheus middleware)."""
+"""Every series name we export."""
+
+
+HTTP_REQUESTS = Counter(
+    "mediagate_http_requests_total",
+    "API requests, by method, route template and status code",
+    ["method", "path", "status_code"],
+)
+HTTP_DURATION = Histogram(
+    "mediagate_http_request_duration_seconds",
+    "API request time, by method, route template and status code",
+    ["method", "path", "status_code"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
+)
+HTTP_IN_PROGRESS = Gauge(
+    "mediagate_http_requests_in_progress",
+    "API requests being served, by method and route template",
+    ["method", "path"],
+    multiprocess_mode="livesum",
+)
+HTTP_ERRORS = Counter(
+    "mediagate_http_requests_error_total",
+    "API answers with a 5xx status, by method, route template and status code",
+    ["method", "path", "status_code"],
+)

@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test test-fast pgbouncer chromium lint typecheck install bench bench-metrics bench-submit bench-worker bench-latency bench-sse bench-multipart wrk clean
+.PHONY: help dev test test-fast pgbouncer chromium lint typecheck install bench bench-metrics bench-submit bench-worker bench-latency bench-sse bench-multipart wrk clean
+
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,20 +15,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP)  ## create .venv and install mediagate with its dev tools
 
-dev: $(STAMP)
+dev: $(STAMP)  ## install, then run API + worker on SQLite with a demo job (make dev DEV_ARGS=...)
 	$(BIN)/mediagate dev --demo $(DEV_ARGS)
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff check and format check
 	$(BIN)/ruff check app workers storage providers tests migrations bench
 	$(BIN)/ruff format --check app workers storage providers tests migrations bench
 
-typecheck: $(STAMP)
+typecheck: $(STAMP)  ## mypy --strict
 	$(BIN)/mypy
 	$(BIN)/mypy bench
 
-test: $(STAMP) pgbouncer chromium lint typecheck
+test: $(STAMP) pgbouncer chromium lint typecheck  ## install, then ruff, mypy and the whole test suite (what CI runs)
 	$(BIN)/pytest -q -p no:cacheprovider
 
 # The dashboard's tests drive Debian's chromium through Playwright's Python API (Playwright's own
@@ -39,13 +42,13 @@ pgbouncer:
 		(apt-get update -qq && apt-get install -y -qq pgbouncer)
 
 # Seconds, no servers: pure logic and the services in process (SQLite, memory store). For every save.
-test-fast: $(STAMP)
+test-fast: $(STAMP)  ## unit and in-process service tests, no servers (seconds)
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit tests/services
 
 # Speed and memory figures, each against a baseline measured in the same run (not part of `test`).
 # One at a time: `make bench-submit BENCH_ARGS="--seconds 5"`. The submit benchmark drives load
 # with wrk (Debian's package, installed here when missing).
-bench: bench-submit bench-worker bench-latency bench-sse bench-multipart bench-metrics
+bench: bench-submit bench-worker bench-latency bench-sse bench-multipart bench-metrics  ## every benchmark, each against a baseline of the same run
 
 wrk:
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
@@ -68,5 +71,5 @@ bench-multipart: $(STAMP)
 bench-metrics: $(STAMP)
 	$(BIN)/python -m bench.request_metrics $(BENCH_ARGS)
 
-clean:
+clean:  ## remove .venv, .mediagate, out and caches
 	rm -rf $(VENV) .mediagate out .pytest_cache .mypy_cache .ruff_cache

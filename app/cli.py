@@ -19,8 +19,13 @@ if TYPE_CHECKING:
     from litestar import Litestar
 
 
-def _settings(**overrides: object) -> Settings:
-    return Settings.from_env(os.environ, **overrides)
+def _settings(*, serving: bool = True, **overrides: object) -> Settings:
+    return Settings.from_env(os.environ, serving=serving, **overrides)
+
+
+def _tool_settings() -> Settings:
+    """For the database tools (migrate, keys, storage): no admin or secret key needed."""
+    return _settings(serving=False)
 
 
 def cmd_api(args: argparse.Namespace) -> None:
@@ -97,7 +102,7 @@ async def _check_worker(settings: Settings) -> int:
 def cmd_migrate(_: argparse.Namespace) -> None:
     from app.platform.migrate import upgrade
 
-    settings = _settings()
+    settings = _tool_settings()
     upgrade(settings.database_url)
     print("database is at the latest revision")
 
@@ -118,7 +123,7 @@ async def _keys(args: argparse.Namespace) -> None:
     from app.platform.database import create_engine, create_sessionmaker
     from app.platform.tables import iso
 
-    settings = _settings()
+    settings = _tool_settings()
     engine = create_engine(settings.database_url)
     try:
         async with create_sessionmaker(engine)() as session:
@@ -178,7 +183,7 @@ async def _reconcile(fix: bool) -> dict[str, int]:
     from app.media.lifecycle import reconcile
     from app.platform.resources import open_resources
 
-    async with open_resources(_settings()) as resources:
+    async with open_resources(_tool_settings()) as resources:
         return (await reconcile(resources, fix=fix)).as_dict()
 
 
@@ -197,23 +202,37 @@ def _positive(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mediagate", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown beside each option; descriptions kept as written."""
 
-    api = sub.add_parser("api", help="serve the HTTP API")
-    api.add_argument("--host", default="0.0.0.0")
-    api.add_argument("--port", type=int, default=8000)
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mediagate", description=__doc__, formatter_class=_Help)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{api,worker,migrate,dev,keys,storage}"
+    )
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Help)
+
+    api = command("api", "serve the HTTP API")
+    api.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    api.add_argument("--port", type=int, default=8000, help="port to listen on")
     api.add_argument(
         "--workers",
         type=_positive,
         default=1,
-        help="API processes sharing the port (one per core is a good start; default 1)",
+        help="API processes sharing the port (one per core is a good start)",
     )
     api.set_defaults(func=cmd_api)
 
-    worker = sub.add_parser("worker", help="run an arq worker")
-    worker.add_argument("--concurrency", type=int, default=None, help="jobs at a time")
+    worker = command("worker", "run a worker (generation jobs, webhooks, lifecycle crons)")
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="jobs at a time (MEDIAGATE_WORKER_CONCURRENCY)",
+    )
     worker.add_argument(
         "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
     )
@@ -224,28 +243,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(func=cmd_worker)
 
-    migrate = sub.add_parser("migrate", help="upgrade the database to the latest schema")
+    migrate = command(
+        "migrate", "upgrade the database (MEDIAGATE_DATABASE_URL) to the latest schema"
+    )
     migrate.set_defaults(func=cmd_migrate)
 
-    dev = sub.add_parser("dev", help="API + worker in one process on SQLite and memory storage")
-    dev.add_argument("--port", type=int, default=8000)
+    dev = command("dev", "API + worker in one process on SQLite and files under .mediagate/")
+    dev.add_argument("--port", type=int, default=8000, help="port to listen on")
     dev.add_argument("--demo", action="store_true", help="submit a demo image job, save to ./out/")
     dev.add_argument("--exit-after-demo", action="store_true", help="stop after the demo")
     dev.set_defaults(func=cmd_dev)
 
-    keys = sub.add_parser("keys", help="manage virtual keys")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    create = keys_sub.add_parser("create")
-    create.add_argument("--name", required=True)
-    keys_sub.add_parser("list")
-    revoke = keys_sub.add_parser("revoke")
-    revoke.add_argument("id")
+    keys = command("keys", "manage virtual keys in the database (no admin key needed)")
+    keys_sub = keys.add_subparsers(
+        dest="keys_command", required=True, metavar="{create,list,revoke}"
+    )
+    create = keys_sub.add_parser(
+        "create", help="create a key and print it (shown once)", formatter_class=_Help
+    )
+    create.add_argument("--name", required=True, help="a name to tell the key by")
+    keys_sub.add_parser("list", help="list the keys (id, name, prefix, state, created)")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key at once", formatter_class=_Help)
+    revoke.add_argument("id", help="the key's id (key_...)")
     keys.set_defaults(func=cmd_keys)
 
-    storage = sub.add_parser("storage", help="storage maintenance")
-    storage_sub = storage.add_subparsers(dest="storage_command", required=True)
+    storage = command("storage", "storage maintenance")
+    storage_sub = storage.add_subparsers(
+        dest="storage_command", required=True, metavar="{reconcile}"
+    )
     reconcile = storage_sub.add_parser(
-        "reconcile", help="compare the bucket with the database and print the counts"
+        "reconcile",
+        help="compare the bucket with the database and print the counts",
+        formatter_class=_Help,
     )
     reconcile.add_argument(
         "--fix",
@@ -263,8 +292,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SettingsError as exc:
         print(f"mediagate: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except Exception as exc:
+        if _no_tables(exc):
+            print(
+                "mediagate: the database has no tables yet: run `mediagate migrate` first",
+                file=sys.stderr,
+            )
+            raise SystemExit(2) from None
+        raise
     except KeyboardInterrupt:
         pass
+
+
+def _no_tables(exc: BaseException) -> bool:
+    """A database `migrate` has not made yet: SQLite's missing file or table, PostgreSQL's
+    undefined table (SQLSTATE 42P01)."""
+    text = f"{exc} {type(getattr(exc, 'orig', None)).__name__}"
+    signs = ("no such table", "unable to open database file", "UndefinedTable", "42P01")
+    return any(sign in text for sign in signs)
 
 
 if __name__ == "__main__":

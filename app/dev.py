@@ -29,7 +29,6 @@ from app.platform.settings import Settings
 from workers.worker import build_worker
 
 DEV_DEFAULTS = {
-    "MEDIAGATE_DATABASE_URL": "sqlite+aiosqlite:///./.mediagate/dev.db",
     # On disk beside the database, so that both survive a restart together.
     "MEDIAGATE_STORAGE": "files",
     "MEDIAGATE_FILES_DIR": "./.mediagate/media",

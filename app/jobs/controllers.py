@@ -17,6 +17,9 @@ from app.media.service import outputs_for
 from app.platform.resources import Resources
 from app.platform.tables import VirtualKey
 
+POLL_AFTER_SECONDS = 2
+"""What a 202's `Retry-After` suggests to a client that polls."""
+
 
 class JobController(Controller):
     path = "/v1/jobs"
@@ -52,7 +55,8 @@ class JobController(Controller):
         return Response(
             render_job(request, resources.settings, job, outputs),
             status_code=202,
-            headers={"Location": f"/v1/jobs/{job.id}"},
+            # When to look again (or follow /v1/jobs/{id}/events and never poll).
+            headers={"Location": f"/v1/jobs/{job.id}", "Retry-After": str(POLL_AFTER_SECONDS)},
         )
 
     @get("/", summary="List jobs, newest first")

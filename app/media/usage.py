@@ -110,10 +110,12 @@ async def check_submit(session: AsyncSession, key: VirtualKey) -> None:
     if key.max_concurrent_jobs is not None:
         running = await active_jobs(session, key.id)
         if running >= key.max_concurrent_jobs:
+            jobs = "job" if running == 1 else "jobs"
             raise QuotaExceededError(
-                f"This key has {running} jobs queued or running, its limit is "
-                f"{key.max_concurrent_jobs}. Wait for one to finish.",
+                f"This key has {running} {jobs} queued or running, its limit is "
+                f"{key.max_concurrent_jobs}. Retry once one has finished.",
                 code=ErrorCode.CONCURRENCY_LIMIT_EXCEEDED,
+                retry_after=5,
             )
 
 

@@ -251,8 +251,12 @@ class Settings(
         return frozenset(ENV_PREFIX + f.name.upper() for f in dataclasses.fields(cls))
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
-        """Build from an environment mapping; `overrides` win (used by the CLI's flags)."""
+    def from_env(
+        cls, environ: Mapping[str, str], *, serving: bool = True, **overrides: Any
+    ) -> Settings:
+        """Build from an environment mapping; `overrides` win (used by the CLI's flags).
+        `serving`: for the API and workers, which need the admin and secret keys; the CLI's
+        database tools (migrate, keys, storage) do not."""
         hints = get_type_hints(cls)
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
@@ -263,10 +267,10 @@ class Settings(
             values["tracing"] = True
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)
-        settings.validate()
+        settings.validate(serving=serving)
         return settings
 
-    def validate(self) -> None:
+    def validate(self, *, serving: bool = True) -> None:
         if not self.database_url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
             raise SettingsError(
                 "MEDIAGATE_DATABASE_URL must start with postgresql+asyncpg:// or "
@@ -281,11 +285,11 @@ class Settings(
                     )
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError("MEDIAGATE_REDIS_URL must be a redis:// or rediss:// URL")
-        if not self.dev and not self.admin_key:
+        if serving and not self.dev and not self.admin_key:
             raise SettingsError("MEDIAGATE_ADMIN_KEY is required (only `mediagate dev` makes one)")
         if self.admin_key is not None and len(self.admin_key) < 16:
             raise SettingsError("MEDIAGATE_ADMIN_KEY must be at least 16 characters")
-        if not self.dev and not self.secret_key:
+        if serving and not self.dev and not self.secret_key:
             raise SettingsError(
                 "MEDIAGATE_SECRET_KEY is required: 32 or more random characters that sign media "
                 "links, e.g. the output of "

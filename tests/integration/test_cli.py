@@ -204,3 +204,30 @@ def test_api_log_lines_hold_no_signature_and_cannot_be_forged(tmp_path: Path) ->
     assert "GET /v1/media/med_01abc" in text  # the access log did log the request
     assert signature not in text and "sig=" not in text
     assert not any(line.startswith("2026-01-01 INFO forged") for line in text.splitlines())
+
+
+def test_a_new_user_is_told_what_to_do(tmp_path: Path) -> None:
+    """Before `migrate`, the tools say to run it (no traceback); the database tools need no
+    admin or secret key; `--help` shows defaults; a missing sub-command is named, not an
+    internal name."""
+    env = {
+        k: v
+        for k, v in _env(tmp_path).items()
+        if k not in ("MEDIAGATE_ADMIN_KEY", "MEDIAGATE_SECRET_KEY")
+    }
+    for args in (("keys", "list"), ("keys", "create", "--name", "early")):
+        early = _cli(env, *args)
+        assert early.returncode == 2, early.stderr
+        assert "run `mediagate migrate` first" in early.stderr
+        assert "Traceback" not in early.stderr
+    assert _cli(env, "migrate").returncode == 0
+    created = _cli(env, "keys", "create", "--name", "no-admin-key-needed")
+    assert created.returncode == 0, created.stderr
+    assert "no-admin-key-needed" in _cli(env, "keys", "list").stdout
+    bare = _cli(env, "keys")
+    assert bare.returncode == 2 and "{create,list,revoke}" in bare.stderr
+    assert "keys_command" not in bare.stderr
+    helped = _cli(env, "api", "--help").stdout
+    assert "(default: 8000)" in helped and "(default: 0.0.0.0)" in helped
+    # Serving still needs them.
+    assert _cli(env, "worker", "--check").returncode == 2

@@ -114,11 +114,14 @@ async def test_concurrency_limit(api_only_stack: Stack) -> None:
         key = admin.post("/admin/keys", json={"name": "c", "max_concurrent_jobs": 2}).json()["key"]
     async with api_only_stack.client(key) as client:
         for _ in range(2):
-            assert (await client.post("/v1/jobs", json=IMAGE)).status_code == 202
+            accepted = await client.post("/v1/jobs", json=IMAGE)
+            assert accepted.status_code == 202
+            assert accepted.headers["Retry-After"] == "2"  # when a poller should look again
         third = await client.post("/v1/jobs", json=IMAGE)
     assert third.status_code == 429
     assert third.json()["error"]["code"] == "concurrency_limit_exceeded"
-    assert "2" in third.json()["error"]["message"]
+    assert "has 2 jobs queued or running, its limit is 2" in third.json()["error"]["message"]
+    assert third.headers["Retry-After"] == "5"
 
 
 async def test_retention_sweep(pg_s3_stack: Stack, res: Resources) -> None:

@@ -32,7 +32,7 @@ from app.platform.vocabulary import JobStatus
 class ImageRequest(RequestModel):
     prompt: str
     model: str | None = None
-    n: int | None = Field(default=None, ge=1, le=10)
+    n: int | None = None  # checked against the model's own limit, as /v1/jobs checks it
     size: str | None = None
     quality: str | None = None
     style: str | None = None

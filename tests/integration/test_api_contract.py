@@ -181,3 +181,19 @@ async def test_health_readiness_and_openapi(stack: Stack) -> None:
     ):
         assert path in schema["paths"], path
     assert ready.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_n_over_the_limit_is_worded_once(pg_s3_stack: Stack) -> None:
+    """The native and the OpenAI-compatible endpoint refuse too many images alike."""
+    async with pg_s3_stack.client(pg_s3_stack.new_key()) as client:
+        native = await client.post(
+            "/v1/jobs",
+            json={"type": "image", "model": "local-image", "input": {"prompt": "p", "n": 50}},
+        )
+        compat = await client.post(
+            "/v1/images/generations", json={"model": "local-image", "prompt": "p", "n": 50}
+        )
+    assert native.status_code == compat.status_code == 400
+    first, second = native.json()["error"], compat.json()["error"]
+    assert first["message"] == second["message"] and first["message"].startswith("n must be")
+    assert (first["param"], second["param"]) == ("input.n", "n")

@@ -18,6 +18,7 @@ from tests.emulators.receiver import Receiver
 from tests.emulators.replicate import ReplicateEmulator
 from tests.infra import (
     MODELS_FILE,
+    REDIS_URL,
     Stack,
     base_settings,
     moto_s3,
@@ -141,3 +142,28 @@ def emu(emulators: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield emulators
     for emulator in emulators.values():
         emulator.reset()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _forget_our_aborts() -> Iterator[None]:
+    """arq records an abort (a canceled job) in one key for every arq user of a Redis,
+    `arq:abort`, and never expires it: the run removes the entries of its own jobs (ids
+    `job_...` aborted since it began), and nobody else's."""
+    import time
+
+    import redis
+    from arq.constants import abort_jobs_ss
+
+    began_ms = int(time.time() * 1000)
+    yield
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        ours = [
+            member
+            for member in client.zrangebyscore(abort_jobs_ss, began_ms, "+inf")
+            if member.startswith(b"job_")
+        ]
+        if ours:
+            client.zrem(abort_jobs_ss, *ours)
+    finally:
+        client.close()

@@ -66,7 +66,8 @@ def worker_settings(settings: Settings, *, resources: Resources | None = None) -
             stack = contextlib.AsyncExitStack()
             ctx["stack"] = stack
             ctx["resources"] = await stack.enter_async_context(open_resources(settings))
-        tracing.setup("mediagate-worker", enabled=settings.tracing, engine=ctx["resources"].engine)
+        if tracing.setup("mediagate-worker", enabled=settings.tracing):
+            tracing.instrument_engine(ctx["resources"].engine)
         heart = ctx["heart"] = Heart(ctx["resources"])
         heart.start(ctx)
 

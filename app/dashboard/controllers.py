@@ -43,6 +43,8 @@ LIVE_SECONDS = 2.0
 """How often the live parts of a page are sent again."""
 
 ServerRequest = Request[Any, Any, Any]
+FORM = Body(media_type=RequestEncodingType.URL_ENCODED)
+"""A form post's fields (the sign-in form's and the actions', with their CSRF token)."""
 
 
 def session_config(settings: Settings) -> CookieBackendConfig:
@@ -108,7 +110,7 @@ async def login_form(request: ServerRequest) -> Template | Redirect:
 async def login(
     request: ServerRequest,
     resources: Resources,
-    data: dict[str, str] = Body(media_type=RequestEncodingType.URL_ENCODED),  # noqa: B008
+    data: dict[str, str] = FORM,
 ) -> Response[Any]:
     settings = resources.settings
     address = request.client.host if request.client else "unknown"
@@ -135,7 +137,7 @@ async def login(
 @post("/logout", include_in_schema=False, status_code=303)
 async def logout(
     request: ServerRequest,
-    data: dict[str, str] = Body(media_type=RequestEncodingType.URL_ENCODED),  # noqa: B008
+    data: dict[str, str] = FORM,
 ) -> Redirect:
     _require(request)
     _check_csrf(request, data.get("_csrf"))
@@ -218,7 +220,7 @@ async def cancel_job(
     request: ServerRequest,
     job_id: str,
     resources: Resources,
-    data: dict[str, str] = Body(media_type=RequestEncodingType.URL_ENCODED),  # noqa: B008
+    data: dict[str, str] = FORM,
 ) -> Redirect:
     return await _act(
         request, data.get("_csrf"), job_id, lambda: job_service.cancel(resources, None, job_id)
@@ -230,7 +232,7 @@ async def retry_job(
     request: ServerRequest,
     job_id: str,
     resources: Resources,
-    data: dict[str, str] = Body(media_type=RequestEncodingType.URL_ENCODED),  # noqa: B008
+    data: dict[str, str] = FORM,
 ) -> Redirect:
     return await _act(
         request, data.get("_csrf"), job_id, lambda: job_service.retry(resources, job_id)
@@ -243,7 +245,7 @@ async def resend_webhook(
     job_id: str,
     delivery_id: str,
     resources: Resources,
-    data: dict[str, str] = Body(media_type=RequestEncodingType.URL_ENCODED),  # noqa: B008
+    data: dict[str, str] = FORM,
 ) -> Redirect:
     return await _act(
         request,

@@ -98,7 +98,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_resources(settings, store=store) as resources:
-            tracing.setup("mediagate-api", enabled=settings.tracing, engine=resources.engine)
+            if traced:
+                tracing.instrument_engine(resources.engine)
             await routing.seed_from_models_file(resources)
             keys = KeyCache(settings.key_cache_seconds)
             hub = EventHub(

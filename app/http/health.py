@@ -65,7 +65,7 @@ async def readyz(resources: Resources) -> Response[Readiness]:
     if results["redis"] == "ok":
         try:
             async with asyncio.timeout(CHECK_TIMEOUT):
-                workers_alive = len(await operations.workers(resources))
+                workers_alive = await operations.workers_alive(resources)
         except Exception:
             workers_alive = None
     return Response(

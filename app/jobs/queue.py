@@ -28,7 +28,7 @@ from app.platform.errors import InvalidRequestError
 from app.platform.events import EventBus
 from app.platform.tables import VirtualKey
 from app.platform.tasks import GENERATE_TASK, serialize
-from app.platform.tracing import TRACE_FIELD, carrier
+from app.platform.tracing import job_kwargs
 from app.platform.vocabulary import ErrorCode, EventType, Priority
 
 PRIORITIES = tuple(Priority)
@@ -113,8 +113,7 @@ async def enqueue_new(
     `job.queued` event, in one atomic step."""
     now_ms = int(time.time() * 1000)
     score = int(queue_time(priority, queued_ahead).timestamp() * 1000)
-    trace = carrier()
-    kwargs = {TRACE_FIELD: trace} if trace else {}
+    kwargs = job_kwargs()
     data = serialize_job(GENERATE_TASK, (job_id,), kwargs, None, now_ms, serializer=serialize)
     expires_ms = int(JOB_EXPIRES.total_seconds() * 1000)
     await bus.publish_after(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Literal
 
 from app.http.schemas import ListModel, ResponseModel
@@ -23,15 +24,7 @@ class WorkerObject(ResponseModel):
 
     @classmethod
     def of(cls, beat: Heartbeat) -> WorkerObject:
-        return WorkerObject(
-            id=beat.id,
-            host=beat.host,
-            pid=beat.pid,
-            concurrency=beat.concurrency,
-            running=beat.running,
-            started_at=beat.started_at,
-            last_seen=beat.last_seen,
-        )
+        return WorkerObject(**asdict(beat))
 
 
 class WorkerList(ListModel):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from app.platform.liveness import Heartbeat, alive
+from app.platform.liveness import Heartbeat, alive, count_alive
 from app.platform.metrics import PoolSnapshot, exposition
 from app.platform.resources import Resources
 from app.platform.tables import Job, KeyUsage, as_utc, utcnow
@@ -18,6 +18,13 @@ async def workers(resources: Resources) -> list[Heartbeat]:
     """The live workers, oldest first."""
     settings = resources.settings
     return await alive(resources.redis, settings.redis_namespace, settings.worker_heartbeat_seconds)
+
+
+async def workers_alive(resources: Resources) -> int:
+    settings = resources.settings
+    return await count_alive(
+        resources.redis, settings.redis_namespace, settings.worker_heartbeat_seconds
+    )
 
 
 async def snapshot(resources: Resources) -> PoolSnapshot:
@@ -46,7 +53,7 @@ async def snapshot(resources: Resources) -> PoolSnapshot:
             found.stored_bytes[kind] = int(stored or 0)
             found.written_bytes[kind] = int(written or 0)
             found.deleted_bytes[kind] = int(deleted or 0)
-    found.workers_alive = len(await workers(resources))
+    found.workers_alive = await workers_alive(resources)
     return found
 
 

@@ -54,6 +54,12 @@ async def forget(redis: Redis, namespace: str, worker_id: str) -> None:
         await pipe.execute()
 
 
+async def count_alive(redis: Redis, namespace: str, interval: float) -> int:
+    """How many workers have a fresh heartbeat (one ZCOUNT; no heartbeat is read)."""
+    since = time.time() - interval * STALE_AFTER_BEATS
+    return int(await redis.zcount(workers_key(namespace), since, "+inf"))
+
+
 async def alive(redis: Redis, namespace: str, interval: float) -> list[Heartbeat]:
     """The workers whose last heartbeat is younger than three intervals, oldest first."""
     since = time.time() - interval * STALE_AFTER_BEATS

@@ -15,24 +15,21 @@ then used as it is (an in-memory exporter, say).
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Tracer
 
-log = logging.getLogger("mediagate.tracing")
-
 TRACER_NAME = "mediagate"
 TRACE_FIELD = "trace"
 """The arq job keyword that carries the enqueuing span's context (`traceparent`)."""
 
 
-def setup(service_name: str, *, enabled: bool, engine: Any | None = None) -> bool:
+def setup(service_name: str, *, enabled: bool) -> bool:
     """Install the tracer provider (OTLP over HTTP, configured by the standard `OTEL_*`
-    variables) unless one is installed already, and the instrumentations, once per process.
-    Returns whether tracing is on."""
+    variables) unless one is installed already, and the libraries' instrumentations, once per
+    process. Returns whether tracing is on."""
     if not enabled:
         return False
     if not isinstance(trace.get_tracer_provider(), _sdk_provider_class()):
@@ -50,11 +47,14 @@ def setup(service_name: str, *, enabled: bool, engine: Any | None = None) -> boo
     for instrumentor in (HTTPXClientInstrumentor(), RedisInstrumentor()):
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument()
-    if engine is not None:
-        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-
-        SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine)
     return True
+
+
+def instrument_engine(engine: Any) -> None:
+    """Spans for one engine's statements (made once its resources are open)."""
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine)
 
 
 def _sdk_provider_class() -> type:
@@ -73,6 +73,12 @@ def carrier() -> dict[str, str]:
     found: dict[str, str] = {}
     propagate.inject(found)
     return found
+
+
+def job_kwargs() -> dict[str, Any]:
+    """The keyword that carries the current trace in an arq job (none when nothing traces)."""
+    found = carrier()
+    return {TRACE_FIELD: found} if found else {}
 
 
 @contextlib.contextmanager

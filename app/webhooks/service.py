@@ -35,7 +35,7 @@ from app.platform.resources import Resources
 from app.platform.tables import Job, VirtualKey, WebhookDelivery, as_utc, iso, utcnow
 from app.platform.tasks import WEBHOOK_TASK
 from app.platform.tenant_urls import check_resolves_public, check_url, failure_reason
-from app.platform.tracing import TRACE_FIELD, carrier
+from app.platform.tracing import job_kwargs
 from app.platform.vocabulary import (
     TERMINAL_EVENTS,
     DeliveryStatus,
@@ -137,8 +137,7 @@ async def schedule(
 async def enqueue(res: Resources, delivery_id: str, attempt_tag: str = "") -> None:
     """Hand one delivery to a worker, carrying the current trace (the attempt that ended the
     job, or the request that resends it)."""
-    trace = carrier()
-    kwargs: dict[str, Any] = {TRACE_FIELD: trace} if trace else {}
+    kwargs = job_kwargs()
     await res.redis.enqueue_job(
         WEBHOOK_TASK, delivery_id, _job_id=f"{delivery_id}{attempt_tag}", **kwargs
     )

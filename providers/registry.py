@@ -9,10 +9,11 @@ module only knows the built-in and configured models.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from providers.base import MEDIA_TYPES, MediaType
+from providers.prices import BUILTIN_PRICES, Price, PriceError, price_from_config
 
 IMAGE_SIZES = (
     "256x256",
@@ -69,6 +70,8 @@ class ModelSpec:
     max_prompt_chars: int = 4000
     created: int = 1_767_225_600  # 2026-01-01, for OpenAI's model list shape
     aliases: tuple[str, ...] = field(default=())
+    price: Price | None = None
+    """What it costs (providers/prices.py); None: unpriced, its jobs show no cost."""
 
     @property
     def size_default(self) -> str:
@@ -264,6 +267,11 @@ def model_from_config(name: str, entry: Mapping[str, Any]) -> ModelSpec:
     for key, value in values.items():
         if isinstance(value, list):
             values[key] = tuple(value)
+    if "price" in values:
+        try:
+            values["price"] = price_from_config(name, values["price"])
+        except PriceError as exc:
+            raise CatalogError(str(exc)) from None
     spec = ModelSpec(name=name, **values)
     if spec.type in ("image", "video") and not spec.sizes:
         raise CatalogError(f"model {name!r}: sizes is required for {spec.type} models")
@@ -298,10 +306,20 @@ class Catalog:
         return iter(self._models.values())
 
 
-def build_catalog(providers: Iterable[str], extra: Iterable[ModelSpec] = ()) -> Catalog:
-    """The models whose provider is configured here."""
+def build_catalog(
+    providers: Iterable[str],
+    extra: Iterable[ModelSpec] = (),
+    prices: Mapping[str, Price] | None = None,
+) -> Catalog:
+    """The models whose provider is configured here, priced: the built-in list prices, then
+    the operator's `prices` (by canonical name), then a configured model's own `price`."""
     enabled = set(providers)
-    return Catalog(m for m in (*BUILTIN_MODELS, *extra) if m.provider in enabled)
+    table = {**BUILTIN_PRICES, **(prices or {})}
+    priced = (
+        m if m.price is not None or m.name not in table else replace(m, price=table[m.name])
+        for m in (*BUILTIN_MODELS, *extra)
+    )
+    return Catalog(m for m in priced if m.provider in enabled)
 
 
 def default_catalog() -> Catalog:

@@ -176,6 +176,10 @@ async def _attempt(
         log.info("job.stopped job_id=%s attempt=%d", job_id, run.attempt)
         await _cancel_upstream(run)
         return JobStatus.CANCELED
+    finally:
+        # Outputs the provider returned but the attempt's end did not record: billed anyway.
+        if run.uncharged:
+            await run.settle_charges()
 
 
 async def _after_superseded(run: JobRun) -> str:
@@ -226,6 +230,7 @@ async def _execute(run: JobRun, started: float) -> str:
                 tracing.span("provider.generate", provider=job.provider, model=job.model),
             ):
                 async for media in provider.generate(request, run):
+                    run.charge_output(index)
                     await run.store_output(index, media)
                     index += 1
         if index == 0:

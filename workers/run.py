@@ -43,6 +43,7 @@ from app.platform.tenant_urls import fetch_input
 from app.platform.vocabulary import TERMINAL_EVENTS, EventType, JobStatus, Variant, ending_event
 from app.webhooks import service as webhooks
 from providers.base import GeneratedMedia, InputFile, iter_chunks, sniffed
+from providers.prices import unit_cost
 from storage.base import StorageError
 from workers.lease import Lease, Stopped, Superseded
 from workers.thumbnails import Spool, thumbnail_of
@@ -97,6 +98,37 @@ class JobRun:
         progress but its end."""
         self._progress_flush: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task[bool]] = set()
+        self.uncharged = 0
+        """What the provider charged this attempt (micro-dollars) not yet recorded: every
+        output it returned. Recorded with the attempt's end, or by `settle_charges`."""
+
+    def charge_output(self, index: int) -> None:
+        """The provider returned output `index`: it bills for it (an image each; a video or a
+        speech once, for the whole clip), whatever happens to it here afterwards."""
+        job = self.job
+        spec = self.res.catalog.get(job.targets[job.target_index] if job.targets else job.model)
+        if spec is None or spec.price is None or (index > 0 and job.type != "image"):
+            return
+        self.uncharged += unit_cost(spec.price, job.type, job.input) or 0
+
+    async def settle_charges(self) -> None:
+        """Record a charge the attempt's end did not (it stopped, was canceled or superseded, or
+        a dependency failed): the provider was paid all the same. Best effort: a database that
+        does not answer now loses it (and says so in the log)."""
+        amount, self.uncharged = self.uncharged, 0
+        if amount <= 0:
+            return
+        try:
+            async with asyncio.timeout(FENCE_READ_SECONDS), self.res.sessionmaker() as session:
+                await transitions.charge(session, self.job.id, amount)
+                await session.commit()
+        except Exception as exc:
+            log.warning(
+                "job.charge_lost job_id=%s micros=%d error=%s",
+                self.job.id,
+                amount,
+                type(exc).__name__,
+            )
 
     @property
     def lease_lost(self) -> bool:
@@ -161,6 +193,7 @@ class JobRun:
                 status,
                 error_code=code,
                 error_message=message,
+                charged=self.uncharged,
             )
             done = fresh is not None
         else:
@@ -172,17 +205,30 @@ class JobRun:
                     status,
                     error_code=code,
                     error_message=message,
+                    charged=self.uncharged,
                 )
                 await session.commit()
                 fresh = await session.get(Job, self.job.id)
         if not done:
             raise await self.fenced_out()
+        charged, self.uncharged = self.uncharged, 0
+        if charged:
+            await self._warn_budget()
         if fresh is not None:
             self.job = fresh
         if self.attempt > 1:
             await self._sweep_earlier_attempts()
         self._count_end(JobStatus(status), code)
         await self.publish(ending_event(status))
+
+    async def _warn_budget(self) -> None:
+        """The first charge past the key's soft budget this month sends `key.budget_warning`."""
+        if self.key.soft_spend_micros_per_month is None:
+            return
+        try:
+            await webhooks.warn_budget(self.res, self.job, self.key)
+        except Exception as exc:  # a warning never fails the job it is about
+            log.warning("key.budget_warning_failed job_id=%s error=%s", self.job.id, exc)
 
     def _count_end(self, status: JobStatus, code: str | None) -> None:
         job = self.job

@@ -1,6 +1,6 @@
 """A new job: its model resolved (an alias to its targets), its input validated for every target,
-the media it names checked to be the key's, the key's limits checked under its row lock, and
-the row built."""
+the media it names checked to be the key's, its cost estimated, the key's limits and budget
+checked under its row lock, and the row built."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from app.catalog.routing import Route
 from app.jobs import transitions
 from app.jobs.inputs import references, validate_input
 from app.jobs.transitions.one_statement import FAIR_COUNT_CAP
+from app.keys import spend
 from app.keys.service import lock_key
 from app.media.usage import check_submit
 from app.platform.errors import InvalidRequestError
@@ -35,6 +36,7 @@ from app.platform.vocabulary import (
     Priority,
 )
 from providers.base import MEDIA_TYPES
+from providers.prices import job_cost
 from providers.registry import Catalog
 
 MAX_PAGE = 100
@@ -105,6 +107,7 @@ def build_job(
         request=dict(params),
         priority=priority,
         webhook=webhook,
+        cost_estimate_micros=job_cost(spec.price, spec.type, validated),
         created_at=utcnow(),
         deadline_at=None
         if deadline_seconds is None
@@ -122,7 +125,8 @@ def plain_job(
 ) -> Job | None:
     """The job, validated, when nothing about it needs the database: a catalog model (not an
     alias), no media to look up, a key without limits. None: `create_job` must decide."""
-    if (key.max_concurrent_jobs, key.max_bytes, key.max_objects) != (None, None, None):
+    limits = (key.max_concurrent_jobs, key.max_bytes, key.max_objects)
+    if limits != (None, None, None) or key.max_spend_micros_per_month is not None:
         return None
     spec = catalog.get(model)
     if spec is None:
@@ -150,8 +154,10 @@ async def create_job(
     validated = [validate_input(spec, params) for spec in route.targets]
     await check_references(session, key.id, validated[0], allow_private_urls=allow_private_urls)
     # The key's row, locked: concurrent submits of one key check its limits one after another.
-    await check_submit(session, await lock_key(session, key.id))
+    locked = await lock_key(session, key.id)
+    await check_submit(session, locked)
     job = build_job(key.id, route, params, validated[0], **options)
+    await spend.check_submit(session, locked, job.cost_estimate_micros)
     return await transitions.add_queued(session, job)
 
 

@@ -40,6 +40,15 @@ class JobErrorInfo(ResponseModel):
     message: str
 
 
+class JobCost(ResponseModel):
+    """USD at list prices: `estimate` at submit, `actual` (what the providers charged, retries
+    included) once the job has ended; null for a model without a price."""
+
+    currency: Literal["usd"] = "usd"
+    estimate: float | None
+    actual: float | None
+
+
 class JobObject(ResponseModel):
     id: str
     object: Literal["job"] = "job"
@@ -58,6 +67,7 @@ class JobObject(ResponseModel):
     input: dict[str, Any]
     outputs: list[JobOutput]
     error: JobErrorInfo | None
+    cost: JobCost
 
 
 class JobList(ListModel):

@@ -8,6 +8,7 @@ from typing import Any
 
 from app.platform.tables import Job, MediaObject, iso
 from app.platform.vocabulary import TERMINAL_STATUSES
+from providers.prices import dollars
 
 
 def job_snapshot(job: Job, outputs: Sequence[MediaObject]) -> dict[str, Any]:
@@ -42,6 +43,20 @@ def job_snapshot(job: Job, outputs: Sequence[MediaObject]) -> dict[str, Any]:
             for m in outputs
         ],
         "error": error,
+        "cost": cost_of(job),
+    }
+
+
+def cost_of(job: Job) -> dict[str, Any]:
+    """USD at the models' list prices: the estimate made at submit (every output made), and
+    once the job has ended what the providers charged for it (every output they returned, on
+    every attempt). Null where the model has no price."""
+    priced = job.cost_estimate_micros is not None
+    ended = job.status in TERMINAL_STATUSES
+    return {
+        "currency": "usd",
+        "estimate": dollars(job.cost_estimate_micros),
+        "actual": dollars(job.cost_micros) if priced and ended else None,
     }
 
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from app.http.schemas import ListModel, RequestModel, ResponseModel
 from app.platform.tables import VirtualKey, iso
 from app.platform.vocabulary import Priority, PurgeStatus
+from providers.prices import dollars
 
 
 class KeyLimits(RequestModel):
@@ -21,6 +22,10 @@ class KeyLimits(RequestModel):
     requests_per_minute: int | None = Field(default=None, ge=1)
     max_priority: Priority | None = None
     """The highest priority the key may submit at; null: MEDIAGATE_DEFAULT_MAX_PRIORITY."""
+    max_spend_per_month: float | None = Field(default=None, ge=0, le=1e9)
+    """Hard budget in USD a calendar month (UTC): past it, submits get 429 budget_exceeded."""
+    soft_spend_per_month: float | None = Field(default=None, ge=0, le=1e9)
+    """Soft budget in USD a month: crossing it sends `key.budget_warning` once that month."""
 
 
 class KeyWebhook(BaseModel):
@@ -60,6 +65,8 @@ class KeyObject(ResponseModel):
     retention_days: int | None
     requests_per_minute: int | None
     max_priority: Priority | None
+    max_spend_per_month: float | None
+    soft_spend_per_month: float | None
     webhook_url: str | None
     webhook_events: list[str] | None
     webhook_secret: str | None
@@ -89,6 +96,8 @@ class KeyObject(ResponseModel):
             retention_days=key.retention_days,
             requests_per_minute=key.requests_per_minute,
             max_priority=key.max_priority,
+            max_spend_per_month=dollars(key.max_spend_micros_per_month),
+            soft_spend_per_month=dollars(key.soft_spend_micros_per_month),
             webhook_url=key.webhook_url,
             webhook_events=key.webhook_events,
             webhook_secret=key.webhook_secret,

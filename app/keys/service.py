@@ -6,6 +6,7 @@ import hmac
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 from redis.asyncio import Redis
@@ -20,6 +21,7 @@ from app.platform.redis_keys import keys_channel
 from app.platform.resources import Resources
 from app.platform.tables import VirtualKey, utcnow
 from app.webhooks.service import check_target, new_secret, rotate_secret
+from providers.prices import micros
 
 WEBHOOK_FIELDS = ("webhook_url", "webhook_events")
 log = logging.getLogger("mediagate.keys")
@@ -32,10 +34,25 @@ LIMIT_FIELDS = (
     "requests_per_minute",
     "max_priority",
 )
+BUDGET_FIELDS = {
+    "max_spend_per_month": "max_spend_micros_per_month",
+    "soft_spend_per_month": "soft_spend_micros_per_month",
+}
+"""Budgets are given in dollars and kept in micro-dollars."""
+
+
+def _apply(key: VirtualKey, name: str, value: Any) -> None:
+    if name in LIMIT_FIELDS + WEBHOOK_FIELDS:
+        setattr(key, name, value)
+    elif name in BUDGET_FIELDS:
+        amount = None if value is None else micros(Decimal(str(value)))
+        setattr(key, BUDGET_FIELDS[name], amount)
+        if name == "soft_spend_per_month":
+            key.budget_warned_month = None  # a new soft budget warns afresh
 
 
 async def create_key(
-    session: AsyncSession, name: str, limits: Mapping[str, int | None] | None = None
+    session: AsyncSession, name: str, limits: Mapping[str, Any] | None = None
 ) -> tuple[VirtualKey, str]:
     name = name.strip()
     if not name or len(name) > 200:
@@ -45,8 +62,7 @@ async def create_key(
         id=new_id("key"), name=name, prefix=plaintext[:8], key_hash=hash_key(plaintext)
     )
     for field_name, value in (limits or {}).items():
-        if field_name in LIMIT_FIELDS + WEBHOOK_FIELDS:
-            setattr(key, field_name, value)
+        _apply(key, field_name, value)
     key.webhook_secret = new_secret()
     session.add(key)
     await session.flush()  # the usage rows' foreign key needs the key first
@@ -104,8 +120,8 @@ async def update_key(session: AsyncSession, key_id: str, changes: Mapping[str, A
             if value is None or not str(value).strip():
                 raise InvalidRequestError("name must be 1 to 200 characters", param="name")
             key.name = str(value).strip()
-        elif name in LIMIT_FIELDS + WEBHOOK_FIELDS:
-            setattr(key, name, value)
+        else:
+            _apply(key, name, value)
     session.add(key)
     await session.flush()
     return key

@@ -63,6 +63,17 @@ class Quota(ResponseModel):
     requests_per_minute: int | None
 
 
+class Spend(ResponseModel):
+    """What the key's jobs were charged (USD, at list prices), and its monthly budgets."""
+
+    currency: Literal["usd"] = "usd"
+    today: float
+    this_month: float
+    lifetime: float
+    max_spend_per_month: float | None
+    soft_spend_per_month: float | None
+
+
 class Usage(ResponseModel):
     object: Literal["usage"] = "usage"
     key_id: str
@@ -71,6 +82,7 @@ class Usage(ResponseModel):
     by_type: dict[str, KindUsage]
     """Per kind of media: `image`, `video`, `audio`, `other`."""
     quota: Quota
+    spend: Spend
 
 
 class UsageList(ListModel):

@@ -13,6 +13,7 @@ from sqlalchemy import func
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.keys import spend
 from app.platform.errors import QuotaExceededError
 from app.platform.resources import Resources
 from app.platform.tables import MEDIA_KINDS, Job, KeyUsage, MediaObject, VirtualKey, utcnow
@@ -197,7 +198,7 @@ def _usage_object(key: VirtualKey, rows: Sequence[KeyUsage]) -> dict[str, Any]:
 
 async def usage_of(session: AsyncSession, key: VirtualKey) -> dict[str, Any]:
     rows = (await session.exec(select(KeyUsage).where(KeyUsage.key_id == key.id))).all()
-    return _usage_object(key, rows)
+    return {**_usage_object(key, rows), "spend": (await spend.reports(session, [key]))[key.id]}
 
 
 async def all_usage(
@@ -222,7 +223,10 @@ async def all_usage(
     grouped: dict[str, list[KeyUsage]] = {key_id: [] for key_id in ids}
     for row in rows:
         grouped[row.key_id].append(row)
-    return [_usage_object(keys[key_id], grouped[key_id]) for key_id in ids]
+    spent = await spend.reports(session, list(keys.values()))
+    return [
+        {**_usage_object(keys[key_id], grouped[key_id]), "spend": spent[key_id]} for key_id in ids
+    ]
 
 
 async def report(resources: Resources, key: VirtualKey) -> dict[str, Any]:

@@ -10,15 +10,18 @@ from pathlib import Path
 import yaml
 
 from app.platform.settings import SettingsError
-from providers.registry import CatalogError, ModelSpec, model_from_config
+from providers.prices import Price, PriceError, price_from_config
+from providers.registry import BUILTIN_MODELS, CatalogError, ModelSpec, model_from_config
 
 
 @dataclass(frozen=True, slots=True)
 class ModelsFile:
-    """What the operator's models file declares: extra models, and aliases to seed."""
+    """What the operator's models file declares: extra models, aliases to seed, and prices
+    that replace the built-in ones (by canonical model name)."""
 
     models: tuple[ModelSpec, ...] = ()
     aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    prices: Mapping[str, Price] = field(default_factory=dict)
 
 
 def load_models_file(path: str | None) -> ModelsFile:
@@ -29,8 +32,10 @@ def load_models_file(path: str | None) -> ModelsFile:
     except (OSError, yaml.YAMLError) as exc:
         raise SettingsError(f"MEDIAGATE_MODELS_FILE {path!r} cannot be read: {exc}") from exc
     raw = raw or {}
-    if not isinstance(raw, dict) or set(raw) - {"models", "aliases"}:
-        raise SettingsError(f"MEDIAGATE_MODELS_FILE {path!r}: expected keys models and aliases")
+    if not isinstance(raw, dict) or set(raw) - {"models", "aliases", "prices"}:
+        raise SettingsError(
+            f"MEDIAGATE_MODELS_FILE {path!r}: expected keys models, aliases and prices"
+        )
     try:
         models = tuple(
             model_from_config(str(name), entry) for name, entry in (raw.get("models") or {}).items()
@@ -46,4 +51,18 @@ def load_models_file(path: str | None) -> ModelsFile:
                 f"MEDIAGATE_MODELS_FILE {path!r}: alias {name!r} must list model names"
             )
         aliases[str(name)] = tuple(targets)
-    return ModelsFile(models, aliases)
+    try:
+        prices = {
+            str(name): price_from_config(str(name), entry)
+            for name, entry in (raw.get("prices") or {}).items()
+        }
+    except PriceError as exc:
+        raise SettingsError(f"MEDIAGATE_MODELS_FILE {path!r}: {exc}") from exc
+    known = {m.name for m in (*BUILTIN_MODELS, *models)}
+    unknown = sorted(set(prices) - known)
+    if unknown:
+        raise SettingsError(
+            f"MEDIAGATE_MODELS_FILE {path!r}: prices for unknown models {', '.join(unknown)} "
+            "(use canonical names, e.g. openai/dall-e-3)"
+        )
+    return ModelsFile(models, aliases, prices)

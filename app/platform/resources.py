@@ -216,7 +216,7 @@ async def open_resources(
             redis=redis,
             bus=EventBus(redis, settings.redis_namespace, ttl_seconds=settings.events_ttl_seconds),
             store=store,
-            catalog=build_catalog(providers, models_file.models),
+            catalog=build_catalog(providers, models_file.models, models_file.prices),
             http=http,
             tenant_http=tenant_http,
             providers=providers,

@@ -90,6 +90,12 @@ class VirtualKey(SQLModel, table=True):
     """Null: the global default (`MEDIAGATE_REQUESTS_PER_MINUTE`), unlimited if that is unset."""
     max_priority: Priority | None = _enum(Priority, 8)
     """The highest priority the key may submit at; null: `MEDIAGATE_DEFAULT_MAX_PRIORITY`."""
+    # Budgets in micro-dollars a calendar month (UTC); null: none. At the hard one submits are
+    # refused; crossing the soft one sends `key.budget_warning` once that month.
+    max_spend_micros_per_month: int | None = Field(default=None, sa_type=BigInteger)
+    soft_spend_micros_per_month: int | None = Field(default=None, sa_type=BigInteger)
+    budget_warned_month: str | None = Field(default=None, max_length=7)
+    """The month (YYYY-MM) the soft budget's warning was last sent for."""
     # Webhooks for every job of the key; the secret signs them (Standard Webhooks). After a
     # rotation the previous secret also signs until `webhook_previous_until`.
     webhook_url: str | None = Field(default=None, max_length=2000)
@@ -156,6 +162,11 @@ class Job(SQLModel, table=True):
     """`high`, `normal` or `low`: the order jobs are served in (see app/jobs/queue.py)."""
     deadline_at: datetime | None = _ts(nullable=True)
     """A job not started by then ends `canceled` with `deadline_exceeded`."""
+    cost_estimate_micros: int | None = Field(default=None, sa_type=BigInteger)
+    """What the job costs at its model's list price if every output is made (micro-dollars);
+    null: the model has no price."""
+    cost_micros: int = Field(default=0, sa_type=BigInteger)
+    """What the providers charged so far: every output they returned, on every attempt."""
     heartbeat_at: datetime | None = _ts(nullable=True)
     """Renewed by the worker running the job; a running job whose heartbeat is older than the
     lease has lost its worker, and the outbox reconciler queues it again."""
@@ -260,6 +271,18 @@ class KeyUsage(SQLModel, table=True):
     bytes_deleted: int = Field(default=0, sa_type=BigInteger)
     objects_deleted: int = Field(default=0, sa_type=BigInteger)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class KeySpend(SQLModel, table=True):
+    """What a key's jobs were charged, one row per key and UTC day (micro-dollars); moved in
+    the same statement that adds the charge to the job."""
+
+    __tablename__ = "key_spend"
+
+    key_id: str = Field(primary_key=True, foreign_key="virtual_keys.id", max_length=40)
+    day: str = Field(primary_key=True, max_length=10)
+    """YYYY-MM-DD, UTC."""
+    micros: int = Field(default=0, sa_type=BigInteger)
 
 
 class ModelAlias(SQLModel, table=True):

@@ -59,6 +59,12 @@ class EventType(StrEnum):
 TERMINAL_EVENTS = frozenset({EventType.SUCCEEDED, EventType.FAILED, EventType.CANCELED})
 
 
+class KeyEvent(StrEnum):
+    """Webhook events about a key rather than one job (sent to the key's webhook URL)."""
+
+    BUDGET_WARNING = "key.budget_warning"
+
+
 def ending_event(status: JobStatus | str) -> EventType:
     """The event that announces a job ending in `status`."""
     return EventType(f"job.{status}")
@@ -91,6 +97,7 @@ class ErrorCode(StrEnum):
     # limits
     STORAGE_QUOTA_EXCEEDED = "storage_quota_exceeded"
     CONCURRENCY_LIMIT_EXCEEDED = "concurrency_limit_exceeded"
+    BUDGET_EXCEEDED = "budget_exceeded"
     RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
     QUEUE_FULL = "queue_full"
     TOO_MANY_UPLOADS = "too_many_uploads"

@@ -25,6 +25,7 @@ from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.jobs.queries import get_job
+from app.keys import spend
 from app.media.service import with_signed_links
 from app.platform.backoff import Backoff
 from app.platform.errors import ConflictError, InvalidRequestError, NotFoundError
@@ -42,6 +43,7 @@ from app.platform.vocabulary import (
     ErrorCode,
     EventType,
     JobStatus,
+    KeyEvent,
 )
 
 log = logging.getLogger("mediagate.webhooks")
@@ -174,6 +176,41 @@ async def notify(
             return
         ids = await schedule(session, fresh, key, event, data)
         await session.commit()
+    for delivery_id in ids:
+        await enqueue(res, delivery_id)
+
+
+async def warn_budget(res: Resources, job: Job, key: VirtualKey) -> None:
+    """Send `key.budget_warning` to the key's webhook URL once a month, when this job's charge
+    took the key's spend past its soft budget (whichever worker's charge does it first)."""
+    async with res.sessionmaker() as session:
+        data = await spend.claim_warning(session, key.id)
+        fresh = await session.get(VirtualKey, key.id)
+        if data is None or fresh is None:
+            await session.rollback()
+            return
+        ids: list[str] = []
+        if fresh.webhook_url:
+            data["job_id"] = job.id
+            delivery = WebhookDelivery(
+                id=new_id("whd"),
+                job_id=job.id,
+                key_id=key.id,
+                event=KeyEvent.BUDGET_WARNING,
+                url=fresh.webhook_url,
+                payload={
+                    "type": str(KeyEvent.BUDGET_WARNING),
+                    "timestamp": iso(utcnow()),
+                    "data": data,
+                },
+            )
+            session.add(delivery)
+            ids.append(delivery.id)
+            if fresh.webhook_secret is None:
+                fresh.webhook_secret = new_secret()
+                session.add(fresh)
+        await session.commit()
+    log.info("key.budget_warning key_id=%s month=%s", key.id, data["month"])
     for delivery_id in ids:
         await enqueue(res, delivery_id)
 

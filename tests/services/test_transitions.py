@@ -10,6 +10,7 @@ from sqlmodel import col, update
 
 from app.jobs import intake, transitions
 from app.jobs.queries import get_job
+from app.keys import spend
 from app.media import lifecycle
 from app.platform.errors import NotFoundError
 from app.platform.resources import Resources
@@ -180,3 +181,22 @@ async def test_only_a_failed_job_is_queued_again(res: Resources, new_key: KeyFac
     async with res.sessionmaker() as session:
         second = await transitions.start_attempt(session, job.id)
     assert second is not None and second.attempts == 2
+
+
+async def test_every_charged_attempt_counts_once(res: Resources, new_key: KeyFactory) -> None:
+    """The first attempt got its outputs (billed) and was then taken over: its end records
+    nothing, its charge is recorded on its own; the second attempt's end adds its charge."""
+    key = await new_key()
+    job = await queued(res, key)
+    async with res.sessionmaker() as session:
+        await transitions.start_attempt(session, job.id)
+        await transitions.start_attempt(session, job.id)  # taken over
+        await session.commit()
+    async with res.sessionmaker() as session:
+        assert not await transitions.finish(session, job.id, 1, JobStatus.SUCCEEDED, charged=7)
+        await transitions.charge(session, job.id, 7)  # what settle_charges does
+        assert await transitions.finish(session, job.id, 2, JobStatus.SUCCEEDED, charged=5)
+        await session.commit()
+        assert (await read(res, job.id)).cost_micros == 12
+        report = (await spend.reports(session, [key]))[key.id]
+    assert report["today"] == report["this_month"] == report["lifetime"] == 0.000012

@@ -17,6 +17,7 @@ from sqlalchemy import case
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.keys import spend
 from app.platform.tables import Job, utcnow
 from app.platform.vocabulary import ACTIVE_STATUSES, TERMINAL_STATUSES, ErrorCode, JobStatus
 from providers.registry import ModelSpec
@@ -186,12 +187,38 @@ async def finish(
     *,
     error_code: str | None = None,
     error_message: str | None = None,
+    charged: int = 0,
 ) -> bool:
-    """Move the attempt's job to a terminal status; False if it no longer runs this attempt."""
-    values: dict[str, object] = {"status": status, "finished_at": utcnow()}
+    """Move the attempt's job to a terminal status, adding what the attempt was `charged` to
+    the job and its key's spend; False if it no longer runs this attempt (nothing changes)."""
+    values: dict[str, object] = {
+        "status": status,
+        "finished_at": utcnow(),
+        "cost_micros": Job.cost_micros + charged,
+    }
     if status == JobStatus.SUCCEEDED:
         values["progress"] = 100
     if error_code is not None:
         values.update(error_code=error_code, error_message=(error_message or "")[:2000])
-    result = await session.exec(update(Job).where(*_mine(job_id, attempt)).values(**values))
-    return bool(result.rowcount)
+    result = await session.exec(
+        update(Job).where(*_mine(job_id, attempt)).values(**values).returning(col(Job.key_id))
+    )
+    key_id = result.scalar_one_or_none()
+    if key_id is not None:
+        await spend.add_charge(session, key_id, charged, spend.day_of())
+    return key_id is not None
+
+
+async def charge(session: AsyncSession, job_id: str, amount: int) -> None:
+    """Add what a provider charged to the job and its key's spend, whoever holds the job now:
+    an attempt that got outputs but did not end the job (its storage failed, it was canceled,
+    its lease was lost) was billed all the same."""
+    result = await session.exec(
+        update(Job)
+        .where(col(Job.id) == job_id)
+        .values(cost_micros=Job.cost_micros + amount)
+        .returning(col(Job.key_id))
+    )
+    key_id = result.scalar_one_or_none()
+    if key_id is not None:
+        await spend.add_charge(session, key_id, amount, spend.day_of())

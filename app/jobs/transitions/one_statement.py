@@ -12,6 +12,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.jobs.queue import FAIR_STEP, FAIR_WINDOW
+from app.keys.spend import day_of
 from app.platform.database import driver_connection
 from app.platform.ids import new_id
 from app.platform.tables import Job, MediaObject, VirtualKey, media_kind, transient, utcnow
@@ -22,20 +23,21 @@ the count stops there: a submit costs the same with 100 or 100,000 jobs queued."
 
 # The key row under a share lock, as `keys.lock_key` takes it: a key's deletion (which locks it
 # for update) waits for this insert, or this insert for the deletion, and then finds nothing. A
-# key with a quota or a concurrency limit is not matched: those checks need the ORM path's
-# exclusive lock, so concurrent submits of that key decide one after another. Keys without
-# limits never wait for each other. `ahead` counts the key's queued jobs before this one.
+# key with a quota, a concurrency limit or a hard budget is not matched: those checks need the
+# ORM path's exclusive lock, so concurrent submits of that key decide one after another. Keys
+# without limits never wait for each other. `ahead` counts the key's queued jobs before this one.
 _INSERT_QUEUED = f"""
 WITH k AS (
     SELECT id FROM virtual_keys
     WHERE id = $2 AND revoked_at IS NULL AND deleted_at IS NULL
       AND max_concurrent_jobs IS NULL AND max_bytes IS NULL AND max_objects IS NULL
+      AND max_spend_micros_per_month IS NULL
     FOR SHARE
 ), ins AS (
     INSERT INTO jobs (id, key_id, type, model, provider, provider_model, input, request, status,
                       progress, attempts, tries, targets, target_index, created_at, webhook,
-                      priority, deadline_at)
-    SELECT $1, k.id, $3, $4, $5, $6, $7, $8, 'queued', 0, 0, 0, $9, 0, $10, $11, $12, $13
+                      priority, deadline_at, cost_estimate_micros, cost_micros)
+    SELECT $1, k.id, $3, $4, $5, $6, $7, $8, 'queued', 0, 0, 0, $9, 0, $10, $11, $12, $13, $14, 0
     FROM k
     RETURNING 1
 )
@@ -71,6 +73,7 @@ async def insert_queued(engine: AsyncEngine, job: Job) -> int | None:
             _json(job.webhook),
             job.priority,
             job.deadline_at,
+            job.cost_estimate_micros,
         )
     if row["inserted"] != 1:
         return None
@@ -106,12 +109,22 @@ async def start_attempt(engine: AsyncEngine, job_id: str) -> tuple[Job, VirtualK
     return job_of(record), transient(VirtualKey, **dict(key))
 
 
+# The charge moves the key's spend of the day in the same statement (`s` runs although
+# nothing reads it: PostgreSQL runs every data-modifying CTE).
 _FINISH = """
-UPDATE jobs SET status = $3::varchar, finished_at = $4,
-       progress = CASE WHEN $3::varchar = 'succeeded' THEN 100 ELSE progress END,
-       error_code = coalesce($5, error_code), error_message = coalesce($6, error_message)
-WHERE id = $1 AND status = 'running' AND attempts = $2
-RETURNING *
+WITH j AS (
+    UPDATE jobs SET status = $3::varchar, finished_at = $4,
+           progress = CASE WHEN $3::varchar = 'succeeded' THEN 100 ELSE progress END,
+           error_code = coalesce($5, error_code), error_message = coalesce($6, error_message),
+           cost_micros = cost_micros + $7
+    WHERE id = $1 AND status = 'running' AND attempts = $2
+    RETURNING *
+), s AS (
+    INSERT INTO key_spend (key_id, day, micros)
+    SELECT key_id, $8, $7 FROM j WHERE $7 > 0
+    ON CONFLICT (key_id, day) DO UPDATE SET micros = key_spend.micros + excluded.micros
+)
+SELECT * FROM j
 """
 
 
@@ -123,13 +136,15 @@ async def finish(
     *,
     error_code: str | None = None,
     error_message: str | None = None,
+    charged: int = 0,
 ) -> Job | None:
-    """`runs.finish` in one statement: the attempt's job moved to a terminal status, as it is
-    now; None if the job no longer runs that attempt (nothing changed)."""
+    """`runs.finish` in one statement: the attempt's job moved to a terminal status (with its
+    charge), as it is now; None if the job no longer runs that attempt (nothing changed)."""
     message = None if error_code is None else (error_message or "")[:2000]
+    now = utcnow()
     async with driver_connection(engine) as conn:
         record = await conn.fetchrow(
-            _FINISH, job_id, attempt, status, utcnow(), error_code, message
+            _FINISH, job_id, attempt, status, now, error_code, message, charged, day_of(now)
         )
     return None if record is None else job_of(record)
 

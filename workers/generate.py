@@ -39,7 +39,7 @@ from app.platform.tables import Job, MediaObject, VirtualKey, as_utc, utcnow
 from app.platform.vocabulary import TERMINAL_STATUSES, ErrorCode, EventType, JobStatus
 from providers.base import GenerationRequest, MediaType, ProviderError
 from providers.registry import ModelSpec
-from workers.heartbeat import RUNNING
+from workers.heartbeat import ENDED, RUNNING
 from workers.lease import Stopped, Superseded, held_lease
 from workers.run import InputGone, JobRun, QuotaCrossed
 
@@ -76,6 +76,8 @@ async def generate_media(
             tracing.continued("job.run", trace, job_id=job_id),
         ):
             outcome = await _run(res, job_id)
+        if outcome in TERMINAL_STATUSES:
+            ctx[ENDED] = ctx.get(ENDED, 0) + 1  # the pool's throughput, for queue ETAs
         if outcome == SUPERSEDED:
             # arq would now delete the in-progress lock and the queued job that another worker
             # holds (ResilientWorker.finish_job reads this).

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -21,6 +22,10 @@ from app.platform.resources import Resources
 log = logging.getLogger("mediagate.worker")
 
 RUNNING = "jobs_running"
+ENDED = "jobs_ended"
+"""Jobs this worker ended (succeeded, failed or canceled) since it started."""
+THROUGHPUT_WINDOW = 300.0
+"""Seconds of history a worker's throughput is measured over."""
 """The worker context's count of generation attempts running now."""
 
 
@@ -31,6 +36,17 @@ class Heart:
         self.started_at = time.time()
         self.task: asyncio.Task[None] | None = None
         self.metrics_server: Any = None
+        self.ended: collections.deque[tuple[float, int]] = collections.deque()
+        """(time, jobs ended) at each beat within THROUGHPUT_WINDOW."""
+
+    def throughput(self, now: float, ended: int) -> float:
+        """Jobs this worker ends a second, over the last few minutes (what queue ETAs use)."""
+        self.ended.append((now, ended))
+        while len(self.ended) > 1 and now - self.ended[1][0] >= THROUGHPUT_WINDOW:
+            self.ended.popleft()
+        since, before = self.ended[0]
+        elapsed = now - since
+        return (ended - before) / elapsed if elapsed > 0 else 0.0
 
     def start(self, ctx: dict[str, Any]) -> None:
         ctx.setdefault(RUNNING, 0)
@@ -56,6 +72,7 @@ class Heart:
         settings = self.resources.settings
         interval = settings.worker_heartbeat_seconds
         while True:
+            now = time.time()
             heartbeat = Heartbeat(
                 id=self.id,
                 host=socket.gethostname(),
@@ -63,7 +80,8 @@ class Heart:
                 concurrency=settings.worker_concurrency,
                 running=int(ctx.get(RUNNING, 0)),
                 started_at=self.started_at,
-                last_seen=time.time(),
+                last_seen=now,
+                throughput=round(self.throughput(now, int(ctx.get(ENDED, 0))), 4),
             )
             try:
                 await beat(self.resources.redis, settings.redis_namespace, heartbeat, interval)

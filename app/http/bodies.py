@@ -26,6 +26,20 @@ def prefers_async(request: Request[Any, Any, Any]) -> bool:
     return any(part.strip().lower() == "respond-async" for part in prefer.split(","))
 
 
+def preferred_wait(request: Request[Any, Any, Any]) -> float | None:
+    """Seconds asked for with `Prefer: wait=N` (RFC 7240), None if not asked (or not a number:
+    a preference a server does not understand is ignored)."""
+    for part in request.headers.get("prefer", "").split(","):
+        name, _, value = part.strip().partition("=")
+        if name.strip().lower() == "wait":
+            try:
+                seconds = float(value.strip().strip('"'))
+            except ValueError:
+                return None
+            return seconds if seconds >= 0 and seconds == seconds else None
+    return None
+
+
 def is_multipart(request: Request[Any, Any, Any]) -> bool:
     return request.headers.get("content-type", "").lower().startswith("multipart/form-data")
 

@@ -15,7 +15,7 @@ from litestar.handlers.base import BaseRouteHandler
 from app.keys.service import KeyCache, authenticate, token_digest
 from app.platform.errors import AuthenticationError, QuotaExceededError
 from app.platform.events import EventHub
-from app.platform.limits import admit_request, auth_failures, record_auth_failure
+from app.platform.limits import Hold, Holds, admit_request, auth_failures, record_auth_failure
 from app.platform.resources import Resources
 from app.platform.tables import VirtualKey
 from app.platform.vocabulary import ErrorCode
@@ -108,3 +108,10 @@ DEPENDENCIES = {
     "hub": Provide(provide_hub),
 }
 KEY_DEPENDENCY = {"key": Provide(provide_key)}
+
+
+def waiting(request: Request[Any, Any, Any], key: VirtualKey) -> Hold:
+    """The key's hold on one request waiting for its job (429 past MEDIAGATE_MAX_WAITS_PER_KEY);
+    release it (`with`) once the wait is over."""
+    waits: Holds = request.app.state.waits
+    return waits.take(key.id)

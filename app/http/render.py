@@ -32,6 +32,13 @@ def with_urls(
 
 
 def render_job(
-    request: Request[Any, Any, Any], settings: Settings, job: Job, outputs: Sequence[MediaObject]
+    request: Request[Any, Any, Any],
+    settings: Settings,
+    job: Job,
+    outputs: Sequence[MediaObject],
+    queue: dict[str, Any] | None = None,
 ) -> JobObject:
-    return JobObject.model_validate(with_urls(request, settings, job_snapshot(job, outputs)))
+    data = with_urls(request, settings, job_snapshot(job, outputs))
+    if queue is not None:
+        data["queue"] = queue
+    return JobObject.model_validate(data)

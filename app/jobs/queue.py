@@ -129,3 +129,17 @@ async def enqueue_new(
 async def queue_length(redis: ArqRedis, queue: str) -> int:
     """Jobs waiting in arq's queue (due now, deferred, or running)."""
     return int(await redis.zcard(queue))
+
+
+async def place_in_queue(
+    redis: ArqRedis, queue: str, job_id: str, throughput: float
+) -> dict[str, Any] | None:
+    """A queued job's approximate place: how many jobs arq serves before it (those queued ahead
+    of it by score, which counts the ones running too), and when it should start at the pool's
+    recent throughput (jobs a second; none measured yet: no ETA). None: not in the queue."""
+    rank = await redis.zrank(queue, job_id)
+    if rank is None:
+        return None
+    position = int(rank) + 1
+    eta = round(position / throughput) if throughput > 0 else None
+    return {"position": position, "eta_seconds": eta}

@@ -49,6 +49,15 @@ class JobCost(ResponseModel):
     actual: float | None
 
 
+class QueuePlace(ResponseModel):
+    """A queued job's approximate place: jobs served before it (running ones included) and
+    seconds until it starts at the pool's throughput of the last five minutes (null: none
+    measured yet)."""
+
+    position: int
+    eta_seconds: int | None
+
+
 class JobObject(ResponseModel):
     id: str
     object: Literal["job"] = "job"
@@ -68,6 +77,8 @@ class JobObject(ResponseModel):
     outputs: list[JobOutput]
     error: JobErrorInfo | None
     cost: JobCost
+    queue: QueuePlace | None = None
+    """Shown by GET /v1/jobs/{id} while the job is queued."""
 
 
 class JobList(ListModel):

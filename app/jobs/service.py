@@ -19,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.jobs import idempotency, intake, transitions
 from app.jobs.idempotency import Claim
 from app.jobs.queries import get_job, list_jobs
-from app.jobs.queue import allowed_priority, enqueue_new, queue_length
+from app.jobs.queue import allowed_priority, enqueue_new, place_in_queue, queue_length
 from app.jobs.snapshot import job_snapshot
 from app.jobs.transitions import one_statement
 from app.media import uploads as upload_service
@@ -27,6 +27,7 @@ from app.media.service import mark_job_media_deleted, outputs_of
 from app.platform.errors import ConflictError, QuotaExceededError
 from app.platform.events import EventHub
 from app.platform.ids import new_id
+from app.platform.liveness import alive
 from app.platform.resources import Resources
 from app.platform.tables import Job, MediaObject, VirtualKey
 from app.platform.tasks import deserialize
@@ -35,6 +36,7 @@ from app.platform.vocabulary import (
     TERMINAL_STATUSES,
     ErrorCode,
     EventType,
+    JobStatus,
     Priority,
 )
 from app.webhooks import service as webhooks
@@ -49,6 +51,8 @@ class JobView:
 
     job: Job
     outputs: Sequence[MediaObject] = ()
+    queue: dict[str, Any] | None = None
+    """A queued job's place: position and ETA (only where asked for: it costs Redis reads)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +70,19 @@ async def read(
 ) -> JobView:
     async with resources.sessionmaker() as session:
         job = await get_job(session, key_id, job_id, media_type)
-        return JobView(job, (await outputs_of(session, [job.id]))[job.id])
+        outputs = (await outputs_of(session, [job.id]))[job.id]
+    return JobView(job, outputs, await queue_place(resources, job))
+
+
+async def queue_place(resources: Resources, job: Job) -> dict[str, Any] | None:
+    if job.status != JobStatus.QUEUED:
+        return None
+    settings = resources.settings
+    beats = await alive(
+        resources.redis, settings.redis_namespace, settings.worker_heartbeat_seconds
+    )
+    throughput = sum(beat.throughput for beat in beats)
+    return await place_in_queue(resources.redis, resources.queue_name, job.id, throughput)
 
 
 async def page(
@@ -267,8 +283,16 @@ async def _redis_reachable(resources: Resources) -> None:
         await resources.redis.ping()
 
 
-async def wait(resources: Resources, hub: EventHub, job_id: str, seconds: float) -> Job:
-    """The job once it ends, or as it is when `seconds` run out."""
+async def wait(
+    resources: Resources,
+    hub: EventHub,
+    job_id: str,
+    seconds: float,
+    *,
+    changed_from: JobStatus | None = None,
+) -> Job:
+    """The job once it ends (or, with `changed_from`, once its status is another), or as it is
+    when `seconds` run out. Woken by the job's events on the hub, not by polling."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     async with hub.subscribe(job_id) as sub:
@@ -278,7 +302,8 @@ async def wait(resources: Resources, hub: EventHub, job_id: str, seconds: float)
                 job = await session.get(Job, job_id)
             assert job is not None
             remaining = deadline - loop.time()
-            if job.status in TERMINAL_STATUSES or remaining <= 0:
+            moved = changed_from is not None and job.status != changed_from
+            if job.status in TERMINAL_STATUSES or moved or remaining <= 0:
                 return job
             # At least once a second, re-read: the hub may miss a notice while reconnecting.
             await sub.next(within=min(remaining, 1.0))

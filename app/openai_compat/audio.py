@@ -10,13 +10,13 @@ from litestar.response import Stream
 from pydantic import Field
 
 from app.http.bodies import prefers_async, read_body
-from app.http.dependencies import KEY_DEPENDENCY
+from app.http.dependencies import KEY_DEPENDENCY, waiting
 from app.http.errors import job_failure_response
 from app.http.openapi import ACCEPTED, AUDIO
 from app.http.schemas import RequestModel
 from app.jobs import service as job_service
 from app.media.service import download_name, open_object, outputs_for
-from app.openai_compat.common import accepted, submit_request, waiting
+from app.openai_compat.common import accepted, submit_request
 from app.platform.events import EventHub
 from app.platform.resources import Resources
 from app.platform.tables import VirtualKey

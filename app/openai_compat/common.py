@@ -14,7 +14,6 @@ from app.http.render import render_job
 from app.jobs import service as job_service
 from app.jobs.schemas import JobObject
 from app.platform.errors import InvalidRequestError, MediagateError
-from app.platform.limits import Hold, Holds
 from app.platform.resources import Resources
 from app.platform.tables import Job, VirtualKey
 
@@ -44,13 +43,6 @@ async def submit_request(
             ours = exc.param.removeprefix("input.")
             exc.param = (openai_names or {}).get(ours, ours)
         raise
-
-
-def waiting(request: Request[Any, Any, Any], key: VirtualKey) -> Hold:
-    """The key's hold on one request waiting for its job (429 past its cap); release it (`with`)
-    once the wait is over."""
-    waits: Holds = request.app.state.waits
-    return waits.take(key.id)
 
 
 def accepted(

@@ -21,6 +21,8 @@ class WorkerObject(ResponseModel):
     """Unix time."""
     last_seen: float
     """Unix time of its last heartbeat."""
+    throughput: float
+    """Jobs it ended a second, over the last five minutes."""
 
     @classmethod
     def of(cls, beat: Heartbeat) -> WorkerObject:

@@ -29,6 +29,8 @@ class Heartbeat:
     running: int
     started_at: float
     last_seen: float
+    throughput: float = 0.0
+    """Jobs it ended a second over the last few minutes."""
 
     @staticmethod
     def new_id() -> str:
@@ -84,6 +86,7 @@ async def alive(redis: Redis, namespace: str, interval: float) -> list[Heartbeat
                 running=int(fields["running"]),
                 started_at=float(fields["started_at"]),
                 last_seen=float(fields["last_seen"]),
+                throughput=float(fields.get("throughput", 0.0)),
             )
         )
     return sorted(beats, key=lambda b: b.started_at)

@@ -135,6 +135,9 @@ class ApiSettings:
     """How long an Idempotency-Key maps to the job it created."""
     sync_wait_seconds: float = at_least(0, 120.0)
     """How long /v1/images/generations and /v1/audio/speech wait before answering 202."""
+    max_wait_seconds: float = at_least(0, 60.0)
+    """The longest `Prefer: wait=N` (POST /v1/jobs) or `?wait=N` (GET /v1/jobs/{id}) holds a
+    request; longer asks are cut to it."""
     default_image_model: str = "local-image"
     """Used by the OpenAI-compatible endpoints when a request names no model."""
     default_video_model: str = "local-video"

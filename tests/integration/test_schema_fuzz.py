@@ -22,7 +22,7 @@ EXAMPLES = 20
 
 @pytest.fixture(scope="module")
 def fuzz_stack(pg_url: str) -> Iterator[Stack]:
-    settings = base_settings(pg_url, sync_wait_seconds=1)
+    settings = base_settings(pg_url, sync_wait_seconds=1, max_wait_seconds=1)
     with running_stack(settings, embedded_worker=True) as stack:
         yield stack
 

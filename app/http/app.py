@@ -19,6 +19,7 @@ from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlu
 from litestar.template.config import TemplateConfig
 from litestar.types import Message, Scope
 
+from app.batches.controllers import BatchController
 from app.catalog import routing
 from app.catalog.controllers import AdminModelController, ModelController
 from app.dashboard.controllers import TEMPLATES, dashboard_router, session_config
@@ -140,12 +141,19 @@ def create_app(
         route_handlers=[MediaController, edit_images, VideoController],
         request_max_body_size=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
     )
+    # A batch is up to 1,000 job bodies: it may be as large as an upload.
+    batches = Router(
+        path="/",
+        route_handlers=[BatchController],
+        request_max_body_size=settings.max_upload_bytes,
+    )
     app = Litestar(
         route_handlers=[
             JobController,
             WebhookDeliveryController,
             job_events,
             uploads,
+            batches,
             key_usage,
             ModelController,
             create_images,

@@ -90,12 +90,12 @@ async def enqueue_generation(
 # What arq's `enqueue_job` does (a job that exists or has a result is not queued again; else its
 # data with an expiry, and its id in the queue at its score), as a prelude to the `job.queued`
 # event: one round trip instead of arq's three (WATCH, EXISTS, MULTI/EXEC) plus the event's.
-# KEYS[3] arq's job key, KEYS[4] its result key, KEYS[5] the queue; ARGV[9] the job's data,
-# ARGV[10] its expiry (ms), ARGV[11] its id, ARGV[12] its score.
+# KEYS[5] arq's job key, KEYS[6] its result key, KEYS[7] the queue; ARGV[12] the job's data,
+# ARGV[13] its expiry (ms), ARGV[14] its id, ARGV[15] its score.
 _ENQUEUE_PRELUDE = """
-if redis.call('EXISTS', KEYS[3], KEYS[4]) == 0 then
-  redis.call('PSETEX', KEYS[3], ARGV[10], ARGV[9])
-  redis.call('ZADD', KEYS[5], ARGV[12], ARGV[11])
+if redis.call('EXISTS', KEYS[5], KEYS[6]) == 0 then
+  redis.call('PSETEX', KEYS[5], ARGV[13], ARGV[12])
+  redis.call('ZADD', KEYS[7], ARGV[15], ARGV[14])
 end
 """
 

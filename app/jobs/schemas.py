@@ -77,6 +77,9 @@ class JobObject(ResponseModel):
     outputs: list[JobOutput]
     error: JobErrorInfo | None
     cost: JobCost
+    batch_id: str | None
+    custom_id: str | None
+    """The client's id for the job within its batch."""
     queue: QueuePlace | None = None
     """Shown by GET /v1/jobs/{id} while the job is queued."""
 

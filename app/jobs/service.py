@@ -113,13 +113,14 @@ async def page(
 # -- submitting -------------------------------------------------------------------------------
 
 
-async def check_queue(resources: Resources) -> None:
-    """Refuse at once, rather than queue for hours, when the pool's queue is full."""
+async def check_queue(resources: Resources, adding: int = 1) -> None:
+    """Refuse at once, rather than queue for hours, when the pool's queue is full (or would be,
+    with `adding` more jobs)."""
     limit = resources.settings.max_queue_length
     if limit is None:
         return
     waiting = await queue_length(resources.redis, resources.queue_name)
-    if waiting >= limit:
+    if waiting + adding > limit:
         raise QuotaExceededError(
             f"The queue holds {waiting} jobs, its limit is {limit}. Retry later.",
             code=ErrorCode.QUEUE_FULL,
@@ -164,7 +165,7 @@ async def submit(
     is opened only if the job needs the ORM path."""
     priority = allowed_priority(key, priority, resources.settings.default_max_priority)
     # Refuse while Redis is down rather than accept jobs that only the outbox could start.
-    await _redis_reachable(resources)
+    await redis_reachable(resources)
     options: dict[str, Any] = {
         "job_id": new_id("job"),
         "priority": priority,
@@ -183,7 +184,7 @@ async def submit(
                 await session.rollback()
                 return await get_job(session, key.id, earlier), False
         await check_queue(resources)
-        options["webhook"] = await _checked_webhook(resources, webhook)
+        options["webhook"] = await checked_webhook(resources, webhook)
         found = None
         if session is None:
             found = await _insert_plain(resources, key, media_type, model, params, options)
@@ -243,7 +244,7 @@ async def submit_with_uploads(
     return job
 
 
-async def _checked_webhook(
+async def checked_webhook(
     resources: Resources, webhook: dict[str, Any] | None
 ) -> dict[str, Any] | None:
     if webhook is None:
@@ -276,7 +277,7 @@ async def _insert_plain(
     return None if queued_ahead is None else (job, queued_ahead)
 
 
-async def _redis_reachable(resources: Resources) -> None:
+async def redis_reachable(resources: Resources) -> None:
     """Raises the Redis outage error when Redis does not answer. While the API's event hub holds
     its connection (it notices a lost one at once), no round trip is spent on asking."""
     if not resources.redis_connected():

@@ -44,6 +44,8 @@ def job_snapshot(job: Job, outputs: Sequence[MediaObject]) -> dict[str, Any]:
         ],
         "error": error,
         "cost": cost_of(job),
+        "batch_id": job.batch_id,
+        "custom_id": job.custom_id,
     }
 
 

@@ -33,6 +33,7 @@ from app.platform.metrics import SSE_STREAMS
 from app.platform.resources import Resources
 from app.platform.settings import Settings
 from app.platform.tables import VirtualKey
+from app.platform.vocabulary import TERMINAL_EVENTS
 
 MAX_EVENT_ID = 2**63
 """Event ids are a job's Redis stream ids (64-bit); a resume point past them is a client's bug."""
@@ -66,7 +67,8 @@ def frame(event: JobEvent, base: str, settings: Settings) -> bytes:
 class JobStream:
     """One client's stream: history after `after`, then live events, until the terminal one,
     the lifetime cap, the client leaving, or the server shutting down (the body then ends
-    cleanly, and the client resumes elsewhere with Last-Event-ID)."""
+    cleanly, and the client resumes elsewhere with Last-Event-ID). A batch's stream is one too:
+    its id is the batch's, its events its jobs' endings, and `batch.completed` its terminal one."""
 
     def __init__(
         self,
@@ -74,10 +76,11 @@ class JobStream:
         bus: EventBus,
         job_id: str,
         after: int,
-        fallback: dict[str, Any],
+        ending: tuple[str, dict[str, Any]] | None,
         base: str,
         settings: Settings,
         hold: Hold,
+        terminal: frozenset[str] = TERMINAL_EVENTS,
     ) -> None:
         self.hold = hold
         """The key's hold on one of its streams, given back when the stream ends."""
@@ -85,9 +88,12 @@ class JobStream:
         self.bus = bus
         self.job_id = job_id
         self.last = after
-        self.fallback = fallback
+        self.ending = ending
+        """The terminal event as the database tells it, if it has ended (sent when the Redis
+        stream no longer has it)."""
         self.base = base
         self.settings = settings
+        self.terminal = terminal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         with self.hold, SSE_STREAMS.track_inprogress():
@@ -121,7 +127,7 @@ class JobStream:
                 continue
             self.last = event.id
             await self._send(send, frame(event, self.base, self.settings))
-            if event.terminal:
+            if event.event in self.terminal:
                 return True
         return False
 
@@ -131,11 +137,10 @@ class JobStream:
     async def _follow(self, sub: Subscription, send: Send) -> None:
         if await self._catch_up(send):
             return
-        if is_terminal(self.fallback["status"]):
-            # The stream expired or Redis lost it; the database still knows how the job ended.
-            status = self.fallback["status"]
-            ending = JobEvent(self.last + 1, f"job.{status}", self.job_id, self.fallback)
-            await self._emit(send, [ending])
+        if self.ending is not None:
+            # The stream expired or Redis lost it; the database still knows how it ended.
+            event, data = self.ending
+            await self._emit(send, [JobEvent(self.last + 1, event, self.job_id, data)])
             return
         while True:
             live = await sub.next()
@@ -160,7 +165,7 @@ async def _until_disconnect(receive: Receive, sub: Subscription) -> None:
     sub.close(Closed.DISCONNECTED)
 
 
-def _resume_point(last_event_id: str | None, after: int | None) -> int:
+def resume_point(last_event_id: str | None, after: int | None) -> int:
     raw = last_event_id if last_event_id not in (None, "") else after
     if raw is None:
         return 0
@@ -202,7 +207,7 @@ async def job_events(
         str | None, HeaderParameter(name="Last-Event-ID", required=False)
     ] = None,
 ) -> ASGIApp:
-    start = _resume_point(last_event_id, after)
+    start = resume_point(last_event_id, after)
     streams: Holds = request.app.state.streams
     hold = streams.take(key.id)  # refused (429) before anything else once the key is at its cap
     try:
@@ -212,12 +217,13 @@ async def job_events(
         raise
     settings = resources.settings
     snapshot = job_snapshot(view.job, view.outputs)
+    status = snapshot["status"]
     return JobStream(
         hub,
         resources.bus,
         view.job.id,
         start,
-        snapshot,
+        (f"job.{status}", snapshot) if is_terminal(status) else None,
         base_url(request, settings),
         settings,
         hold,

@@ -23,15 +23,20 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from app.platform.redis_keys import events_channel, events_meta_key, events_stream_key
-from app.platform.vocabulary import TERMINAL_EVENTS, EventType
+from app.platform.vocabulary import TERMINAL_EVENTS, BatchEvent, EventType
 
 log = logging.getLogger("mediagate.events")
 
 EVENT_NAMES = tuple(EventType)
 STREAM_MAXLEN = 1000
+BATCH_STREAM_MAXLEN = 2 * 1000 + 10
+"""A batch's stream holds an ending per job (up to 1,000, twice for jobs an operator retried)."""
 
 # Atomic: the fence (terminal marker, attempt), sequence number, append, expiry and fan-out
 # notice in one step. ARGV[8] is the publishing attempt; 0 for events not from an attempt.
+# A job of a batch (ARGV[9], its id; KEYS[3] and KEYS[4] the batch's stream and meta) appends its
+# terminal event to the batch's stream too, numbered there, exactly once (the job's terminal
+# marker fences it); the batch's last job appends `batch.completed` (ARGV[11]) after it.
 _PUBLISH_LUA = """
 if redis.call('HGET', KEYS[2], 'terminal') then
   return false
@@ -54,6 +59,24 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('PUBLISH', ARGV[5], ARGV[7] .. '\\n' .. seq .. '\\n' .. ARGV[1] .. '\\n' .. ARGV[2])
+if ARGV[3] == '1' and ARGV[9] ~= '' and not redis.call('HGET', KEYS[4], 'terminal') then
+  local bseq = redis.call('HINCRBY', KEYS[4], 'seq', 1)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], bseq .. '-0',
+             'event', ARGV[1], 'data', ARGV[2])
+  redis.call('PUBLISH', ARGV[5], ARGV[9] .. '\\n' .. bseq .. '\\n' .. ARGV[1] .. '\\n' .. ARGV[2])
+  local ended = redis.call('HINCRBY', KEYS[4], 'ended', 1)
+  local total = tonumber(redis.call('HGET', KEYS[4], 'total') or '0')
+  if total > 0 and ended >= total then
+    bseq = redis.call('HINCRBY', KEYS[4], 'seq', 1)
+    local done = '{"id":"' .. ARGV[9] .. '"}'
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], bseq .. '-0',
+               'event', ARGV[11], 'data', done)
+    redis.call('HSET', KEYS[4], 'terminal', ARGV[11])
+    redis.call('PUBLISH', ARGV[5], ARGV[9] .. '\\n' .. bseq .. '\\n' .. ARGV[11] .. '\\n' .. done)
+  end
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+  redis.call('EXPIRE', KEYS[4], ARGV[4])
+end
 return seq
 """
 
@@ -106,7 +129,7 @@ class EventBus:
         event: str,
         data: dict[str, Any],
     ) -> int | None:
-        """Run `prelude` (Lua; its own keys and arguments start at KEYS[3] and ARGV[9]) and then
+        """Run `prelude` (Lua; its own keys and arguments start at KEYS[5] and ARGV[12]) and then
         publish the event, as one atomic script and one round trip. The prelude runs whether or
         not the event is accepted; it must not `return`."""
         script = self._preluded.get(prelude)
@@ -123,18 +146,37 @@ class EventBus:
     ) -> tuple[list[Any], list[Any]]:
         if event not in EVENT_NAMES:
             raise ValueError(f"unknown event {event!r}")
-        keys = [events_stream_key(self._ns, job_id), events_meta_key(self._ns, job_id)]
+        terminal = event in TERMINAL_EVENTS
+        batch = (data.get("batch_id") or "") if terminal else ""
+        keys = [
+            events_stream_key(self._ns, job_id),
+            events_meta_key(self._ns, job_id),
+            events_stream_key(self._ns, batch or "-"),
+            events_meta_key(self._ns, batch or "-"),
+        ]
         args = [
             event,
             orjson.dumps(data),
-            "1" if event in TERMINAL_EVENTS else "0",
+            "1" if terminal else "0",
             self._ttl,
             self.channel,
             STREAM_MAXLEN,
             job_id,
             attempt,
+            batch,
+            BATCH_STREAM_MAXLEN,
+            BatchEvent.COMPLETED,
         ]
         return keys, args
+
+    async def open_batch(self, batch_id: str, total: int) -> None:
+        """Say how many jobs the batch has, so its last job's end closes its stream (kept if
+        already said: a stream that Redis lost is told again when someone follows it)."""
+        meta = events_meta_key(self._ns, batch_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(meta, "total", str(total))
+            pipe.expire(meta, self._ttl)
+            await pipe.execute()
 
     async def reopen(self, job_id: str) -> None:
         """A job that ended runs again (the operator retried it): its stream takes events again,

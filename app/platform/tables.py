@@ -162,6 +162,9 @@ class Job(SQLModel, table=True):
     """`high`, `normal` or `low`: the order jobs are served in (see app/jobs/queue.py)."""
     deadline_at: datetime | None = _ts(nullable=True)
     """A job not started by then ends `canceled` with `deadline_exceeded`."""
+    batch_id: str | None = Field(default=None, max_length=40, index=True)
+    """The batch it was submitted in, if any (with the client's `custom_id` for it)."""
+    custom_id: str | None = Field(default=None, max_length=64)
     cost_estimate_micros: int | None = Field(default=None, sa_type=BigInteger)
     """What the job costs at its model's list price if every output is made (micro-dollars);
     null: the model has no price."""
@@ -271,6 +274,20 @@ class KeyUsage(SQLModel, table=True):
     bytes_deleted: int = Field(default=0, sa_type=BigInteger)
     objects_deleted: int = Field(default=0, sa_type=BigInteger)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class Batch(SQLModel, table=True):
+    """Up to 1,000 jobs submitted at once: its counts are its jobs' (jobs.batch_id)."""
+
+    __tablename__ = "batches"
+    __table_args__ = (Index("ix_batches_key_id_id", "key_id", "id"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    key_id: str = Field(foreign_key="virtual_keys.id", max_length=40)
+    total: int
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    cancel_requested_at: datetime | None = _ts(nullable=True)
+    deleted_at: datetime | None = _ts(nullable=True)
 
 
 class KeySpend(SQLModel, table=True):

@@ -59,6 +59,22 @@ class EventType(StrEnum):
 TERMINAL_EVENTS = frozenset({EventType.SUCCEEDED, EventType.FAILED, EventType.CANCELED})
 
 
+class BatchEvent(StrEnum):
+    """The event that ends a batch's stream (its other events are its jobs' endings)."""
+
+    COMPLETED = "batch.completed"
+
+
+class BatchStatus(StrEnum):
+    IN_PROGRESS = "in_progress"
+    """Some of its jobs are queued or running."""
+    COMPLETED = "completed"
+    """Every job has ended (succeeded, failed or canceled)."""
+    CANCELING = "canceling"
+    CANCELED = "canceled"
+    """Canceled by its owner, and every job has ended."""
+
+
 class KeyEvent(StrEnum):
     """Webhook events about a key rather than one job (sent to the key's webhook URL)."""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DOMAINS = ("jobs", "media", "keys", "webhooks", "catalog", "operations", "dashboard")
+DOMAINS = ("jobs", "batches", "media", "keys", "webhooks", "catalog", "operations", "dashboard")
 
 
 def is_http(module: str) -> bool:

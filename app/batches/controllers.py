@@ -1,0 +1,272 @@
+"""/v1/batches: submit up to 1,000 jobs at once (a JSON array, or JSONL as OpenAI's Batch API
+writes it), read a batch's counts, follow all of it on one SSE stream, cancel it, and read its
+results as JSONL."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from litestar import Controller, Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import HeaderParameter, Parameter
+from litestar.types import ASGIApp
+from pydantic import ValidationError
+
+from app.batches import service as batch_service
+from app.batches.schemas import (
+    MAX_BATCH,
+    BatchCost,
+    BatchCounts,
+    BatchItem,
+    BatchList,
+    BatchObject,
+)
+from app.batches.service import BatchRequest, BatchView
+from app.http.dependencies import KEY_DEPENDENCY
+from app.http.render import base_url, render_job
+from app.jobs import idempotency
+from app.jobs.stream_controller import JobStream, resume_point
+from app.platform.errors import InvalidRequestError
+from app.platform.events import EventHub
+from app.platform.limits import Holds
+from app.platform.resources import Resources
+from app.platform.tables import VirtualKey, iso
+from app.platform.vocabulary import BatchEvent, BatchStatus, ErrorCode
+from providers.prices import dollars
+
+JSONL_TYPES = ("application/jsonl", "application/x-ndjson", "application/x-jsonlines")
+OPENAI_URLS = {"/v1/jobs": None}
+"""OpenAI's batch lines name the endpoint (`url`) each `body` is for; ours is /v1/jobs."""
+
+
+def _lines(raw: bytes) -> list[Any]:
+    items = []
+    for number, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            raise InvalidRequestError(
+                f"Line {number} of the JSONL body is not valid JSON.", code=ErrorCode.INVALID_JSON
+            ) from None
+    return items
+
+
+def _unwrap(index: int, item: Any) -> Any:
+    """An OpenAI batch line (`{"custom_id", "method", "url", "body"}`) as our item."""
+    if isinstance(item, dict) and "body" in item:
+        url = item.get("url", "/v1/jobs")
+        if url not in OPENAI_URLS or item.get("method", "POST") != "POST":
+            raise InvalidRequestError(
+                f"Batch lines may only POST /v1/jobs; got {item.get('method')} {url}.",
+                param=f"requests[{index}].url",
+            )
+        body = item["body"]
+        return {**body, "custom_id": item.get("custom_id")} if isinstance(body, dict) else body
+    return item
+
+
+def parse_items(content_type: str, raw: bytes) -> tuple[list[BatchRequest], Any]:
+    """The batch's items, each validated as a `POST /v1/jobs` body with a `custom_id` (an invalid
+    one is a 400 naming it: `requests[3].input`), and the parsed body (for the fingerprint)."""
+    if content_type.split(";")[0].strip().lower() in JSONL_TYPES:
+        parsed: Any = _lines(raw)
+    else:
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise InvalidRequestError(
+                "The request body is not valid JSON.", code=ErrorCode.INVALID_JSON
+            ) from None
+    if isinstance(parsed, dict) and "requests" in parsed:
+        parsed = parsed["requests"]
+    if not isinstance(parsed, list) or not parsed:
+        raise InvalidRequestError(
+            "A batch is a JSON array of job requests (or JSONL, one per line), at least one.",
+            param="requests",
+        )
+    if len(parsed) > MAX_BATCH:
+        raise InvalidRequestError(
+            f"A batch holds at most {MAX_BATCH} jobs; this one has {len(parsed)}.",
+            param="requests",
+        )
+    items = []
+    for index, item in enumerate(parsed):
+        try:
+            valid = BatchItem.model_validate(_unwrap(index, item))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            param = f"requests[{index}]" + (f".{where}" if where else "")
+            raise InvalidRequestError(
+                f"Invalid value for {param!r}: {first['msg']}", param=param
+            ) from None
+        items.append(
+            BatchRequest(
+                custom_id=valid.custom_id,
+                type=valid.type,
+                model=valid.model,
+                input=valid.input,
+                priority=valid.priority,
+                deadline_seconds=valid.deadline_seconds,
+                webhook=valid.webhook.model_dump() if valid.webhook else None,
+            )
+        )
+    return items, parsed
+
+
+def render_batch(
+    request: Request[Any, Any, Any], resources: Resources, view: BatchView
+) -> BatchObject:
+    base = base_url(request, resources.settings)
+    batch = view.batch
+    return BatchObject(
+        id=batch.id,
+        status=view.status,
+        created_at=iso(batch.created_at) or "",
+        cancel_requested_at=iso(batch.cancel_requested_at),
+        request_counts=BatchCounts(
+            total=batch.total, **{str(k): v for k, v in view.counts.items()}
+        ),
+        cost=BatchCost(estimate=dollars(view.estimate), actual=dollars(view.actual)),
+        urls={
+            "events": f"{base}/v1/batches/{batch.id}/events",
+            "results": f"{base}/v1/batches/{batch.id}/results",
+        },
+    )
+
+
+class BatchController(Controller):
+    path = "/v1/batches"
+    tags = ["batches"]
+    dependencies = KEY_DEPENDENCY
+
+    @post(
+        "/",
+        status_code=202,
+        summary="Submit up to 1,000 jobs as one batch",
+        description=(
+            "The body is a JSON array of `POST /v1/jobs` bodies, each with its own `custom_id` "
+            '(or `{"requests": [...]}`), or JSONL with `Content-Type: application/jsonl`: one '
+            'such body per line, or OpenAI Batch API lines `{"custom_id", "method": "POST", '
+            '"url": "/v1/jobs", "body"}`. All jobs are created or none; an '
+            "`Idempotency-Key` makes a retried submit return the same batch."
+        ),
+    )
+    async def create(
+        self, request: Request[Any, Any, Any], key: VirtualKey, resources: Resources
+    ) -> Response[BatchObject]:
+        raw = await request.body()
+        items, parsed = parse_items(request.headers.get("content-type", ""), raw)
+        header = request.headers.get(idempotency.HEADER)
+        claim = idempotency.claim_of(header, request.method, request.url.path, {"r": parsed})
+        view, _ = await batch_service.submit(resources, key, items, claim)
+        return Response(
+            render_batch(request, resources, view),
+            status_code=202,
+            headers={"Location": f"/v1/batches/{view.batch.id}"},
+        )
+
+    @get("/", summary="List batches, newest first")
+    async def list_batches(
+        self,
+        request: Request[Any, Any, Any],
+        key: VirtualKey,
+        resources: Resources,
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+        after: str | None = None,
+    ) -> BatchList:
+        views, more = await batch_service.page(resources, key.id, limit=limit, after=after)
+        return BatchList(data=[render_batch(request, resources, v) for v in views], has_more=more)
+
+    @get("/{batch_id:str}", summary="Get a batch with its counts by status")
+    async def get_batch(
+        self, request: Request[Any, Any, Any], batch_id: str, key: VirtualKey, resources: Resources
+    ) -> BatchObject:
+        return render_batch(
+            request, resources, await batch_service.read(resources, key.id, batch_id)
+        )
+
+    @post("/{batch_id:str}/cancel", status_code=200, summary="Cancel a batch's unfinished jobs")
+    async def cancel(
+        self, request: Request[Any, Any, Any], batch_id: str, key: VirtualKey, resources: Resources
+    ) -> BatchObject:
+        view = await batch_service.cancel(resources, key.id, batch_id)
+        return render_batch(request, resources, view)
+
+    @get(
+        "/{batch_id:str}/results",
+        summary="A batch's jobs as JSONL (one job object per line, with its custom_id)",
+        media_type="application/jsonl",
+        responses={
+            200: ResponseSpec(
+                data_container=str,
+                media_type="application/jsonl",
+                description="One job object per line; match lines by `custom_id`",
+                generate_examples=False,
+            )
+        },
+    )
+    async def results(
+        self, request: Request[Any, Any, Any], batch_id: str, key: VirtualKey, resources: Resources
+    ) -> Response[bytes]:
+        jobs, outputs = await batch_service.jobs_of(resources, key.id, batch_id)
+        settings = resources.settings
+        lines = [
+            render_job(request, settings, job, outputs[job.id]).model_dump_json().encode()
+            for job in jobs
+        ]
+        return Response(b"\n".join(lines) + b"\n", media_type="application/jsonl")
+
+    @get(
+        "/{batch_id:str}/events",
+        summary="Stream a whole batch's events (SSE)",
+        media_type="text/event-stream",
+        responses={
+            200: ResponseSpec(
+                data_container=str,
+                media_type="text/event-stream",
+                description=(
+                    "`id:` per-batch sequence; `event:` job.succeeded, job.failed or "
+                    "job.canceled (`data:` the job object, with its custom_id) as each job ends, "
+                    "then batch.completed"
+                ),
+                generate_examples=False,
+            )
+        },
+    )
+    async def events(
+        self,
+        request: Request[Any, Any, Any],
+        batch_id: str,
+        key: VirtualKey,
+        resources: Resources,
+        hub: EventHub,
+        last_event_id: Annotated[
+            str | None, HeaderParameter(name="Last-Event-ID", required=False)
+        ] = None,
+    ) -> ASGIApp:
+        start = resume_point(last_event_id, None)
+        streams: Holds = request.app.state.streams
+        hold = streams.take(key.id)
+        try:
+            view = await batch_service.read(resources, key.id, batch_id)
+            await resources.bus.open_batch(view.batch.id, view.batch.total)
+        except BaseException:
+            hold.release()
+            raise
+        ended = view.status in (BatchStatus.COMPLETED, BatchStatus.CANCELED)
+        settings = resources.settings
+        return JobStream(
+            hub,
+            resources.bus,
+            view.batch.id,
+            start,
+            (BatchEvent.COMPLETED, {"id": view.batch.id}) if ended else None,
+            base_url(request, settings),
+            settings,
+            hold,
+            terminal=frozenset({BatchEvent.COMPLETED}),
+        )

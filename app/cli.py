@@ -1,17 +1,20 @@
-"""The `mediagate` command: api, worker, migrate, dev, keys and storage. All read MEDIAGATE_*
-settings."""
+"""mediagate: serve it (api, worker, dev), run its tools (migrate, keys, storage), or use any
+mediagate as a client (generate, jobs, usage). Server commands read MEDIAGATE_* settings; client
+commands take --url/MEDIAGATE_URL and --key/MEDIAGATE_API_KEY."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
+import typer
+
+from app.client.commands import generate_app, jobs_app, usage
 from app.platform.logs import configure_logging
 from app.platform.settings import Settings, SettingsError
 
@@ -28,7 +31,28 @@ def _tool_settings() -> Settings:
     return _settings(serving=False)
 
 
-def cmd_api(args: argparse.Namespace) -> None:
+app = typer.Typer(
+    name="mediagate",
+    help=__doc__,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+keys_app = typer.Typer(help="manage virtual keys in the database (no admin key needed)")
+storage_app = typer.Typer(help="storage maintenance")
+
+
+@app.command("api")
+def cmd_api(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(min=1, help="API processes sharing the port (one per core is a good start)"),
+    ] = 1,
+) -> None:
+    """serve the HTTP API"""
     import uvicorn
 
     from app.http.app import create_app
@@ -36,18 +60,18 @@ def cmd_api(args: argparse.Namespace) -> None:
     settings = _settings()
     configure_logging(settings.log_level)
     made = None
-    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each process counts in files of this folder, and /metrics (whichever process answers)
         # sums them: set before any process creates its metrics.
         made = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mg-metrics-")
     # Several processes share the port (uvicorn's supervisor forks them); each builds its own
     # app from the same environment, with its own pools and its own event hub.
     uvicorn.run(
-        create_app(settings) if args.workers == 1 else "app.cli:api_app",
-        factory=args.workers > 1,
-        workers=args.workers,
-        host=args.host,
-        port=args.port,
+        create_app(settings) if workers == 1 else "app.cli:api_app",
+        factory=workers > 1,
+        workers=workers,
+        host=host,
+        port=port,
         log_config=None,
         proxy_headers=True,
         access_log=settings.access_log,
@@ -67,12 +91,28 @@ def api_app() -> Litestar:
     return create_app(settings)
 
 
-def cmd_worker(args: argparse.Namespace) -> None:
+@app.command("worker")
+def cmd_worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="jobs at a time (MEDIAGATE_WORKER_CONCURRENCY)")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="serve Prometheus metrics on this port")
+    ] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="exit 0 if a worker on this host has a fresh heartbeat, else 1 (health checks)",
+        ),
+    ] = False,
+) -> None:
+    """run a worker (generation jobs, webhooks, lifecycle crons)"""
     from workers.worker import build_worker
 
-    settings = _settings(worker_concurrency=args.concurrency, worker_metrics_port=args.metrics_port)
+    settings = _settings(worker_concurrency=concurrency, worker_metrics_port=metrics_port)
     configure_logging(settings.log_level)
-    if args.check:
+    if check:
         raise SystemExit(asyncio.run(_check_worker(settings)))
     build_worker(settings).run()
 
@@ -99,7 +139,9 @@ async def _check_worker(settings: Settings) -> int:
     return 0 if mine else 1
 
 
-def cmd_migrate(_: argparse.Namespace) -> None:
+@app.command("migrate")
+def cmd_migrate() -> None:
+    """upgrade the database (MEDIAGATE_DATABASE_URL) to the latest schema"""
     from app.platform.migrate import upgrade
 
     settings = _tool_settings()
@@ -107,18 +149,28 @@ def cmd_migrate(_: argparse.Namespace) -> None:
     print("database is at the latest revision")
 
 
-def cmd_dev(args: argparse.Namespace) -> None:
+@app.command("dev")
+def cmd_dev(
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="submit a demo image job, save to ./out/")
+    ] = False,
+    exit_after_demo: Annotated[
+        bool, typer.Option("--exit-after-demo", help="stop after the demo")
+    ] = False,
+) -> None:
+    """API + worker in one process on SQLite and files under .mediagate/"""
     from app.dev import DevError, run_dev
 
     configure_logging(os.environ.get("MEDIAGATE_LOG_LEVEL", "WARNING"))
     try:
-        run_dev(os.environ, port=args.port, demo=args.demo, exit_after=args.exit_after_demo)
+        run_dev(os.environ, port=port, demo=demo, exit_after=exit_after_demo)
     except DevError as exc:
         print(f"mediagate: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
 
 
-async def _keys(args: argparse.Namespace) -> None:
+async def _keys(command: str, name: str = "", key_id: str = "") -> None:
     from app.keys import service as keys
     from app.platform.database import create_engine, create_sessionmaker
     from app.platform.tables import iso
@@ -127,12 +179,12 @@ async def _keys(args: argparse.Namespace) -> None:
     engine = create_engine(settings.database_url)
     try:
         async with create_sessionmaker(engine)() as session:
-            if args.keys_command == "create":
-                key, plaintext = await keys.create_key(session, args.name)
+            if command == "create":
+                key, plaintext = await keys.create_key(session, name)
                 await session.commit()
                 print(f"{key.id}\t{key.name}\t{plaintext}")
                 print("the key is shown once; store it now", file=sys.stderr)
-            elif args.keys_command == "list":
+            elif command == "list":
                 for key in await keys.list_keys(session):
                     state = (
                         "deleted" if key.deleted_at else "revoked" if key.revoked_at else "active"
@@ -140,12 +192,32 @@ async def _keys(args: argparse.Namespace) -> None:
                     created = iso(key.created_at)
                     print(f"{key.id}\t{key.name}\t{key.prefix}...\t{state}\t{created}")
             else:
-                key = await keys.revoke_key(session, args.id)
+                key = await keys.revoke_key(session, key_id)
                 await session.commit()
                 await _announce_key_change(settings, key.id)
                 print(f"revoked {key.id}")
     finally:
         await engine.dispose()
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="a name to tell the key by")],
+) -> None:
+    """create a key and print it (shown once)"""
+    asyncio.run(_keys("create", name=name))
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """list the keys (id, name, prefix, state, created)"""
+    asyncio.run(_keys("list"))
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id (key_...)")]) -> None:
+    """revoke a key at once"""
+    asyncio.run(_keys("revoke", key_id=key_id))
 
 
 async def _announce_key_change(settings: Settings, key_id: str) -> None:
@@ -175,10 +247,6 @@ async def _announce_key_change(settings: Settings, key_id: str) -> None:
             await redis.aclose()
 
 
-def cmd_keys(args: argparse.Namespace) -> None:
-    asyncio.run(_keys(args))
-
-
 async def _reconcile(fix: bool) -> dict[str, int]:
     from app.media.lifecycle import reconcile
     from app.platform.resources import open_resources
@@ -187,108 +255,35 @@ async def _reconcile(fix: bool) -> dict[str, int]:
         return (await reconcile(resources, fix=fix)).as_dict()
 
 
-def cmd_storage(args: argparse.Namespace) -> None:
-    counts = asyncio.run(_reconcile(args.fix))
+@storage_app.command("reconcile")
+def storage_reconcile(
+    fix: Annotated[
+        bool,
+        typer.Option(
+            "--fix",
+            help="delete orphans older than the grace period and mark rows whose object is missing",
+        ),
+    ] = False,
+) -> None:
+    """compare the bucket with the database and print the counts"""
+    counts = asyncio.run(_reconcile(fix))
     for name, value in counts.items():
         print(f"{name}\t{value}")
-    if not args.fix and (counts["orphans"] or counts["missing"]):
+    if not fix and (counts["orphans"] or counts["missing"]):
         print("run again with --fix to delete orphans and mark missing rows", file=sys.stderr)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
-
-
-class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown beside each option; descriptions kept as written."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mediagate", description=__doc__, formatter_class=_Help)
-    sub = parser.add_subparsers(
-        dest="command", required=True, metavar="{api,worker,migrate,dev,keys,storage}"
-    )
-
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Help)
-
-    api = command("api", "serve the HTTP API")
-    api.add_argument("--host", default="0.0.0.0", help="address to listen on")
-    api.add_argument("--port", type=int, default=8000, help="port to listen on")
-    api.add_argument(
-        "--workers",
-        type=_positive,
-        default=1,
-        help="API processes sharing the port (one per core is a good start)",
-    )
-    api.set_defaults(func=cmd_api)
-
-    worker = command("worker", "run a worker (generation jobs, webhooks, lifecycle crons)")
-    worker.add_argument(
-        "--concurrency",
-        type=int,
-        default=None,
-        help="jobs at a time (MEDIAGATE_WORKER_CONCURRENCY)",
-    )
-    worker.add_argument(
-        "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
-    )
-    worker.add_argument(
-        "--check",
-        action="store_true",
-        help="exit 0 if a worker on this host has a fresh heartbeat, else 1 (health checks)",
-    )
-    worker.set_defaults(func=cmd_worker)
-
-    migrate = command(
-        "migrate", "upgrade the database (MEDIAGATE_DATABASE_URL) to the latest schema"
-    )
-    migrate.set_defaults(func=cmd_migrate)
-
-    dev = command("dev", "API + worker in one process on SQLite and files under .mediagate/")
-    dev.add_argument("--port", type=int, default=8000, help="port to listen on")
-    dev.add_argument("--demo", action="store_true", help="submit a demo image job, save to ./out/")
-    dev.add_argument("--exit-after-demo", action="store_true", help="stop after the demo")
-    dev.set_defaults(func=cmd_dev)
-
-    keys = command("keys", "manage virtual keys in the database (no admin key needed)")
-    keys_sub = keys.add_subparsers(
-        dest="keys_command", required=True, metavar="{create,list,revoke}"
-    )
-    create = keys_sub.add_parser(
-        "create", help="create a key and print it (shown once)", formatter_class=_Help
-    )
-    create.add_argument("--name", required=True, help="a name to tell the key by")
-    keys_sub.add_parser("list", help="list the keys (id, name, prefix, state, created)")
-    revoke = keys_sub.add_parser("revoke", help="revoke a key at once", formatter_class=_Help)
-    revoke.add_argument("id", help="the key's id (key_...)")
-    keys.set_defaults(func=cmd_keys)
-
-    storage = command("storage", "storage maintenance")
-    storage_sub = storage.add_subparsers(
-        dest="storage_command", required=True, metavar="{reconcile}"
-    )
-    reconcile = storage_sub.add_parser(
-        "reconcile",
-        help="compare the bucket with the database and print the counts",
-        formatter_class=_Help,
-    )
-    reconcile.add_argument(
-        "--fix",
-        action="store_true",
-        help="delete orphans older than the grace period and mark rows whose object is missing",
-    )
-    storage.set_defaults(func=cmd_storage)
-    return parser
+app.add_typer(keys_app, name="keys", no_args_is_help=True)
+app.add_typer(storage_app, name="storage", no_args_is_help=True)
+# The client side: any mediagate, over HTTP.
+app.add_typer(generate_app, name="generate", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs", no_args_is_help=True)
+app.command("usage", help="what your key stores and spends, against its quotas and budgets")(usage)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        app(args=list(argv) if argv is not None else None, prog_name="mediagate")
     except SettingsError as exc:
         print(f"mediagate: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -56,6 +56,9 @@ def forbidden(module: str, imported: str) -> bool:
         )
     if _under(module, "workers"):
         return is_http(imported)
+    if _under(module, "app.client"):  # a client of the API: it knows it only over HTTP
+        inside = _under(imported, "app.client") or imported.startswith("app.platform.vocabulary")
+        return _under(imported, "workers") or (_under(imported, "app") and not inside)
     if is_http(module):
         return _under(imported, "workers")
     if any(_under(module, f"app.{domain}") for domain in DOMAINS):
@@ -98,7 +101,7 @@ def test_every_app_module_has_a_home() -> None:
     top = {p.stem for p in (ROOT / "app").glob("*.py")}
     assert top == {"__init__", "cli", "dev", "demo"}
     packages = {p.name for p in (ROOT / "app").iterdir() if (p / "__init__.py").exists()}
-    assert packages == {*DOMAINS, "platform", "http", "openai_compat"}
+    assert packages == {*DOMAINS, "platform", "http", "openai_compat", "client"}
 
 
 def _calls(path: Path) -> list[tuple[int, str]]:

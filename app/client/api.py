@@ -1,0 +1,199 @@
+"""A small client of mediagate's HTTP API, for the command line: submits with an Idempotency-Key
+(a retry after a timeout or a dropped connection never creates a second job), reads our JSON
+errors, follows a job's SSE stream and picks it up again with Last-Event-ID when the connection
+drops, and downloads outputs. It knows the API only as a client does: over HTTP."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from httpx_sse import SSEError, connect_sse
+
+from app.platform.vocabulary import TERMINAL_EVENTS
+
+TERMINAL = tuple(TERMINAL_EVENTS)
+EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/webp": "webp",
+    "video/mp4": "mp4",
+    "audio/mpeg": "mp3",
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/ogg": "ogg",
+    "audio/opus": "opus",
+    "audio/flac": "flac",
+    "audio/aac": "aac",
+}
+RETRIES = 5
+"""Attempts at one request (or at resuming a stream) before giving up."""
+
+
+class ClientError(Exception):
+    """What went wrong, in words for a person (the API's own message where it sent one)."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    event: str
+    job: dict[str, Any]
+
+
+def _error_of(response: httpx.Response) -> ClientError:
+    try:
+        error = response.json()["error"]
+        message, code = str(error["message"]), error.get("code")
+    except (ValueError, KeyError, TypeError):
+        message, code = f"HTTP {response.status_code}", None
+    return ClientError(message, status=response.status_code, code=code)
+
+
+class Client:
+    def __init__(
+        self,
+        url: str,
+        key: str | None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not key:
+            raise ClientError(
+                "No API key: pass --key or set MEDIAGATE_API_KEY (create one with "
+                "`mediagate keys create --name me`)."
+            )
+        self.url = url.rstrip("/")
+        self._sleep = sleep
+        self.reconnects = 0
+        """How many times a stream was picked up again after its connection dropped."""
+        self.http = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request, retried on a dropped connection, a timeout, a 5xx or a 429 (after its
+        Retry-After); any other error answer raises ClientError with the API's message."""
+        for attempt in range(RETRIES):
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                if attempt == RETRIES - 1:
+                    raise ClientError(f"Cannot reach {self.url}: {exc}") from None
+                self._sleep(min(0.5 * 2**attempt, 5.0))
+                continue
+            retryable = response.status_code >= 500 or response.status_code == 429
+            if retryable and attempt < RETRIES - 1:
+                wait = response.headers.get("retry-after")
+                self._sleep(min(float(wait) if wait and wait.isdigit() else 2**attempt, 10.0))
+                continue
+            if response.status_code >= 400:
+                raise _error_of(response)
+            return response
+        raise AssertionError("unreachable")
+
+    def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /v1/jobs under one Idempotency-Key for every retry: one job, however many tries."""
+        headers = {"Idempotency-Key": f"cli-{uuid.uuid4()}"}
+        job: dict[str, Any] = self.request("POST", "/v1/jobs", json=body, headers=headers).json()
+        return job
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.request("GET", f"/v1/jobs/{job_id}").json()
+        return found
+
+    def jobs(self, status: str | None, limit: int) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = status
+        data: list[dict[str, Any]] = self.request("GET", "/v1/jobs", params=params).json()["data"]
+        return data
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.request("POST", f"/v1/jobs/{job_id}/cancel").json()
+        return found
+
+    def usage(self) -> dict[str, Any]:
+        found: dict[str, Any] = self.request("GET", "/v1/usage").json()
+        return found
+
+    def follow(self, job_id: str) -> Iterator[Event]:
+        """The job's events until its terminal one. A dropped connection (or a server that went
+        away) is picked up again with Last-Event-ID: nothing is missed, nothing comes twice."""
+        last = 0
+        failures = 0
+        while True:
+            headers = {"Last-Event-ID": str(last)} if last else {}
+            try:
+                with connect_sse(
+                    self.http,
+                    "GET",
+                    f"/v1/jobs/{job_id}/events",
+                    headers=headers,
+                    timeout=httpx.Timeout(30.0, read=60.0),
+                ) as source:
+                    if source.response.status_code >= 400:
+                        source.response.read()
+                        raise _error_of(source.response)
+                    for sse in source.iter_sse():
+                        if not sse.event or not sse.data:
+                            continue  # a comment (ping)
+                        failures = 0
+                        event = Event(int(sse.id), sse.event, orjson.loads(sse.data))
+                        if event.id <= last:
+                            continue
+                        last = event.id
+                        yield event
+                        if event.event in TERMINAL:
+                            return
+            except (httpx.TransportError, SSEError):
+                pass
+            # The stream ended before the job did: the connection dropped, or the server closed
+            # it (shutdown, lifetime cap). Pick it up again after the last event seen.
+            failures += 1
+            if failures > RETRIES:
+                raise ClientError(f"Lost the event stream of {job_id} and could not resume it.")
+            self.reconnects += 1
+            self._sleep(min(0.2 * 2 ** (failures - 1), 5.0))
+
+    def download(self, job: dict[str, Any], folder: Path) -> list[Path]:
+        """Save the job's outputs under `folder` as `<job id>-<index>.<ext>`."""
+        folder.mkdir(parents=True, exist_ok=True)
+        saved = []
+        for output in job.get("outputs") or []:
+            ext = EXTENSIONS.get(output["content_type"], "bin")
+            path = folder / f"{job['id']}-{output['index']}.{ext}"
+            with self.http.stream("GET", output["url"], follow_redirects=True) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error_of(response)
+                with path.open("wb") as file:
+                    for chunk in response.iter_bytes():
+                        file.write(chunk)
+            saved.append(path)
+        return saved

@@ -142,6 +142,9 @@ async def _serve(settings: Settings, port: int, api_key: str, demo: bool, exit_a
     print(f"  admin key:   {settings.admin_key}")
     print(f"  virtual key: {api_key}")
     print(f"  try: curl -H 'Authorization: Bearer {api_key}' {base}/v1/jobs")
+    print(
+        f"   or: MEDIAGATE_URL={base} MEDIAGATE_API_KEY={api_key} mediagate generate image 'a fox'"
+    )
     print(f"  dashboard:   {base}/dashboard  (sign in with the admin key)")
     try:
         if demo:

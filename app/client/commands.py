@@ -118,7 +118,7 @@ def _finish(client: Client, job: dict[str, Any], folder: Path, as_json: bool) ->
         for path in paths:
             out.print(str(path), highlight=False)
         if succeeded:
-            err.print(f"[green]done[/green] {job['id']} cost {_dollars(cost)}")
+            err.print(f"[green]done[/green] {job['id']} cost {_dollars(cost)}", highlight=False)
         else:
             error = job.get("error") or {}
             err.print(
@@ -143,7 +143,8 @@ def _generate(
             return
         if not as_json:
             estimate = (job.get("cost") or {}).get("estimate")
-            err.print(f"submitted {job['id']} ({job['model']}, est. {_dollars(estimate)})")
+            estimated = _dollars(estimate)
+            err.print(f"submitted {job['id']} ({job['model']}, est. {estimated})", highlight=False)
         else:
             err.print(job["id"])  # scripts and Ctrl-C handlers can tell which job
         job = follow(client, job, quiet=as_json)

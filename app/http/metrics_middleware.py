@@ -15,7 +15,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.platform.metrics import HTTP_DURATION, HTTP_ERRORS, HTTP_IN_PROGRESS, HTTP_REQUESTS
 
-EXCLUDED = frozenset({"/v1/jobs/{job_id}/events", "/metrics"})
+EXCLUDED = frozenset({"/v1/jobs/{job_id}/events", "/v1/batches/{batch_id}/events", "/metrics"})
 
 
 class HttpMetrics:

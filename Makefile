@@ -3,17 +3,32 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.8
+UV := $(BIN)/uv
 
-.PHONY: help dev test test-fast pgbouncer chromium lint typecheck install bench bench-metrics bench-submit bench-worker bench-latency bench-sse bench-multipart wrk clean
+.PHONY: help dev test test-fast pgbouncer chromium lint typecheck install lock lock-check uv bench bench-metrics bench-submit bench-worker bench-latency bench-sse bench-multipart wrk clean
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
 
-$(STAMP): pyproject.toml
+# Installs exactly what uv.lock pins: every package, dev tools included, each checked against its
+# hash; `--locked` refuses to install when pyproject.toml and the lock disagree. uv itself is
+# pinned here (pip only bootstraps it into the venv).
+$(UV):
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet uv==$(UV_VERSION)
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --extra dev --inexact --quiet
 	touch $(STAMP)
+
+uv: $(UV)
+
+lock: $(UV)  ## refresh uv.lock after editing pyproject.toml (LOCK_ARGS=--upgrade: newest allowed)
+	$(UV) lock $(LOCK_ARGS)
+
+lock-check: $(UV)  ## fail when pyproject.toml and uv.lock disagree (part of `test`)
+	$(UV) lock --check
 
 install: $(STAMP)  ## create .venv and install mediagate with its dev tools
 
@@ -28,7 +43,7 @@ typecheck: $(STAMP)  ## mypy --strict
 	$(BIN)/mypy
 	$(BIN)/mypy bench
 
-test: $(STAMP) pgbouncer chromium lint typecheck  ## install, then ruff, mypy and the whole test suite (what CI runs)
+test: lock-check $(STAMP) pgbouncer chromium lint typecheck  ## install, then ruff, mypy and the whole test suite (what CI runs)
 	$(BIN)/pytest -q -p no:cacheprovider
 
 # The dashboard's tests drive Debian's chromium through Playwright's Python API (Playwright's own

@@ -26,7 +26,7 @@ from app.batches.service import BatchRequest, BatchView
 from app.http.dependencies import KEY_DEPENDENCY
 from app.http.render import base_url, render_job
 from app.jobs import idempotency
-from app.jobs.stream_controller import JobStream, resume_point
+from app.jobs.stream_controller import JobStream, no_content, resume_point
 from app.platform.errors import InvalidRequestError
 from app.platform.events import EventHub
 from app.platform.limits import Holds
@@ -258,6 +258,11 @@ class BatchController(Controller):
             hold.release()
             raise
         ended = view.status in (BatchStatus.COMPLETED, BatchStatus.CANCELED)
+        if ended and start > 0:
+            last = await resources.bus.last_id(view.batch.id)
+            if last is not None and start >= last:
+                hold.release()  # its last event was delivered: 204 stops an EventSource
+                return no_content
         settings = resources.settings
         return JobStream(
             hub,

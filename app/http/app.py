@@ -11,6 +11,7 @@ from typing import Any, cast
 from urllib.parse import parse_qsl
 
 from litestar import Litestar, Request, Router
+from litestar.config.cors import CORSConfig
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -174,6 +175,7 @@ def create_app(
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
+        cors_config=cors_config(settings),
         before_request=_check_request,
         before_send=[_security_headers],
         openapi_config=OpenAPIConfig(
@@ -219,6 +221,36 @@ _SECURITY_HEADERS = [
 _CSP = (b"content-security-policy", CONTENT_SECURITY_POLICY.encode())
 _DASHBOARD_CSP = (b"content-security-policy", DASHBOARD_POLICY.encode())
 _NO_STORE = (b"cache-control", b"no-store")
+
+
+CORS_ALLOW_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "Prefer", "Last-Event-ID"]
+CORS_EXPOSE_HEADERS = [
+    "Location",
+    "Retry-After",
+    "Preference-Applied",
+    "Content-Range",
+    "Accept-Ranges",
+    "Content-Length",
+]
+"""What a page on an allowed origin may read besides the safelisted headers: where a new job
+lives, when to retry (429s and 202s carry Retry-After: it is the rate limit's header), an
+applied wait, and a media range's bounds."""
+
+
+def cors_config(settings: Settings) -> CORSConfig | None:
+    """Litestar's own CORS handling for MEDIAGATE_CORS_ORIGINS; none at all when it is empty.
+    No credentials: keys travel in the Authorization header (or a signed link), never cookies."""
+    origins = settings.cors_origin_list
+    if not origins:
+        return None
+    return CORSConfig(
+        allow_origins=origins,
+        allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=CORS_ALLOW_HEADERS,
+        expose_headers=CORS_EXPOSE_HEADERS,
+        allow_credentials=False,
+        max_age=600,
+    )
 
 
 async def _security_headers(message: Message, scope: Scope) -> None:

@@ -58,6 +58,15 @@ class QueuePlace(ResponseModel):
     eta_seconds: int | None
 
 
+class JobUrls(ResponseModel):
+    """Absolute links (under MEDIAGATE_PUBLIC_URL when set): the job, its cancel, and its event
+    stream signed for `new EventSource(...)` (no header needed; expires)."""
+
+    get: str
+    cancel: str
+    stream: str
+
+
 class JobObject(ResponseModel):
     id: str
     object: Literal["job"] = "job"
@@ -80,6 +89,7 @@ class JobObject(ResponseModel):
     batch_id: str | None
     custom_id: str | None
     """The client's id for the job within its batch."""
+    urls: JobUrls
     queue: QueuePlace | None = None
     """Shown by GET /v1/jobs/{id} while the job is queued."""
 

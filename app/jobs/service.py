@@ -74,6 +74,15 @@ async def read(
     return JobView(job, outputs, await queue_place(resources, job))
 
 
+async def owner(resources: Resources, job_id: str) -> VirtualKey | None:
+    """The key a (not deleted) job belongs to, as it is now."""
+    async with resources.sessionmaker() as session:
+        job = await session.get(Job, job_id)
+        if job is None or job.deleted_at is not None:
+            return None
+        return await session.get(VirtualKey, job.key_id)
+
+
 async def queue_place(resources: Resources, job: Job) -> dict[str, Any] | None:
     if job.status != JobStatus.QUEUED:
         return None

@@ -11,41 +11,54 @@ the frame format (`ServerSentEvent`) and the signal that uvicorn is shutting dow
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Annotated, Any
 
 import orjson
 from litestar import Request, get
+from litestar.di import Provide
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import HeaderParameter
+from litestar.params import HeaderParameter, Parameter
 from litestar.types import ASGIApp, Receive, Scope, Send
 from sse_starlette import ServerSentEvent
 from sse_starlette.sse import AppStatus
 
-from app.http.dependencies import KEY_DEPENDENCY
+from app.http.dependencies import admit, bearer_token, provide_key
 from app.http.render import base_url
 from app.jobs import service as job_service
+from app.jobs.links import verify_stream
 from app.jobs.snapshot import is_terminal, job_snapshot
 from app.media.service import with_signed_links
-from app.platform.errors import InvalidRequestError
+from app.platform.errors import AuthenticationError, InvalidRequestError, NotFoundError
 from app.platform.events import Closed, EventBus, EventHub, JobEvent, Subscription
 from app.platform.limits import Hold, Holds
 from app.platform.metrics import SSE_STREAMS
 from app.platform.resources import Resources
 from app.platform.settings import Settings
 from app.platform.tables import VirtualKey
-from app.platform.vocabulary import TERMINAL_EVENTS
+from app.platform.vocabulary import TERMINAL_EVENTS, ErrorCode
 
 MAX_EVENT_ID = 2**63
 """Event ids are a job's Redis stream ids (64-bit); a resume point past them is a client's bug."""
 SEND_TIMEOUT_SECONDS = 30.0
 """A client that takes longer than this to accept one frame is cut off (its stream resumes)."""
 PING = ServerSentEvent(comment="ping").encode()
+RETRY_MS = 1000
+RETRY = f"retry: {RETRY_MS}\r\n\r\n".encode()
+"""Sent first: how soon a browser's EventSource reconnects by itself when the connection drops
+(it then sends Last-Event-ID, and the stream resumes right after that event)."""
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-store"),
     (b"connection", b"keep-alive"),
     (b"x-accel-buffering", b"no"),  # nginx: do not buffer the stream
 ]
+
+
+async def no_content(scope: Scope, receive: Receive, send: Send) -> None:
+    """204: what a stream answers a reconnect after its last event (an EventSource stops)."""
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def server_should_exit() -> bool:
@@ -101,6 +114,7 @@ class JobStream:
 
     async def _stream(self, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        await send({"type": "http.response.body", "body": RETRY, "more_body": True})
         loop = asyncio.get_running_loop()
         # Subscribe before reading history so nothing published in between is missed.
         async with self.hub.subscribe(self.job_id) as sub:
@@ -181,19 +195,58 @@ def resume_point(last_event_id: str | None, after: int | None) -> int:
     return value
 
 
+async def provide_stream_key(request: Request[Any, Any, Any], resources: Resources) -> VirtualKey:
+    """The caller's key from its Authorization header, or, for a signed stream link (`exp` and
+    `sig`: the job's `urls.stream`, which needs no header), the job's own key, if it may still
+    be used. A tampered or expired link, or one whose key was revoked or deleted, opens nothing."""
+    signature = request.query_params.get("sig")
+    if signature is None or bearer_token(request.headers) is not None:
+        return await provide_key(request, resources)
+    job_id = request.path_params["job_id"]
+    settings = resources.settings
+    expires = request.query_params.get("exp")
+    if not verify_stream(settings.signing_secret, job_id, expires, signature, time.time()):
+        raise AuthenticationError(
+            "This stream link is not valid (altered, or expired): get the job again for a fresh "
+            "urls.stream.",
+            code=ErrorCode.INVALID_STREAM_LINK,
+        )
+    key = await job_service.owner(resources, job_id)
+    if key is None:
+        raise NotFoundError(f"No job found with id {job_id!r}.", param="job_id")
+    if key.revoked_at is not None or key.deleted_at is not None:
+        raise AuthenticationError(
+            "The API key this link was made for has been revoked.",
+            code=ErrorCode.INVALID_STREAM_LINK,
+        )
+    await admit(resources, key)
+    return key
+
+
 @get(
     "/v1/jobs/{job_id:str}/events",
     tags=["jobs"],
     summary="Stream a job's events (SSE)",
+    description=(
+        "With the key's Authorization header, or with no header at all through the job's "
+        "signed `urls.stream` link (`exp`, `sig`), as `new EventSource(job.urls.stream)` opens "
+        "it. Reconnecting with Last-Event-ID resumes right after that event; once the job's "
+        "last event was delivered, a reconnect gets 204 (EventSource then stops)."
+    ),
     media_type="text/event-stream",
-    dependencies=KEY_DEPENDENCY,
+    dependencies={"key": Provide(provide_stream_key)},
     responses={
         200: ResponseSpec(
             data_container=str,
             media_type="text/event-stream",
             description="`id:` per-job sequence, `event:` job.*, `data:` the job object",
             generate_examples=False,
-        )
+        ),
+        204: ResponseSpec(
+            data_container=None,
+            description="The job has ended and its last event was delivered already",
+            generate_examples=False,
+        ),
     },
 )
 async def job_events(
@@ -206,6 +259,8 @@ async def job_events(
     last_event_id: Annotated[
         str | None, HeaderParameter(name="Last-Event-ID", required=False)
     ] = None,
+    exp: Annotated[str | None, Parameter(description="a signed link's expiry")] = None,
+    sig: Annotated[str | None, Parameter(description="a signed link's signature")] = None,
 ) -> ASGIApp:
     start = resume_point(last_event_id, after)
     streams: Holds = request.app.state.streams
@@ -218,6 +273,13 @@ async def job_events(
     settings = resources.settings
     snapshot = job_snapshot(view.job, view.outputs)
     status = snapshot["status"]
+    if is_terminal(status) and start > 0:
+        last = await resources.bus.last_id(view.job.id)
+        if last is not None and start >= last:
+            # A reconnect after the job's last event (EventSource reconnects by itself after
+            # any stream ends): nothing more will come. 204 tells it to stop.
+            hold.release()
+            return no_content
     return JobStream(
         hub,
         resources.bus,

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.jobs.links import job_urls
 from app.media import usage
 from app.platform.errors import GoneError, NotFoundError
 from app.platform.ids import new_id
@@ -41,12 +42,16 @@ def signed_url(base: str, settings: Settings, media_id: str) -> str:
 
 
 def with_signed_links(base: str, settings: Settings, snapshot: dict[str, Any]) -> dict[str, Any]:
-    """A job snapshot with a fresh signed link (under `base`) on each output: every job
-    response, event and webhook is made so."""
+    """A job snapshot with its links under `base`: a fresh signed link on each output, and the
+    job's `urls` (get, cancel, and a fresh signed stream link). Every job response, event and
+    webhook is made so."""
     outputs = [
         {**o, "url": signed_url(base, settings, o["id"])} for o in snapshot.get("outputs", [])
     ]
-    return {**snapshot, "outputs": outputs}
+    linked = {**snapshot, "outputs": outputs}
+    if snapshot.get("object") == "job":
+        linked["urls"] = job_urls(base, settings, snapshot["id"])
+    return linked
 
 
 def verify(secret: bytes, media_id: str, expires: int, signature: str, now: float) -> bool:

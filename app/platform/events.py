@@ -184,6 +184,12 @@ class EventBus:
         deleted = self._redis.hdel(events_meta_key(self._ns, job_id), "terminal")
         await cast(Awaitable[int], deleted)
 
+    async def last_id(self, job_id: str) -> int | None:
+        """The id of the job's newest event; None when Redis holds no stream for it (expired or
+        lost)."""
+        seq = await cast(Awaitable[Any], self._redis.hget(events_meta_key(self._ns, job_id), "seq"))
+        return None if seq is None else int(seq)
+
     async def history(self, job_id: str, after: int = 0) -> list[JobEvent]:
         entries = await self._redis.xrange(
             events_stream_key(self._ns, job_id), min=f"{after + 1}-0", max="+"

@@ -144,6 +144,12 @@ class ApiSettings:
     default_speech_model: str = "local-speech"
     sse_ping_seconds: float = 15.0
     sse_max_seconds: int = 3600
+    stream_link_seconds: int = at_least(1, 86_400)
+    """How long a job's signed `urls.stream` link works (every answer that shows the job gives
+    a fresh one)."""
+    cors_origins: str | None = None
+    """Comma-separated origins (`https://app.example.com,http://localhost:5173`, or `*`) whose
+    pages may call the API and read its answers; empty: no CORS headers at all."""
     access_log: bool = False
     """One log line per HTTP request (uvicorn's access log); mediagate's own events are logged
     either way."""
@@ -286,6 +292,13 @@ class Settings(
                     raise SettingsError(
                         f"MEDIAGATE_REDIS_SENTINELS must be host:port,host:port; got {part!r}"
                     )
+        for origin in self.cors_origin_list:
+            scheme, _, rest = origin.partition("://")
+            if origin != "*" and (scheme not in ("http", "https") or not rest or "/" in rest):
+                raise SettingsError(
+                    "MEDIAGATE_CORS_ORIGINS must list origins like https://app.example.com "
+                    f"(scheme and host, no path), or *; got {origin!r}"
+                )
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError("MEDIAGATE_REDIS_URL must be a redis:// or rediss:// URL")
         if serving and not self.dev and not self.admin_key:
@@ -344,6 +357,10 @@ class Settings(
     @property
     def longest_timeout(self) -> int:
         return max(self.timeout_for(t) for t in ("image", "video", "speech"))
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in (self.cors_origins or "").split(",") if o.strip()]
 
     @property
     def signing_secret(self) -> bytes:

@@ -107,6 +107,7 @@ class ErrorCode(StrEnum):
     # who is asking
     MISSING_API_KEY = "missing_api_key"
     INVALID_API_KEY = "invalid_api_key"
+    INVALID_STREAM_LINK = "invalid_stream_link"
     INVALID_ADMIN_KEY = "invalid_admin_key"
     TOO_MANY_FAILED_AUTHENTICATIONS = "too_many_failed_authentications"
     PRIORITY_NOT_ALLOWED = "priority_not_allowed"

@@ -30,6 +30,8 @@ async def _events(
         client, "GET", f"/v1/batches/{batch_id}/events", headers=headers, timeout=60
     ) as source:
         async for sse in source.aiter_sse():
+            if not sse.data:
+                continue  # the retry hint, a ping
             found.append((sse.id, sse.event, orjson.loads(sse.data)))
     return found
 

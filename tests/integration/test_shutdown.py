@@ -142,7 +142,7 @@ async def test_sigterm_on_the_api_ends_sse_streams_cleanly(pg_url: str) -> None:
         if api.poll() is None:
             api.kill()
         drop_namespace(settings.redis_namespace)
-    assert received[0].startswith(("id:", "event:", "data:", ":"))
+    assert received[0].startswith(("retry:", "id:", "event:", "data:", ":"))
     assert ended_after < 8
     # uvicorn shuts down gracefully, then re-raises the signal it caught, as a process should.
     assert exit_code in (0, -signal.SIGTERM)

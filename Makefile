@@ -12,14 +12,15 @@ help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
 
 # Installs exactly what uv.lock pins: every package, dev tools included, each checked against its
-# hash; `--locked` refuses to install when pyproject.toml and the lock disagree. uv itself is
+# hash; `--locked` refuses to install when pyproject.toml and the lock disagree; bytecode is
+# compiled at install (as pip does), since PYTHONDONTWRITEBYTECODE may be set. uv itself is
 # pinned here (pip only bootstraps it into the venv).
 $(UV):
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet uv==$(UV_VERSION)
 
 $(STAMP): pyproject.toml uv.lock | $(UV)
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --extra dev --inexact --quiet
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --extra dev --inexact --compile-bytecode --quiet
 	touch $(STAMP)
 
 uv: $(UV)

@@ -44,8 +44,10 @@ typecheck: $(STAMP)  ## mypy --strict
 	$(BIN)/mypy
 	$(BIN)/mypy bench
 
+# Our own modules are compiled once for the run, not once per process the tests start (this
+# machine sets PYTHONDONTWRITEBYTECODE; __pycache__ is git-ignored).
 test: lock-check $(STAMP) pgbouncer chromium lint typecheck  ## install, then ruff, mypy and the whole test suite (what CI runs)
-	$(BIN)/pytest -q -p no:cacheprovider
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -q -p no:cacheprovider
 
 # The dashboard's tests drive Debian's chromium through Playwright's Python API (Playwright's own
 # browser download does not work here).

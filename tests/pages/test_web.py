@@ -172,8 +172,8 @@ def api(
         pg_url,
         storage="files",
         files_dir=str(tmp_path_factory.mktemp("media")),
-        local_latency_seconds=6.0,
-        local_progress_steps=6,
+        local_latency_seconds=4.0,
+        local_progress_steps=4,
         cors_origins=f"{site[0]},http://127.0.0.1:{example_port}",
     )
     env = {**os.environ, **settings_env(settings)}

@@ -236,6 +236,22 @@ def running_stack(settings: Settings, *, embedded_worker: bool) -> Iterator[Stac
         drop_namespace(settings.redis_namespace)
 
 
+def api_argv(port: int) -> list[str]:
+    """`mediagate api` on a loopback port, as a process of its own."""
+    return [sys.executable, "-m", "app.cli", "api", "--host", "127.0.0.1", "--port", str(port)]
+
+
+def wait_answering(url: str, proc: subprocess.Popen[Any], seconds: float = 30) -> None:
+    """Until `url` answers 200; fails if `proc` (which serves it) exits first, or time runs out."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        assert proc.poll() is None and time.monotonic() < deadline, f"{url} did not answer"
+        time.sleep(0.1)
+
+
 def start_worker_process(settings: Settings, **env_changes: str) -> subprocess.Popen[bytes]:
     """`mediagate worker` in a process of its own. Its log goes to an anonymous temporary file
     (`worker_log()` reads it): a pipe nobody drains would fill and stall the worker."""

@@ -22,11 +22,11 @@ from app.platform.resources import Resources
 log = logging.getLogger("mediagate.worker")
 
 RUNNING = "jobs_running"
+"""The worker context's count of generation attempts running now."""
 ENDED = "jobs_ended"
 """Jobs this worker ended (succeeded, failed or canceled) since it started."""
 THROUGHPUT_WINDOW = 300.0
 """Seconds of history a worker's throughput is measured over."""
-"""The worker context's count of generation attempts running now."""
 
 
 class Heart:

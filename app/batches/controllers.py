@@ -11,7 +11,6 @@ from litestar import Controller, Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, Parameter
 from litestar.types import ASGIApp
-from pydantic import ValidationError
 
 from app.batches import service as batch_service
 from app.batches.schemas import (
@@ -23,10 +22,11 @@ from app.batches.schemas import (
     BatchObject,
 )
 from app.batches.service import BatchRequest, BatchView
+from app.http.bodies import parse_json, validated
 from app.http.dependencies import KEY_DEPENDENCY
 from app.http.render import base_url, render_job
 from app.jobs import idempotency
-from app.jobs.stream_controller import JobStream, no_content, resume_point
+from app.jobs.stream_controller import JobStream, resume_point
 from app.platform.errors import InvalidRequestError
 from app.platform.events import EventHub
 from app.platform.limits import Holds
@@ -74,12 +74,7 @@ def parse_items(content_type: str, raw: bytes) -> tuple[list[BatchRequest], Any]
     if content_type.split(";")[0].strip().lower() in JSONL_TYPES:
         parsed: Any = _lines(raw)
     else:
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise InvalidRequestError(
-                "The request body is not valid JSON.", code=ErrorCode.INVALID_JSON
-            ) from None
+        parsed = parse_json(raw)
     if isinstance(parsed, dict) and "requests" in parsed:
         parsed = parsed["requests"]
     if not isinstance(parsed, list) or not parsed:
@@ -94,15 +89,7 @@ def parse_items(content_type: str, raw: bytes) -> tuple[list[BatchRequest], Any]
         )
     items = []
     for index, item in enumerate(parsed):
-        try:
-            valid = BatchItem.model_validate(_unwrap(index, item))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            param = f"requests[{index}]" + (f".{where}" if where else "")
-            raise InvalidRequestError(
-                f"Invalid value for {param!r}: {first['msg']}", param=param
-            ) from None
+        valid = validated(BatchItem, _unwrap(index, item), f"requests[{index}]")
         items.append(
             BatchRequest(
                 custom_id=valid.custom_id,
@@ -258,11 +245,6 @@ class BatchController(Controller):
             hold.release()
             raise
         ended = view.status in (BatchStatus.COMPLETED, BatchStatus.CANCELED)
-        if ended and start > 0:
-            last = await resources.bus.last_id(view.batch.id)
-            if last is not None and start >= last:
-                hold.release()  # its last event was delivered: 204 stops an EventSource
-                return no_content
         settings = resources.settings
         return JobStream(
             hub,

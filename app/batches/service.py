@@ -22,18 +22,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.jobs import idempotency, intake, transitions
 from app.jobs import service as job_service
 from app.jobs.idempotency import Claim
-from app.jobs.inputs import validate_input
 from app.jobs.queue import allowed_priority
-from app.keys import spend
-from app.keys.service import lock_key
 from app.media.service import outputs_of
-from app.media.usage import active_jobs, check_submit
 from app.platform.errors import (
     ConflictError,
     InvalidRequestError,
     MediagateError,
     NotFoundError,
-    QuotaExceededError,
 )
 from app.platform.ids import new_id
 from app.platform.resources import Resources
@@ -41,7 +36,6 @@ from app.platform.tables import Batch, Job, MediaObject, VirtualKey, utcnow
 from app.platform.vocabulary import (
     ACTIVE_STATUSES,
     BatchStatus,
-    ErrorCode,
     JobStatus,
 )
 
@@ -89,47 +83,29 @@ async def _build_jobs(
     batch_id: str,
     items: Sequence[BatchRequest],
 ) -> list[Job]:
-    """Every item resolved and validated (for every target of its model), before any is kept."""
+    """Every item prepared as a submit prepares its job, before any is kept; an item's error
+    names it."""
     settings = resources.settings
     jobs = []
     for index, item in enumerate(items):
         try:
-            route = await intake.resolve_model(session, resources.catalog, item.type, item.model)
-            validated = [validate_input(spec, item.input) for spec in route.targets]
-            await intake.check_references(
-                session, key.id, validated[0], allow_private_urls=settings.allow_private_urls
+            job = await intake.prepare_job(
+                session,
+                key,
+                resources.catalog,
+                item.type,
+                item.model,
+                item.input,
+                allow_private_urls=settings.allow_private_urls,
+                priority=allowed_priority(key, item.priority, settings.default_max_priority),
+                deadline_seconds=item.deadline_seconds,
+                webhook=await job_service.checked_webhook(resources, item.webhook),
             )
-            priority = allowed_priority(key, item.priority, settings.default_max_priority)
-            webhook = await job_service.checked_webhook(resources, item.webhook)
         except MediagateError as exc:
             raise _within(index, exc) from None
-        job = intake.build_job(
-            key.id,
-            route,
-            item.input,
-            validated[0],
-            priority=priority,
-            deadline_seconds=item.deadline_seconds,
-            webhook=webhook,
-        )
         job.batch_id, job.custom_id = batch_id, item.custom_id
         jobs.append(job)
     return jobs
-
-
-async def _check_limits(session: AsyncSession, key: VirtualKey, jobs: Sequence[Job]) -> None:
-    """The key's limits for all of the batch's jobs at once, under the key's row lock."""
-    await check_submit(session, key)  # storage quota, and a key already at its concurrency
-    if key.max_concurrent_jobs is not None:
-        running = await active_jobs(session, key.id)
-        if running + len(jobs) > key.max_concurrent_jobs:
-            raise QuotaExceededError(
-                f"This batch's {len(jobs)} jobs and the key's {running} queued or running would "
-                f"pass its limit of {key.max_concurrent_jobs}. Send a smaller batch.",
-                code=ErrorCode.CONCURRENCY_LIMIT_EXCEEDED,
-            )
-    estimates = [j.cost_estimate_micros for j in jobs if j.cost_estimate_micros is not None]
-    await spend.check_submit(session, key, sum(estimates))
 
 
 async def submit(
@@ -157,8 +133,7 @@ async def submit(
                 return await _view(session, key.id, earlier), False
         await job_service.check_queue(resources, len(items))
         jobs = await _build_jobs(session, resources, key, batch_id, items)
-        locked = await lock_key(session, key.id)
-        await _check_limits(session, locked, jobs)
+        await intake.check_limits(session, key.id, jobs)
         ahead = await intake.queued_jobs(session, key.id)
         batch = Batch(id=batch_id, key_id=key.id, total=len(jobs), created_at=utcnow())
         session.add(batch)

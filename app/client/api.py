@@ -17,21 +17,9 @@ import orjson
 from httpx_sse import SSEError, connect_sse
 
 from app.platform.vocabulary import TERMINAL_EVENTS
+from providers.base import extension_for
 
 TERMINAL = tuple(TERMINAL_EVENTS)
-EXTENSIONS = {
-    "image/png": "png",
-    "image/jpeg": "jpg",
-    "image/webp": "webp",
-    "video/mp4": "mp4",
-    "audio/mpeg": "mp3",
-    "audio/wav": "wav",
-    "audio/x-wav": "wav",
-    "audio/ogg": "ogg",
-    "audio/opus": "opus",
-    "audio/flac": "flac",
-    "audio/aac": "aac",
-}
 RETRIES = 5
 """Attempts at one request (or at resuming a stream) before giving up."""
 
@@ -186,7 +174,7 @@ class Client:
         folder.mkdir(parents=True, exist_ok=True)
         saved = []
         for output in job.get("outputs") or []:
-            ext = EXTENSIONS.get(output["content_type"], "bin")
+            ext = extension_for(output["content_type"])
             path = folder / f"{job['id']}-{output['index']}.{ext}"
             with self.http.stream("GET", output["url"], follow_redirects=True) as response:
                 if response.status_code >= 400:

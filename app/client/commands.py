@@ -128,14 +128,22 @@ def _finish(client: Client, job: dict[str, Any], folder: Path, as_json: bool) ->
         raise typer.Exit(1)
 
 
+LOCAL_MODELS = {"image": "local-image", "video": "local-video", "speech": "local-speech"}
+
+
 def _generate(
     url: str,
     key: str | None,
-    body: dict[str, Any],
+    kind: str,
+    model: str | None,
+    values: dict[str, Any],
     folder: Path,
     as_json: bool,
     no_wait: bool,
 ) -> None:
+    """Submit a `kind` job (the local model unless `model` names one) with the options given."""
+    inputs = {name: value for name, value in values.items() if value is not None}
+    body = {"type": kind, "model": model or LOCAL_MODELS[kind], "input": inputs}
     with _client(url, key) as client:
         job = client.submit(body)
         if no_wait:
@@ -149,10 +157,6 @@ def _generate(
             err.print(job["id"])  # scripts and Ctrl-C handlers can tell which job
         job = follow(client, job, quiet=as_json)
         _finish(client, job, folder, as_json)
-
-
-def _input(**values: Any) -> dict[str, Any]:
-    return {name: value for name, value in values.items() if value is not None}
 
 
 @generate_app.command("image")
@@ -170,12 +174,8 @@ def generate_image(
     no_wait: NoWait = False,
 ) -> None:
     """Make images from a prompt."""
-    body = {
-        "type": "image",
-        "model": model or "local-image",
-        "input": _input(prompt=prompt, size=size, n=n, quality=quality, seed=seed),
-    }
-    _generate(url, key, body, output, as_json, no_wait)
+    values = {"prompt": prompt, "size": size, "n": n, "quality": quality, "seed": seed}
+    _generate(url, key, "image", model, values, output, as_json, no_wait)
 
 
 @generate_app.command("video")
@@ -191,12 +191,8 @@ def generate_video(
     no_wait: NoWait = False,
 ) -> None:
     """Make a video from a prompt."""
-    body = {
-        "type": "video",
-        "model": model or "local-video",
-        "input": _input(prompt=prompt, seconds=seconds, size=size),
-    }
-    _generate(url, key, body, output, as_json, no_wait)
+    values = {"prompt": prompt, "seconds": seconds, "size": size}
+    _generate(url, key, "video", model, values, output, as_json, no_wait)
 
 
 @generate_app.command("speech")
@@ -212,12 +208,8 @@ def generate_speech(
     no_wait: NoWait = False,
 ) -> None:
     """Read a text aloud."""
-    body = {
-        "type": "speech",
-        "model": model or "local-speech",
-        "input": _input(input=text, voice=voice, format=format),
-    }
-    _generate(url, key, body, output, as_json, no_wait)
+    values = {"input": text, "voice": voice, "format": format}
+    _generate(url, key, "speech", model, values, output, as_json, no_wait)
 
 
 @jobs_app.command("list")

@@ -78,6 +78,29 @@ async def _read_form(
     return files, fields
 
 
+def parse_json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequestError(
+            "The request body is not valid JSON.", code=ErrorCode.INVALID_JSON
+        ) from None
+
+
+def validated(schema: type[Model], fields: Any, within: str = "") -> Model:
+    """`fields` as `schema`, or a 400 naming the first invalid field (under `within`, the
+    place of this part of the body: `requests[3]`)."""
+    try:
+        return schema.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        param = (f"{within}.{where}" if where else within) if within else where or None
+        raise InvalidRequestError(
+            f"Invalid value for {param!r}: {first['msg']}", param=param
+        ) from None
+
+
 async def read_body(
     request: Request[Any, Any, Any], schema: type[Model], max_file_bytes: int
 ) -> Body[Model]:
@@ -95,23 +118,11 @@ async def read_body(
         async with slots:
             files, fields = await _read_form(request, max_file_bytes)
     else:
-        try:
-            raw = orjson.loads(await request.body())
-        except orjson.JSONDecodeError:
-            raise InvalidRequestError(
-                "The request body is not valid JSON.", code=ErrorCode.INVALID_JSON
-            ) from None
+        raw = parse_json(await request.body())
         if not isinstance(raw, dict):
             raise InvalidRequestError("The request body must be a JSON object.")
         fields = raw
-    try:
-        model = schema.model_validate(fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        raise InvalidRequestError(
-            f"Invalid value for {param!r}: {first['msg']}", param=param
-        ) from None
+    model = validated(schema, fields)
     header = request.headers.get(idempotency.HEADER)
     claim = idempotency.claim_of(header, request.method, request.url.path, fields, files)
     webhook = None

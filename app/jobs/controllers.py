@@ -118,7 +118,8 @@ class JobController(Controller):
                     resources, hub, view.job.id, seconds, changed_from=view.job.status
                 )
             view = await job_service.read(resources, key.id, job_id)
-        return render_job(request, resources.settings, view.job, view.outputs, view.queue)
+        queue = await job_service.queue_place(resources, view.job)
+        return render_job(request, resources.settings, view.job, view.outputs, queue)
 
     @post("/{job_id:str}/cancel", status_code=200, summary="Cancel a queued or running job")
     async def cancel(

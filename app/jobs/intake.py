@@ -4,7 +4,7 @@ checked under its row lock, and the row built."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -138,6 +138,34 @@ def plain_job(
     return build_job(key.id, route, params, validated, **options)
 
 
+async def prepare_job(
+    session: AsyncSession,
+    key: VirtualKey,
+    catalog: Catalog,
+    media_type: str,
+    model: str,
+    params: Mapping[str, Any],
+    *,
+    allow_private_urls: bool = False,
+    **options: Any,
+) -> Job:
+    """The job row, not yet kept: its model resolved, its input valid for every target (so a
+    fallback cannot fail on it), the media it names checked to be the key's."""
+    route = await resolve_model(session, catalog, media_type, model)
+    validated = [validate_input(spec, params) for spec in route.targets]
+    await check_references(session, key.id, validated[0], allow_private_urls=allow_private_urls)
+    return build_job(key.id, route, params, validated[0], **options)
+
+
+async def check_limits(session: AsyncSession, key_id: str, jobs: Sequence[Job]) -> None:
+    """The key's limits (storage quota, concurrency, hard budget) for these new jobs together,
+    under the key's row lock, taken here: concurrent submits of one key decide in turn."""
+    locked = await lock_key(session, key_id)
+    await check_submit(session, locked, adding=len(jobs))
+    estimate = sum(job.cost_estimate_micros or 0 for job in jobs)
+    await spend.check_submit(session, locked, estimate)
+
+
 async def create_job(
     session: AsyncSession,
     key: VirtualKey,
@@ -149,15 +177,17 @@ async def create_job(
     allow_private_urls: bool = False,
     **options: Any,
 ) -> Job:
-    route = await resolve_model(session, catalog, media_type, model)
-    # Valid for every fallback target, so moving to the next one cannot fail on the input.
-    validated = [validate_input(spec, params) for spec in route.targets]
-    await check_references(session, key.id, validated[0], allow_private_urls=allow_private_urls)
-    # The key's row, locked: concurrent submits of one key check its limits one after another.
-    locked = await lock_key(session, key.id)
-    await check_submit(session, locked)
-    job = build_job(key.id, route, params, validated[0], **options)
-    await spend.check_submit(session, locked, job.cost_estimate_micros)
+    job = await prepare_job(
+        session,
+        key,
+        catalog,
+        media_type,
+        model,
+        params,
+        allow_private_urls=allow_private_urls,
+        **options,
+    )
+    await check_limits(session, key.id, [job])
     return await transitions.add_queued(session, job)
 
 

@@ -51,8 +51,6 @@ class JobView:
 
     job: Job
     outputs: Sequence[MediaObject] = ()
-    queue: dict[str, Any] | None = None
-    """A queued job's place: position and ETA (only where asked for: it costs Redis reads)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +68,7 @@ async def read(
 ) -> JobView:
     async with resources.sessionmaker() as session:
         job = await get_job(session, key_id, job_id, media_type)
-        outputs = (await outputs_of(session, [job.id]))[job.id]
-    return JobView(job, outputs, await queue_place(resources, job))
+        return JobView(job, (await outputs_of(session, [job.id]))[job.id])
 
 
 async def owner(resources: Resources, job_id: str) -> VirtualKey | None:
@@ -84,6 +81,8 @@ async def owner(resources: Resources, job_id: str) -> VirtualKey | None:
 
 
 async def queue_place(resources: Resources, job: Job) -> dict[str, Any] | None:
+    """A queued job's place: position and ETA. Asked for only where it is shown (GET of one
+    job): it costs Redis reads that the streams, waits and lists have no use for."""
     if job.status != JobStatus.QUEUED:
         return None
     settings = resources.settings

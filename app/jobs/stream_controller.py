@@ -55,12 +55,6 @@ HEADERS = [
 ]
 
 
-async def no_content(scope: Scope, receive: Receive, send: Send) -> None:
-    """204: what a stream answers a reconnect after its last event (an EventSource stops)."""
-    await send({"type": "http.response.start", "status": 204, "headers": []})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
 def server_should_exit() -> bool:
     """Whether uvicorn is shutting down: sse-starlette hooks uvicorn's exit handler and sets its
     AppStatus flag; the hub's ticker reads it and ends every stream cleanly."""
@@ -112,7 +106,19 @@ class JobStream:
         with self.hold, SSE_STREAMS.track_inprogress():
             await self._stream(receive, send)
 
+    async def _delivered_already(self) -> bool:
+        """A reconnect after the last event of a stream that has ended: nothing more will come."""
+        if self.ending is None or self.last <= 0:
+            return False
+        last = await self.bus.last_id(self.job_id)
+        return last is not None and self.last >= last
+
     async def _stream(self, receive: Receive, send: Send) -> None:
+        if await self._delivered_already():
+            # 204 tells an EventSource (which reconnects by itself after any stream ends) to stop.
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
         await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
         await send({"type": "http.response.body", "body": RETRY, "more_body": True})
         loop = asyncio.get_running_loop()
@@ -195,17 +201,20 @@ def resume_point(last_event_id: str | None, after: int | None) -> int:
     return value
 
 
-async def provide_stream_key(request: Request[Any, Any, Any], resources: Resources) -> VirtualKey:
+async def provide_stream_key(
+    request: Request[Any, Any, Any],
+    resources: Resources,
+    exp: Annotated[str | None, Parameter(description="a signed link's expiry")] = None,
+    sig: Annotated[str | None, Parameter(description="a signed link's signature")] = None,
+) -> VirtualKey:
     """The caller's key from its Authorization header, or, for a signed stream link (`exp` and
     `sig`: the job's `urls.stream`, which needs no header), the job's own key, if it may still
     be used. A tampered or expired link, or one whose key was revoked or deleted, opens nothing."""
-    signature = request.query_params.get("sig")
-    if signature is None or bearer_token(request.headers) is not None:
+    if sig is None or bearer_token(request.headers) is not None:
         return await provide_key(request, resources)
     job_id = request.path_params["job_id"]
     settings = resources.settings
-    expires = request.query_params.get("exp")
-    if not verify_stream(settings.signing_secret, job_id, expires, signature, time.time()):
+    if not verify_stream(settings.signing_secret, job_id, exp, sig, time.time()):
         raise AuthenticationError(
             "This stream link is not valid (altered, or expired): get the job again for a fresh "
             "urls.stream.",
@@ -259,8 +268,6 @@ async def job_events(
     last_event_id: Annotated[
         str | None, HeaderParameter(name="Last-Event-ID", required=False)
     ] = None,
-    exp: Annotated[str | None, Parameter(description="a signed link's expiry")] = None,
-    sig: Annotated[str | None, Parameter(description="a signed link's signature")] = None,
 ) -> ASGIApp:
     start = resume_point(last_event_id, after)
     streams: Holds = request.app.state.streams
@@ -273,13 +280,6 @@ async def job_events(
     settings = resources.settings
     snapshot = job_snapshot(view.job, view.outputs)
     status = snapshot["status"]
-    if is_terminal(status) and start > 0:
-        last = await resources.bus.last_id(view.job.id)
-        if last is not None and start >= last:
-            # A reconnect after the job's last event (EventSource reconnects by itself after
-            # any stream ends): nothing more will come. 204 tells it to stop.
-            hold.release()
-            return no_content
     return JobStream(
         hub,
         resources.bus,

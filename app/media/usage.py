@@ -98,8 +98,9 @@ def has_quota(key: VirtualKey) -> bool:
     return key.max_bytes is not None or key.max_objects is not None
 
 
-async def check_submit(session: AsyncSession, key: VirtualKey) -> None:
-    """Refuse a new job when the key is at a limit (429 with what the limit and the use are)."""
+async def check_submit(session: AsyncSession, key: VirtualKey, adding: int = 1) -> None:
+    """Refuse `adding` new jobs (a submit: one; a batch: all of its jobs) when the key is at a
+    storage limit or they would take it past its concurrency (429 with the limit and the use)."""
     if has_quota(key):
         found = breach(key, await totals(session, key.id), (1, 1))
         if found is not None:
@@ -110,11 +111,12 @@ async def check_submit(session: AsyncSession, key: VirtualKey) -> None:
             )
     if key.max_concurrent_jobs is not None:
         running = await active_jobs(session, key.id)
-        if running >= key.max_concurrent_jobs:
+        if running + adding > key.max_concurrent_jobs:
             jobs = "job" if running == 1 else "jobs"
+            more = "" if adding == 1 else f"; these {adding} more would pass it"
             raise QuotaExceededError(
                 f"This key has {running} {jobs} queued or running, its limit is "
-                f"{key.max_concurrent_jobs}. Retry once one has finished.",
+                f"{key.max_concurrent_jobs}{more}. Retry once one has finished.",
                 code=ErrorCode.CONCURRENCY_LIMIT_EXCEEDED,
                 retry_after=5,
             )

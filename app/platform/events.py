@@ -105,6 +105,8 @@ class EventBus:
         self._ns = namespace
         self._ttl = ttl_seconds
         self._publish = redis.register_script(_PUBLISH_LUA)
+        # The batch keys of an event that is not a batch job's ending (the script ignores them).
+        self._no_batch = [events_stream_key(namespace, "-"), events_meta_key(namespace, "-")]
         self._preluded: dict[str, AsyncScript] = {}
 
     @property
@@ -148,12 +150,11 @@ class EventBus:
             raise ValueError(f"unknown event {event!r}")
         terminal = event in TERMINAL_EVENTS
         batch = (data.get("batch_id") or "") if terminal else ""
-        keys = [
-            events_stream_key(self._ns, job_id),
-            events_meta_key(self._ns, job_id),
-            events_stream_key(self._ns, batch or "-"),
-            events_meta_key(self._ns, batch or "-"),
-        ]
+        keys = [events_stream_key(self._ns, job_id), events_meta_key(self._ns, job_id)]
+        if batch:
+            keys += [events_stream_key(self._ns, batch), events_meta_key(self._ns, batch)]
+        else:
+            keys += self._no_batch
         args = [
             event,
             orjson.dumps(data),

@@ -112,12 +112,17 @@ def _targets(job: Job, key: VirtualKey, event: str) -> list[str]:
 
 
 async def schedule(
-    session: AsyncSession, job: Job, key: VirtualKey, event: str, data: dict[str, Any]
+    session: AsyncSession,
+    job: Job,
+    key: VirtualKey,
+    event: str,
+    data: dict[str, Any],
+    urls: Sequence[str] | None = None,
 ) -> list[str]:
-    """Delivery rows for the job's subscribers to `event`; the caller commits, then enqueues
-    `deliver` for each id returned."""
+    """Delivery rows of `event` for the job's subscribers to it (or for `urls`); the caller
+    commits, then enqueues `deliver` for each id returned."""
     ids: list[str] = []
-    for url in _targets(job, key, event):
+    for url in _targets(job, key, event) if urls is None else urls:
         delivery = WebhookDelivery(
             id=new_id("whd"),
             job_id=job.id,
@@ -189,26 +194,9 @@ async def warn_budget(res: Resources, job: Job, key: VirtualKey) -> None:
         if data is None or fresh is None:
             await session.rollback()
             return
-        ids: list[str] = []
-        if fresh.webhook_url:
-            data["job_id"] = job.id
-            delivery = WebhookDelivery(
-                id=new_id("whd"),
-                job_id=job.id,
-                key_id=key.id,
-                event=KeyEvent.BUDGET_WARNING,
-                url=fresh.webhook_url,
-                payload={
-                    "type": str(KeyEvent.BUDGET_WARNING),
-                    "timestamp": iso(utcnow()),
-                    "data": data,
-                },
-            )
-            session.add(delivery)
-            ids.append(delivery.id)
-            if fresh.webhook_secret is None:
-                fresh.webhook_secret = new_secret()
-                session.add(fresh)
+        data["job_id"] = job.id
+        urls = [fresh.webhook_url] if fresh.webhook_url else []
+        ids = await schedule(session, job, fresh, KeyEvent.BUDGET_WARNING, data, urls)
         await session.commit()
     log.info("key.budget_warning key_id=%s month=%s", key.id, data["month"])
     for delivery_id in ids:

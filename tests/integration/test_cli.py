@@ -16,8 +16,10 @@ from tests.infra import (
     REDIS_URL,
     ROOT,
     SECRET_KEY,
+    api_argv,
     drop_namespace,
     new_namespace,
+    wait_answering,
 )
 
 
@@ -69,7 +71,7 @@ def test_api_command_serves(tmp_path: Path) -> None:
     assert _cli(env, "migrate").returncode == 0
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
+        api_argv(port),
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -98,7 +100,7 @@ def test_api_workers_share_one_port(tmp_path: Path) -> None:
     assert _cli(env, "migrate").returncode == 0
     token = _cli(env, "keys", "create", "--name", "multi").stdout.strip().split("\t")[2]
     port = free_port()
-    argv = [sys.executable, "-m", "app.cli", "api", "--host", "127.0.0.1", "--port", str(port)]
+    argv = api_argv(port)
     proc = subprocess.Popen(
         [*argv, "--workers", "2"],
         env=env,
@@ -174,7 +176,7 @@ def test_api_log_lines_hold_no_signature_and_cannot_be_forged(tmp_path: Path) ->
     log_path = tmp_path / "api.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
+            api_argv(port),
             env=env,
             cwd=ROOT,
             stdout=log,
@@ -182,14 +184,7 @@ def test_api_log_lines_hold_no_signature_and_cannot_be_forged(tmp_path: Path) ->
         )
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    httpx.get(url + "/healthz", timeout=2)
-                    break
-                except httpx.TransportError:
-                    assert time.monotonic() < deadline
-                    time.sleep(0.1)
+            wait_answering(url + "/healthz", proc)
             signature = "SIGNATURE" + "x" * 20
             httpx.get(f"{url}/v1/media/med_01abc?exp=9999999999&sig={signature}")
             # CR LF and a fake log line in the path; the request itself goes out as sent.

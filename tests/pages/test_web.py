@@ -30,10 +30,12 @@ from tests.infra import (
     ADMIN_KEY,
     ROOT,
     SECRET_KEY,
+    api_argv,
     base_settings,
     drop_namespace,
     running_workers,
     settings_env,
+    wait_answering,
 )
 
 PAGE = """<!doctype html><meta charset="utf-8"><title>follow</title><body>
@@ -77,28 +79,13 @@ class Api:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "app.cli",
-                "api",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
+            api_argv(self.port),
             cwd=ROOT,
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            assert self.proc.poll() is None and time.monotonic() < deadline, "API did not start"
-            time.sleep(0.1)
+        wait_answering(f"{self.url}/healthz", self.proc)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -319,13 +306,7 @@ def test_the_example_page_shows_its_result(
     )
     origin = f"http://127.0.0.1:{example_port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{origin}/", timeout=2).status_code == 200:
-                    break
-            assert server.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_answering(f"{origin}/", server, seconds=20)
         page = browser.new_page()
         page.goto(f"{origin}/")
         page.click("button")

@@ -58,7 +58,13 @@ def forbidden(module: str, imported: str) -> bool:
         return is_http(imported)
     if _under(module, "app.client"):  # a client of the API: it knows it only over HTTP
         inside = _under(imported, "app.client") or imported.startswith("app.platform.vocabulary")
-        return _under(imported, "workers") or (_under(imported, "app") and not inside)
+        shared = imported.startswith("providers.base")  # media types' file extensions
+        return (
+            _under(imported, "workers")
+            or _under(imported, "storage")
+            or (_under(imported, "providers") and not shared)
+            or (_under(imported, "app") and not inside)
+        )
     if is_http(module):
         return _under(imported, "workers")
     if any(_under(module, f"app.{domain}") for domain in DOMAINS):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import case
+from sqlalchemy import Update, case
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -191,34 +191,30 @@ async def finish(
 ) -> bool:
     """Move the attempt's job to a terminal status, adding what the attempt was `charged` to
     the job and its key's spend; False if it no longer runs this attempt (nothing changes)."""
-    values: dict[str, object] = {
-        "status": status,
-        "finished_at": utcnow(),
-        "cost_micros": Job.cost_micros + charged,
-    }
+    values: dict[str, object] = {"status": status, "finished_at": utcnow()}
     if status == JobStatus.SUCCEEDED:
         values["progress"] = 100
     if error_code is not None:
         values.update(error_code=error_code, error_message=(error_message or "")[:2000])
-    result = await session.exec(
-        update(Job).where(*_mine(job_id, attempt)).values(**values).returning(col(Job.key_id))
-    )
-    key_id = result.scalar_one_or_none()
-    if key_id is not None:
-        await spend.add_charge(session, key_id, charged, spend.day_of())
-    return key_id is not None
+    return await _charged(session, update(Job).where(*_mine(job_id, attempt)), values, charged)
 
 
 async def charge(session: AsyncSession, job_id: str, amount: int) -> None:
     """Add what a provider charged to the job and its key's spend, whoever holds the job now:
     an attempt that got outputs but did not end the job (its storage failed, it was canceled,
     its lease was lost) was billed all the same."""
+    await _charged(session, update(Job).where(col(Job.id) == job_id), {}, amount)
+
+
+async def _charged(
+    session: AsyncSession, statement: Update, values: dict[str, object], amount: int
+) -> bool:
+    """Run the job's update with `amount` added to its cost, and to its key's spend of the day;
+    False if it matched no row (and nothing was charged)."""
     result = await session.exec(
-        update(Job)
-        .where(col(Job.id) == job_id)
-        .values(cost_micros=Job.cost_micros + amount)
-        .returning(col(Job.key_id))
+        statement.values(**values, cost_micros=Job.cost_micros + amount).returning(col(Job.key_id))
     )
     key_id = result.scalar_one_or_none()
     if key_id is not None:
         await spend.add_charge(session, key_id, amount, spend.day_of())
+    return key_id is not None

@@ -23,12 +23,11 @@ from app.batches.schemas import (
 )
 from app.batches.service import BatchRequest, BatchView
 from app.http.bodies import parse_json, validated
-from app.http.dependencies import KEY_DEPENDENCY
+from app.http.dependencies import KEY_DEPENDENCY, event_hub
 from app.http.render import base_url, render_job
 from app.jobs import idempotency
 from app.jobs.stream_controller import JobStream, resume_point
 from app.platform.errors import InvalidRequestError
-from app.platform.events import EventHub
 from app.platform.limits import Holds
 from app.platform.resources import Resources
 from app.platform.tables import VirtualKey, iso
@@ -230,7 +229,6 @@ class BatchController(Controller):
         batch_id: str,
         key: VirtualKey,
         resources: Resources,
-        hub: EventHub,
         last_event_id: Annotated[
             str | None, HeaderParameter(name="Last-Event-ID", required=False)
         ] = None,
@@ -247,7 +245,7 @@ class BatchController(Controller):
         ended = view.status in (BatchStatus.COMPLETED, BatchStatus.CANCELED)
         settings = resources.settings
         return JobStream(
-            hub,
+            event_hub(request),
             resources.bus,
             view.batch.id,
             start,

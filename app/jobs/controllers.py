@@ -10,13 +10,12 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 
 from app.http.bodies import preferred_wait
-from app.http.dependencies import KEY_DEPENDENCY, waiting
+from app.http.dependencies import KEY_DEPENDENCY, event_hub, waiting
 from app.http.render import render_job
 from app.jobs import idempotency
 from app.jobs import service as job_service
 from app.jobs.schemas import JobCreate, JobDeleted, JobList, JobObject
 from app.media.service import outputs_for
-from app.platform.events import EventHub
 from app.platform.resources import Resources
 from app.platform.tables import VirtualKey
 from app.platform.vocabulary import TERMINAL_STATUSES
@@ -37,7 +36,6 @@ class JobController(Controller):
         data: JobCreate,
         key: VirtualKey,
         resources: Resources,
-        hub: EventHub,
     ) -> Response[JobObject]:
         """`Prefer: wait=N`: answers 200 with the job if it ends within N seconds (at most
         MEDIAGATE_MAX_WAIT_SECONDS), else 202 as without it."""
@@ -63,7 +61,7 @@ class JobController(Controller):
                 webhook=data.webhook.model_dump() if data.webhook else None,
             )
             if seconds:
-                job = await job_service.wait(resources, hub, job.id, seconds)
+                job = await job_service.wait(resources, event_hub(request), job.id, seconds)
         # A new job has no outputs yet; a repeated request's job (or a waited-for one) may have.
         outputs = [] if created and not seconds else await outputs_for(resources, job.id)
         headers = {"Location": f"/v1/jobs/{job.id}"}
@@ -105,7 +103,6 @@ class JobController(Controller):
         job_id: str,
         key: VirtualKey,
         resources: Resources,
-        hub: EventHub,
         wait: Annotated[float | None, Parameter(ge=0, le=3600)] = None,
     ) -> JobObject:
         """With `wait`, answers when the job's status changes or it ends, or after `wait`
@@ -115,7 +112,11 @@ class JobController(Controller):
         if seconds and view.job.status not in TERMINAL_STATUSES:
             with waiting(request, key):
                 await job_service.wait(
-                    resources, hub, view.job.id, seconds, changed_from=view.job.status
+                    resources,
+                    event_hub(request),
+                    view.job.id,
+                    seconds,
+                    changed_from=view.job.status,
                 )
             view = await job_service.read(resources, key.id, job_id)
         queue = await job_service.queue_place(resources, view.job)

@@ -23,7 +23,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from sse_starlette import ServerSentEvent
 from sse_starlette.sse import AppStatus
 
-from app.http.dependencies import admit, bearer_token, provide_key
+from app.http.dependencies import admit, bearer_token, event_hub, provide_key
 from app.http.render import base_url
 from app.jobs import service as job_service
 from app.jobs.links import verify_stream
@@ -263,7 +263,6 @@ async def job_events(
     job_id: str,
     key: VirtualKey,
     resources: Resources,
-    hub: EventHub,
     after: int | None = None,
     last_event_id: Annotated[
         str | None, HeaderParameter(name="Last-Event-ID", required=False)
@@ -281,7 +280,7 @@ async def job_events(
     snapshot = job_snapshot(view.job, view.outputs)
     status = snapshot["status"]
     return JobStream(
-        hub,
+        event_hub(request),
         resources.bus,
         view.job.id,
         start,

@@ -10,7 +10,7 @@ from litestar.response import Stream
 from pydantic import Field
 
 from app.http.bodies import prefers_async, read_body
-from app.http.dependencies import KEY_DEPENDENCY, waiting
+from app.http.dependencies import KEY_DEPENDENCY, event_hub, waiting
 from app.http.errors import job_failure_response
 from app.http.openapi import ACCEPTED, AUDIO
 from app.http.schemas import RequestModel
@@ -45,10 +45,9 @@ async def create_speech(
     request: Request[Any, Any, Any],
     key: VirtualKey,
     resources: Resources,
-    hub: EventHub,
 ) -> Response[bytes]:
     """The audio itself, as `audio/mpeg`, `audio/wav`, `audio/ogg` (opus) or `audio/flac`."""
-    return await _speak(request, key, resources, hub)
+    return await _speak(request, key, resources, event_hub(request))
 
 
 async def _speak(

@@ -13,7 +13,7 @@ from litestar import Request, Response, post
 from pydantic import Field
 
 from app.http.bodies import Body, prefers_async, read_body
-from app.http.dependencies import KEY_DEPENDENCY, waiting
+from app.http.dependencies import KEY_DEPENDENCY, event_hub, waiting
 from app.http.errors import job_failure_response
 from app.http.openapi import ACCEPTED
 from app.http.render import media_url
@@ -98,12 +98,11 @@ async def create_images(
     request: Request[Any, Any, Any],
     key: VirtualKey,
     resources: Resources,
-    hub: EventHub,
 ) -> Response[ImagesResponse]:
     body = await read_body(request, ImageRequest, resources.settings.max_upload_bytes)
     if body.files:
         raise InvalidRequestError("image generations take no files; use /v1/images/edits")
-    return await _run(request, resources, hub, key, body, ())
+    return await _run(request, resources, event_hub(request), key, body, ())
 
 
 @post(
@@ -118,11 +117,10 @@ async def edit_images(
     request: Request[Any, Any, Any],
     key: VirtualKey,
     resources: Resources,
-    hub: EventHub,
 ) -> Response[ImagesResponse]:
     body = await read_body(request, ImageRequest, resources.settings.max_upload_bytes)
     if "image" not in body.files:
         raise InvalidRequestError(
             "image is required: send the image to edit as a file", param="image"
         )
-    return await _run(request, resources, hub, key, body, ("image",))
+    return await _run(request, resources, event_hub(request), key, body, ("image",))

@@ -45,9 +45,13 @@ typecheck: $(STAMP)  ## mypy --strict
 	$(BIN)/mypy bench
 
 # Our own modules are compiled once for the run, not once per process the tests start (this
-# machine sets PYTHONDONTWRITEBYTECODE; __pycache__ is git-ignored).
+# machine sets PYTHONDONTWRITEBYTECODE; __pycache__ is git-ignored). The suite runs in
+# TEST_WORKERS processes (pytest-xdist; a test waits on servers and subprocesses much of its
+# time, so two processes keep two cores busy); each process has its own databases, Redis
+# namespaces, S3 server and emulators. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: lock-check $(STAMP) pgbouncer chromium lint typecheck  ## install, then ruff, mypy and the whole test suite (what CI runs)
-	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -q -p no:cacheprovider
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal
 
 # The dashboard's tests drive Debian's chromium through Playwright's Python API (Playwright's own
 # browser download does not work here).

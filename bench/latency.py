@@ -38,12 +38,31 @@ from tests.infra import REDIS_URL
 BODY = {"type": "image", "model": "local-image", "input": {"prompt": "now", "size": "256x256"}}
 
 
-async def submit_paced(url: str, token: str | None, jobs: int, gap: float) -> dict[str, float]:
-    """job id -> wall-clock time its POST was sent."""
+async def wait_started(database: str, job_id: str, seconds: float = 60) -> None:
+    """Until the job has started: the worker process is up and has taken a job."""
+    conn = await asyncpg.connect(database)
+    try:
+        for _ in range(int(seconds * 20)):
+            if await conn.fetchval("SELECT started_at FROM jobs WHERE id = $1", job_id):
+                return
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+    raise RuntimeError(f"the warm-up job {job_id} never started")
+
+
+async def submit_paced(
+    url: str, token: str | None, jobs: int, gap: float, database: str
+) -> dict[str, float]:
+    """job id -> wall-clock time its POST was sent. The paced jobs go to a worker that is up:
+    a warm-up job must have started first (a worker process takes seconds to import its code,
+    which is its start-up time, not the pick-up latency measured here)."""
     sent: dict[str, float] = {}
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
-        await client.post("/v1/jobs", json=BODY)  # warm the connection and the worker
+        warm = await client.post("/v1/jobs", json=BODY)  # warm the connection and the worker
+        warm.raise_for_status()
+        await wait_started(database, warm.json()["id"])
         await asyncio.sleep(1.0)
         for _ in range(jobs):
             started = time.time()
@@ -80,7 +99,7 @@ def run_mediagate(args: argparse.Namespace, sa_url: str, s3: str, bucket: str) -
         with serve(mediagate_api_argv(port), f"http://127.0.0.1:{port}", env=env) as api:
             token = new_key(api.url)
             with process([sys.executable, "-m", "app.cli", "worker"], env):
-                sent = asyncio.run(submit_paced(api.url, token, args.jobs, args.gap))
+                sent = asyncio.run(submit_paced(api.url, token, args.jobs, args.gap, db))
                 return asyncio.run(latencies(db, sent))
     finally:
         drop_namespace(settings.redis_namespace)
@@ -102,7 +121,7 @@ def run_bare(args: argparse.Namespace, sa_url: str, s3: str, bucket: str) -> lis
     ]  # fmt: skip
     try:
         with serve(submit, f"http://127.0.0.1:{port}") as api, process(worker):
-            sent = asyncio.run(submit_paced(api.url, None, args.jobs, args.gap))
+            sent = asyncio.run(submit_paced(api.url, None, args.jobs, args.gap, db))
             return asyncio.run(latencies(db, sent))
     finally:
         drop_namespace(namespace)

@@ -4,6 +4,7 @@ database or Redis namespace, so tests never see each other's queues."""
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +29,8 @@ from tests.infra import (
     sqlite_database,
     upstream_settings,
 )
+
+_BEGAN_MS = pytest.StashKey[int]()
 
 
 @pytest.fixture(scope="session")
@@ -144,18 +147,24 @@ def emu(emulators: dict[str, Any]) -> Iterator[dict[str, Any]]:
         emulator.reset()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _forget_our_aborts() -> Iterator[None]:
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_BEGAN_MS] = int(time.time() * 1000)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
     """arq records an abort (a canceled job) in one key for every arq user of a Redis,
     `arq:abort`, and never expires it: the run removes the entries of its own jobs (ids
-    `job_...` aborted since it began), and nobody else's."""
-    import time
-
+    `job_...` aborted since it began), and nobody else's. Only once every test process is done
+    (with pytest-xdist, in the controlling process): a worker process that finished early must
+    not take the abort of a job another one is still canceling."""
+    if hasattr(session.config, "workerinput"):
+        return
     import redis
     from arq.constants import abort_jobs_ss
 
-    began_ms = int(time.time() * 1000)
-    yield
+    began_ms = session.config.stash.get(_BEGAN_MS, None)
+    if began_ms is None:
+        return
     client = redis.Redis.from_url(REDIS_URL)
     try:
         ours = [

@@ -128,6 +128,13 @@ aliases:
 def upstream_settings(
     database_url: str, emulators: dict[str, Any], models_file: Path, **changes: Any
 ) -> Settings:
+    defaults: dict[str, Any] = {
+        "poll_initial_seconds": 0.05,
+        "poll_max_seconds": 0.2,
+        "retry_base_seconds": 0.05,
+        "image_max_tries": 2,
+        "video_timeout_seconds": 8,
+    }
     return base_settings(
         database_url,
         openai_api_key=UPSTREAM_KEY,
@@ -136,14 +143,9 @@ def upstream_settings(
         minimax_base_url=emulators["minimax"].url,
         replicate_api_token=UPSTREAM_KEY,
         replicate_base_url=emulators["replicate"].url + "/v1",
-        poll_initial_seconds=0.05,
-        poll_max_seconds=0.2,
-        retry_base_seconds=0.05,
-        image_max_tries=2,
-        video_timeout_seconds=8,
         models_file=str(models_file),
         allow_private_urls=True,
-        **changes,
+        **{**defaults, **changes},
     )
 
 

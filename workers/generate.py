@@ -214,10 +214,7 @@ async def _execute(run: JobRun, started: float) -> str:
         return JobStatus.FAILED
     remaining = _remaining_seconds(res, job)
     if remaining <= 0:
-        await run.finish(
-            JobStatus.FAILED, ErrorCode.TIMEOUT, "The job did not finish within its time limit."
-        )
-        return JobStatus.FAILED
+        return await _timed_out(run)
     media_type: MediaType = job.type
     try:
         async with asyncio.timeout(remaining):
@@ -256,11 +253,7 @@ async def _execute(run: JobRun, started: float) -> str:
         log.warning("job.failed job_id=%s code=storage_quota_exceeded", job.id)
         return JobStatus.FAILED
     except TimeoutError:
-        await run.finish(
-            JobStatus.FAILED, ErrorCode.TIMEOUT, "The job did not finish within its time limit."
-        )
-        log.warning("job.failed job_id=%s code=timeout", job.id)
-        return JobStatus.FAILED
+        return await _timed_out(run)
     except ProviderError as exc:
         return await _after_provider_error(run, exc)
     except asyncio.CancelledError:
@@ -294,6 +287,15 @@ async def _execute(run: JobRun, started: float) -> str:
         (time.monotonic() - started) * 1000,
     )
     return JobStatus.SUCCEEDED
+
+
+async def _timed_out(run: JobRun) -> str:
+    """The job's time limit passed (before this attempt began, or during it)."""
+    await run.finish(
+        JobStatus.FAILED, ErrorCode.TIMEOUT, "The job did not finish within its time limit."
+    )
+    log.warning("job.failed job_id=%s code=timeout attempt=%d", run.job.id, run.attempt)
+    return JobStatus.FAILED
 
 
 async def _after_provider_error(run: JobRun, exc: ProviderError) -> str:

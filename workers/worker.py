@@ -65,7 +65,9 @@ def worker_settings(settings: Settings, *, resources: Resources | None = None) -
         else:
             stack = contextlib.AsyncExitStack()
             ctx["stack"] = stack
-            ctx["resources"] = await stack.enter_async_context(open_resources(settings))
+            ctx["resources"] = await stack.enter_async_context(
+                open_resources(settings, role="worker")
+            )
         if tracing.setup("mediagate-worker", enabled=settings.tracing):
             tracing.instrument_engine(ctx["resources"].engine)
         heart = ctx["heart"] = Heart(ctx["resources"])

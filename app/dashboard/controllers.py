@@ -267,7 +267,9 @@ async def stream(
     job: str | None = None,
 ) -> ServerSentEvent:
     """The live parts of a page, rendered again every LIVE_SECONDS: the pool and the job list
-    of the overview, or one job's state."""
+    of the overview, or one job's state. A part is sent only when it changed: the page swaps
+    what it receives, and a link swapped under the pointer between a press and its release
+    loses the click."""
     _require(request)
     engine = request.app.template_engine
     assert engine is not None
@@ -279,15 +281,25 @@ async def stream(
         return " ".join(line.strip() for line in html.splitlines())  # one `data:` line
 
     async def parts() -> AsyncIterator[ServerSentEventMessage]:
+        sent: dict[str, str] = {}
         while time.monotonic() < deadline:
             if job is not None:
                 page = await service.job_page(resources, job)
                 context = _context(request, page=page, active=page.job.status in ACTIVE_STATUSES)
-                yield ServerSentEventMessage(event="job", data=render("_job_state.html", context))
+                rendered = {"job": render("_job_state.html", context)}
             else:
                 context = await _overview_parts(request, resources, filters)
-                yield ServerSentEventMessage(event="pool", data=render("_pool.html", context))
-                yield ServerSentEventMessage(event="jobs", data=render("_jobs.html", context))
+                rendered = {
+                    "pool": render("_pool.html", context),
+                    "jobs": render("_jobs.html", context),
+                }
+            changed = [part for part, html in rendered.items() if sent.get(part) != html]
+            for part in changed:
+                sent[part] = rendered[part]
+                yield ServerSentEventMessage(event=part, data=rendered[part])
+            if not changed:
+                # A comment (no event): the connection stays busy, and a gone page is noticed.
+                yield ServerSentEventMessage(comment="unchanged", data=None)
             await asyncio.sleep(LIVE_SECONDS)
 
     return ServerSentEvent(parts())

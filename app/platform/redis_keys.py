@@ -14,6 +14,11 @@ def queue_name(namespace: str) -> str:
     return f"{namespace}:queue"
 
 
+def connection_name(namespace: str, role: str) -> str:
+    """The name of a process's Redis connections in `CLIENT LIST` (`api`, `worker` or `cli`)."""
+    return f"{namespace}:{role}"
+
+
 def events_stream_key(namespace: str, job_id: str) -> str:
     return f"{namespace}:events:{job_id}"
 

@@ -99,23 +99,41 @@ async def test_bad_last_event_id_is_400(stack: Stack) -> None:
     assert resp.json()["error"]["param"] == "Last-Event-ID"
 
 
-async def test_many_subscribers_share_one_redis_reader(slow_stack: Stack) -> None:
-    """The number of Redis connections must not grow with the number of SSE clients."""
+async def test_many_subscribers_share_one_redis_reader(pg_url: str) -> None:
+    """However many SSE clients connect at once, a stream holds no Redis connection of its own:
+    the API's connections (named `<namespace>:api`: its one event reader and the commands in
+    flight) stay few, and every client still gets every event."""
     import redis.asyncio as aredis
 
-    from tests.infra import REDIS_URL
+    from app.platform.redis_keys import connection_name
+    from tests.infra import REDIS_URL, base_settings, running_stack
 
-    key = slow_stack.new_key()
+    settings = base_settings(pg_url, local_latency_seconds=2.0, local_progress_steps=4)
+    name = connection_name(settings.redis_namespace, "api")
     probe = aredis.Redis.from_url(REDIS_URL)
+    counts: list[int] = []
+
+    async def count() -> int:
+        return sum(c["name"] == name for c in await probe.client_list())
+
+    async def sample(until: asyncio.Future[Any]) -> None:
+        while not until.done():
+            counts.append(await count())
+            await asyncio.sleep(0.05)
+
     try:
-        async with slow_stack.client(key) as client:
-            job = (await client.post("/v1/jobs", json=IMAGE)).json()
-            before = len(await probe.client_list())
-            tasks = [asyncio.create_task(_collect(client, job["id"])) for _ in range(20)]
-            await asyncio.sleep(0.7)
-            during = len(await probe.client_list())
-            results = await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        with running_stack(settings, embedded_worker=True) as stack:
+            async with stack.client(stack.new_key()) as client:
+                job = (await client.post("/v1/jobs", json=IMAGE)).json()
+                before = await count()
+                streams = asyncio.gather(*(_collect(client, job["id"]) for _ in range(60)))
+                sampler = asyncio.create_task(sample(streams))
+                results = await asyncio.wait_for(streams, 60)
+                await sampler
     finally:
         await probe.aclose()
-    assert all(r[-1][1] == "job.succeeded" for r in results)
-    assert during - before < 5, (before, during)
+    assert before > 0, "found none of the API's named connections"
+    assert max(counts) < 10, counts  # 60 streams: one connection each would be 60
+    for events in results:
+        assert events[-1][1] == "job.succeeded"
+        _check_sequence(events)

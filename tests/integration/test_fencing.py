@@ -48,7 +48,8 @@ def fence_settings(pg_url: str, s3_endpoint: str) -> Settings:
     return base_settings(
         pg_url,
         job_lease_seconds=LEASE,
-        local_latency_seconds=6.0,
+        # A job outlasts the lease and shows progress at once (a step every half second).
+        local_latency_seconds=3.0,
         local_progress_steps=6,
         allow_private_urls=True,
         **s3_changes(s3_endpoint, f"fence-{secrets.token_hex(4)}"),
@@ -128,6 +129,16 @@ async def _check_outcome(
     assert (usage["bytes"], usage["objects"]) == (sum(in_bucket.values()), len(in_bucket)), usage
 
 
+async def _settled(late: Any, job_id: str) -> None:
+    """Until the late worker has given the job up (its attempt's end says it was superseded),
+    and a second more for anything it might still do."""
+    deadline = time.monotonic() + 30
+    while f"job.superseded job_id={job_id}" not in worker_log(late):
+        assert time.monotonic() < deadline, worker_log(late)[-3000:]
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
+
+
 async def _partition(
     stack: Stack,
     settings: Settings,
@@ -176,7 +187,7 @@ async def _partition(
                     assert seen["status"] == "succeeded", seen
                     for proxy in proxies:
                         proxy.resume()
-                    await asyncio.sleep(LEASE * 2)  # the late worker comes back and settles
+                    await _settled(late, job["id"])  # the late worker comes back
                     await _check_outcome(stack, res, client, receiver, job["id"], seen)
                     taker.send_signal(signal.SIGTERM)
                     taker.wait(30)
@@ -212,13 +223,21 @@ async def test_a_paused_worker_writes_nothing_after_a_takeover(
                 os.kill(late.pid, signal.SIGSTOP)
                 try:
                     with running_workers(fence_settings) as [taker]:
-                        await wait_for_job(
-                            client, job["id"], timeout=30, predicate=lambda j: j["attempts"] == 2
-                        )
+                        try:
+                            await wait_for_job(
+                                client,
+                                job["id"],
+                                timeout=30,
+                                predicate=lambda j: j["attempts"] == 2,
+                            )
+                        except AssertionError as exc:
+                            raise AssertionError(
+                                f"{exc}: no takeover\n{worker_log(taker)}"
+                            ) from exc
                         await asyncio.sleep(LEASE * 2)  # paused for two leases and more
                         os.kill(late.pid, signal.SIGCONT)
                         seen = await wait_for_job(client, job["id"], timeout=60)
-                        await asyncio.sleep(LEASE)
+                        await _settled(late, job["id"])
                         await _check_outcome(stack, res, client, receiver, job["id"], seen)
                         taker.send_signal(signal.SIGTERM)
                         taker.wait(30)

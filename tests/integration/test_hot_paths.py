@@ -150,6 +150,23 @@ async def test_finish_and_progress_are_fenced_by_attempt(res: Resources) -> None
     assert done.error_message == "" and done.finished_at is not None and done.progress == 40
 
 
+async def test_the_heartbeat_is_fenced_by_attempt(res: Resources) -> None:
+    key = await _key(res)
+    job = _job(res, key)
+    await one_statement.insert_queued(res.engine, job)
+    assert not await one_statement.beat(res.engine, job.id, 1)  # queued: nobody runs it
+    await one_statement.start_attempt(res.engine, job.id)
+    started = await _row(res, job.id)
+    assert started is not None and started.heartbeat_at is not None
+    assert await one_statement.beat(res.engine, job.id, 1)
+    beaten = await _row(res, job.id)
+    assert beaten is not None and beaten.heartbeat_at is not None
+    assert beaten.heartbeat_at > started.heartbeat_at
+    await one_statement.start_attempt(res.engine, job.id)  # attempt 2 took over
+    assert not await one_statement.beat(res.engine, job.id, 1)
+    assert await one_statement.beat(res.engine, job.id, 2)
+
+
 async def _record(res: Resources, job: Job, attempt: int, index: int = 0) -> MediaObject | None:
     return await one_statement.record_output(
         res.engine,

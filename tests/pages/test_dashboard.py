@@ -174,3 +174,27 @@ def test_pages_actions_and_csrf(slow_stack: Stack, pg_url: str) -> None:
         # Retrying a job that did not fail changes nothing, and the page says why.
         client.post(f"/dashboard/jobs/{job_id}/retry", data={"_csrf": csrf.group(1)})
         assert "only a failed job can be retried" in client.get(f"/dashboard/jobs/{job_id}").text
+
+
+def test_the_live_list_is_sent_again_only_when_it_changes(slow_stack: Stack) -> None:
+    """The page swaps each part it receives; a list swapped every tick would take a link from
+    under the pointer (a lost click). Unchanged, the list is not sent again; changed, it is."""
+    token = slow_stack.new_key("quiet")
+    with httpx.Client(base_url=slow_stack.url, headers={"Authorization": f"Bearer {token}"}) as api:
+        key_id = api.get("/v1/usage").json()["key_id"]
+    with httpx.Client(base_url=slow_stack.url, timeout=10) as client:
+        client.post("/dashboard/login", data={"admin_key": ADMIN_KEY})
+        quiet: list[str] = []
+        later: list[str] = []
+        # Only this key's jobs: none yet, so the list stays the same for three ticks and more.
+        with client.stream("GET", "/dashboard/stream", params={"key": key_id}) as stream:
+            assert stream.status_code == 200
+            lines = stream.iter_lines()
+            started = time.monotonic()
+            while time.monotonic() - started < 5.0:
+                quiet.append(next(lines))
+            job_id = _submit(slow_stack, token)
+            while not any(job_id in line for line in later):
+                later.append(next(lines))
+        assert quiet.count("event: jobs") == 1, quiet
+        assert later.count("event: jobs") == 1, later

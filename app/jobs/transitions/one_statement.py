@@ -231,6 +231,22 @@ async def record_output(
     return media if inserted == 1 else None
 
 
+_BEAT = """
+UPDATE jobs SET heartbeat_at = $3
+WHERE id = $1 AND status = 'running' AND attempts = $2
+"""
+
+
+async def beat(engine: AsyncEngine, job_id: str, attempt: int) -> bool:
+    """`transitions.hold` outside a transaction, as the lease's heartbeat: one statement, so the
+    row is locked only while it runs. (In a transaction, a worker paused between the UPDATE and
+    its COMMIT would hold the row, and no other worker could take the job over until it woke.)
+    False if the job no longer runs this attempt."""
+    async with driver_connection(engine) as conn:
+        status: str = await conn.execute(_BEAT, job_id, attempt, utcnow())
+    return status != "UPDATE 0"
+
+
 _SET_PROGRESS = """
 UPDATE jobs SET progress = greatest(progress, $3)
 WHERE id = $1 AND status = 'running' AND attempts = $2

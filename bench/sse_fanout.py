@@ -4,7 +4,8 @@ in one run, the same load clients, the same ~1 KB event.
 
 For each variant: open N streams on one job (from `--clients` client processes, so the client is
 not the bottleneck on 2 cores; `bench/sse_client.py`), measure the server's RSS per stream, its
-CPU while the streams sit idle and the Redis connections, then publish `--events` progress events
+CPU while the streams sit idle (over two keep-alive periods, so every run counts two rounds of
+pings: a 5 s window read 0.002 or 0.2 cores by whether it held one) and the Redis connections, then publish `--events` progress events
 and a terminal one. Reported per variant: how many streams received every event (and the terminal
 one), and the fan-out spread: the time from the first stream to the 99th-percentile stream
 receiving the same event (median over the events).
@@ -45,7 +46,9 @@ from bench.common import (
 )
 from tests.infra import REDIS_URL
 
-IDLE_SECONDS = 5.0
+PING_SECONDS = 15.0
+"""Both servers send each stream a keep-alive comment this often (mediagate's
+`MEDIAGATE_SSE_PING_SECONDS`, sse-starlette's `ping`)."""
 PROMPT = "a lighthouse at dusk, long exposure, " * 14  # the event is the job object: ~1 KB
 
 
@@ -109,6 +112,7 @@ async def _measure(
     publish: Any,
     events: int,
     gap: float,
+    idle: float,
 ) -> None:
     rss0 = rss_bytes(pid)
     redis0 = await _redis_clients()
@@ -123,8 +127,8 @@ async def _measure(
         result.rss_per_stream_kib = (rss_bytes(pid) - rss0) / 1024 / max(1, result.opened)
         result.redis_connections = await _redis_clients() - redis0
         cpu0 = cpu_seconds(pid)
-        await asyncio.sleep(IDLE_SECONDS)
-        result.idle_cores = (cpu_seconds(pid) - cpu0) / IDLE_SECONDS
+        await asyncio.sleep(idle)
+        result.idle_cores = (cpu_seconds(pid) - cpu0) / idle
         ids = []
         for i in range(events):
             ids.append(await publish(i, terminal=False))
@@ -151,7 +155,7 @@ async def _measure(
 async def run_mediagate(args: argparse.Namespace, database_url: str) -> Result:
     settings = replace(
         base_settings(database_url),
-        sse_ping_seconds=15.0,
+        sse_ping_seconds=PING_SECONDS,
         storage="memory",
         # Every stream is the one key's, opened within seconds: no per-key caps or rate limit.
         max_streams_per_key=None,
@@ -195,7 +199,14 @@ async def run_mediagate(args: argparse.Namespace, database_url: str) -> Result:
             }
             try:
                 await _measure(
-                    result, server.pid, cfg, args.clients, publish, args.events, args.gap
+                    result,
+                    server.pid,
+                    cfg,
+                    args.clients,
+                    publish,
+                    args.events,
+                    args.gap,
+                    args.idle_seconds,
                 )
             finally:
                 await redis.aclose()
@@ -229,7 +240,16 @@ async def run_bare(args: argparse.Namespace, payload: bytes) -> Result:
 
         cfg = {"host": "127.0.0.1", "port": port, "path": "/events/job", "streams": args.streams}
         try:
-            await _measure(result, server.pid, cfg, args.clients, publish, args.events, args.gap)
+            await _measure(
+                result,
+                server.pid,
+                cfg,
+                args.clients,
+                publish,
+                args.events,
+                args.gap,
+                args.idle_seconds,
+            )
         finally:
             await redis.aclose()
     return result
@@ -271,6 +291,13 @@ def main() -> None:
     )
     parser.add_argument("--gap", type=float, default=2.0, help="seconds between events")
     parser.add_argument("--only", choices=("mediagate", "bare"))
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=2 * PING_SECONDS,
+        help="how long the idle CPU is measured: whole keep-alive periods, so every run (and"
+        " both servers) counts the same number of ping rounds",
+    )
     args = parser.parse_args()
     results = []
     payload = orjson.dumps({"object": "job", "input": {"prompt": PROMPT}, "progress": 0})

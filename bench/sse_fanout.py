@@ -6,9 +6,9 @@ For each variant: open N streams on one job (from `--clients` client processes, 
 not the bottleneck on 2 cores; `bench/sse_client.py`), measure the server's RSS per stream, its
 CPU while the streams sit idle (over two keep-alive periods, so every run counts two rounds of
 pings: a 5 s window read 0.002 or 0.2 cores by whether it held one) and the Redis connections,
-then publish `--events` progress events and a terminal one. Reported per variant: how many streams received every event (and the terminal
-one), and the fan-out spread: the time from the first stream to the 99th-percentile stream
-receiving the same event (median over the events).
+then publish `--events` progress events and a terminal one. Reported per variant: how many
+streams received every event (and the terminal one), and the fan-out spread: the time from the
+first stream to the 99th-percentile stream receiving the same event (median over the events).
 
     python bench/sse_fanout.py                      # 10,000 streams
     python bench/sse_fanout.py --streams 4000 --only mediagate

@@ -1,7 +1,8 @@
 """A web page on another origin, as a front-end developer builds one: it follows a job through
 `new EventSource(job.urls.stream)` (no key in the page) across a kill and restart of the API
-process, shows the image, plays and seeks a video from its signed link, gets no event from a
-bad link, and reads answers only from an allowed origin. Debian's chromium via Playwright; the
+process, shows the image, plays and seeks a video from its signed link, fetch()es media (whole
+and a range), gets no event from a bad link, and reads answers and media only from an allowed
+origin. Debian's chromium via Playwright; the
 API and the worker are real processes, so the API can be killed."""
 
 from __future__ import annotations
@@ -237,6 +238,39 @@ def test_a_video_plays_and_seeks_from_its_signed_link(
     )
     assert 2.5 < played["duration"] < 3.5 and played["at"] >= 1.9
     page.close()
+
+
+def test_an_allowed_origin_fetches_media_and_another_cannot(
+    browser: Browser, api: Api, site: tuple[str, str]
+) -> None:
+    """A page that works with the bytes (a canvas, a download, a cache) fetch()es the signed link:
+    whole or a range of it from an allowed origin; another origin reads nothing."""
+    _, token = api.key("media-fetch")
+    job = api.finished(token, api.submit(token, image_job("fetch"))["id"])
+    assert job["status"] == "succeeded", job
+    output = job["outputs"][0]
+    script = """async (src) => {
+      try {
+        const whole = await fetch(src);
+        const bytes = (await whole.arrayBuffer()).byteLength;
+        const part = await fetch(src, {headers: {Range: "bytes=0-9"}});
+        return {status: whole.status, type: whole.headers.get("Content-Type"), bytes,
+                part: part.status, partBytes: (await part.arrayBuffer()).byteLength};
+      } catch (error) { return {blocked: String(error)}; }
+    }"""
+    allowed = _page(browser, site[0])
+    got = allowed.evaluate(script, output["url"])
+    assert got == {
+        "status": 200,
+        "type": "image/png",
+        "bytes": output["bytes"],
+        "part": 206,
+        "partBytes": 10,
+    }, got
+    other = _page(browser, site[1])
+    assert "blocked" in other.evaluate(script, output["url"])
+    allowed.close()
+    other.close()
 
 
 def test_a_bad_link_gives_the_page_no_event(

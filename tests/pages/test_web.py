@@ -1,9 +1,9 @@
 """A web page on another origin, as a front-end developer builds one: it follows a job through
 `new EventSource(job.urls.stream)` (no key in the page) across a kill and restart of the API
 process, shows the image, plays and seeks a video from its signed link, fetch()es media (whole
-and a range), gets no event from a bad link, and reads answers and media only from an allowed
-origin. Debian's chromium via Playwright; the
-API and the worker are real processes, so the API can be killed."""
+and a range), gets no event from a bad link (nor from a good one on an origin not allowed), and
+reads answers and media only from an allowed origin. Debian's chromium via Playwright; the API
+and the worker are real processes, so the API can be killed."""
 
 from __future__ import annotations
 
@@ -289,8 +289,10 @@ def test_a_bad_link_gives_the_page_no_event(
         f"{api.url}/admin/keys/{revoked_id}", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
     )
     assert deleted.status_code == 200
-    for link in (tampered, expired, revoked_job["urls"]["stream"]):
-        page = _page(browser, site[0])
+    cases = [(site[0], tampered), (site[0], expired), (site[0], revoked_job["urls"]["stream"])]
+    cases.append((site[1], good))  # a good link, on a page of an origin not allowed
+    for origin, link in cases:
+        page = _page(browser, origin)
         page.evaluate("(link) => window.follow(link)", link)
         # A refused stream (401, JSON) fails the EventSource for good: closed, no event.
         page.wait_for_function("window.source.readyState === 2", timeout=10_000)

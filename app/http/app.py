@@ -41,7 +41,7 @@ from app.operations.controllers import AdminWorkerController, metrics
 from app.platform import tracing
 from app.platform.errors import InvalidRequestError, NotFoundError
 from app.platform.events import EventHub
-from app.platform.limits import Holds
+from app.platform.limits import RATE_LIMIT_HEADERS, Holds, window_of
 from app.platform.redis_keys import keys_channel
 from app.platform.resources import Resources, open_resources
 from app.platform.settings import Settings
@@ -177,7 +177,7 @@ def create_app(
         request_max_body_size=settings.max_body_bytes,
         cors_config=cors_config(settings),
         before_request=_check_request,
-        before_send=[_security_headers],
+        before_send=[_answer_headers],
         openapi_config=OpenAPIConfig(
             title="mediagate",
             version="0.1.0",
@@ -231,10 +231,11 @@ CORS_EXPOSE_HEADERS = [
     "Content-Range",
     "Accept-Ranges",
     "Content-Length",
+    *RATE_LIMIT_HEADERS,
 ]
 """What a page on an allowed origin may read besides the safelisted headers: where a new job
-lives, when to retry (429s and 202s carry Retry-After: it is the rate limit's header), an
-applied wait, and a media range's bounds."""
+lives, when to retry (429s and 202s carry Retry-After), an applied wait, a media range's bounds,
+and where its key stands in its rate limit."""
 
 
 def cors_config(settings: Settings) -> CORSConfig | None:
@@ -253,7 +254,9 @@ def cors_config(settings: Settings) -> CORSConfig | None:
     )
 
 
-async def _security_headers(message: Message, scope: Scope) -> None:
+async def _answer_headers(message: Message, scope: Scope) -> None:
+    """What every answer carries: the security headers, and where the caller's key stands in
+    its rate limit when the request was counted."""
     if message["type"] != "http.response.start":
         return
     headers = cast(list[tuple[bytes, bytes]], message.setdefault("headers", []))
@@ -267,4 +270,7 @@ async def _security_headers(message: Message, scope: Scope) -> None:
     # API answers (jobs, keys, usage, errors) are per key and change: no cache may keep them.
     if present.get(b"content-type", b"").startswith(b"application/json"):
         wanted.append(_NO_STORE)
+    window = window_of(scope)
+    if window is not None:  # where the key stands in its requests-per-minute window
+        wanted.extend(window.headers())
     headers.extend(header for header in wanted if header[0] not in present)

@@ -11,11 +11,20 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.handlers.base import BaseRouteHandler
+from litestar.types import Scope
 
 from app.keys.service import KeyCache, authenticate, token_digest
 from app.platform.errors import AuthenticationError, QuotaExceededError
 from app.platform.events import EventHub
-from app.platform.limits import Hold, Holds, admit_request, auth_failures, record_auth_failure
+from app.platform.limits import (
+    Hold,
+    Holds,
+    admit_request,
+    auth_failures,
+    record_auth_failure,
+    refuse,
+    remember_window,
+)
 from app.platform.resources import Resources
 from app.platform.tables import VirtualKey
 from app.platform.vocabulary import ErrorCode
@@ -76,11 +85,15 @@ async def caller_key(request: Request[Any, Any, Any], resources: Resources) -> V
     return None
 
 
-async def admit(resources: Resources, key: VirtualKey) -> None:
-    """Count the request against the key's requests-per-minute limit (429 past it)."""
+async def admit(scope: Scope, resources: Resources, key: VirtualKey) -> None:
+    """Count the request against the key's requests-per-minute limit (429 past it); the answer,
+    refused or not, says where the key stands (`x-ratelimit-*-requests`)."""
     per_minute = key.requests_per_minute or resources.settings.requests_per_minute
     if per_minute is not None:
-        await admit_request(resources.redis, resources.settings.redis_namespace, key.id, per_minute)
+        ns = resources.settings.redis_namespace
+        window = await admit_request(resources.redis, ns, key.id, per_minute)
+        remember_window(scope, window)
+        refuse(window)
 
 
 async def provide_key(request: Request[Any, Any, Any], resources: Resources) -> VirtualKey:
@@ -92,7 +105,7 @@ async def provide_key(request: Request[Any, Any, Any], resources: Resources) -> 
     key = await caller_key(request, resources)
     if key is None:
         raise AuthenticationError("Incorrect API key provided.", code=ErrorCode.INVALID_API_KEY)
-    await admit(resources, key)
+    await admit(request.scope, resources, key)
     return key
 
 

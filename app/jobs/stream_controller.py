@@ -228,7 +228,7 @@ async def provide_stream_key(
             "The API key this link was made for has been revoked.",
             code=ErrorCode.INVALID_STREAM_LINK,
         )
-    await admit(resources, key)
+    await admit(request.scope, resources, key)
     return key
 
 

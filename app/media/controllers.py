@@ -44,7 +44,8 @@ async def _authorize(
     else:
         key = await caller_key(request, resources)
         if key is not None:
-            await admit(resources, key)  # downloads count against the key's rate limit too
+            # Downloads count against the key's rate limit too.
+            await admit(request.scope, resources, key)
             media = await media_service.read(resources, key.id, media_id)
             return media, resources.settings.media_url_ttl_seconds
     # Wrong signature, expired link, no key or another key's media all look the same.

@@ -10,7 +10,10 @@ import secrets
 import time
 import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
 
+from litestar.types import Scope
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
@@ -18,18 +21,26 @@ from app.platform.errors import QuotaExceededError
 from app.platform.redis_keys import auth_failures_key, provider_slots_key, rate_limit_key
 from app.platform.vocabulary import ErrorCode
 
-# KEYS[1] the key's window; ARGV now_ms, window_ms, limit, member. Returns 0 when admitted,
-# else the milliseconds until the oldest request in the window leaves it.
+# KEYS[1] the key's window; ARGV now_ms, window_ms, limit, member. Returns {wait, remaining,
+# reset}: wait is 0 when the request was admitted (and counted), else the milliseconds until the
+# oldest request in the window leaves it; remaining, the requests the window still allows; reset,
+# the milliseconds until the oldest request counted leaves (one more request is free then).
 _SLIDING_WINDOW = """
 local key, now, window, limit = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-if redis.call('ZCARD', key) < limit then
+local count = redis.call('ZCARD', key)
+local admitted = count < limit
+if admitted then
     redis.call('ZADD', key, now, ARGV[4])
     redis.call('PEXPIRE', key, window)
-    return 0
+    count = count + 1
 end
 local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-return math.max(1, tonumber(oldest[2]) + window - now)
+local reset = math.max(1, tonumber(oldest[2]) + window - now)
+if admitted then
+    return {0, limit - count, reset}
+end
+return {reset, 0, reset}
 """
 
 _SLIDING_WINDOW_SHA = hashlib.sha1(_SLIDING_WINDOW.encode()).hexdigest()
@@ -48,20 +59,67 @@ return 0
 """
 
 
-async def admit_request(redis: Redis, namespace: str, key_id: str, per_minute: int) -> None:
-    """Count one request of the key, or refuse it (429 `rate_limit_exceeded`, with Retry-After)."""
+@dataclass(frozen=True)
+class RateWindow:
+    """Where a key stands in its requests-per-minute window, as the answer's
+    `x-ratelimit-*-requests` headers tell it (OpenAI's names)."""
+
+    limit: int
+    remaining: int
+    reset_ms: int
+    """Until the oldest request counted leaves the window: one more request is free then."""
+    refused_ms: int = 0
+    """Not 0: the request was refused, and may be tried again after this long."""
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        seconds = f"{self.reset_ms / 1000:.3f}".rstrip("0").rstrip(".")
+        return [
+            (b"x-ratelimit-limit-requests", str(self.limit).encode()),
+            (b"x-ratelimit-remaining-requests", str(self.remaining).encode()),
+            (b"x-ratelimit-reset-requests", f"{seconds}s".encode()),
+        ]
+
+
+RATE_LIMIT_HEADERS = [
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+]
+
+_SCOPE_KEY = "mediagate.rate_window"
+
+
+def remember_window(scope: Scope, window: RateWindow) -> None:
+    """Keep the key's window with the request, for its answer's headers (`window_of`)."""
+    cast(dict[str, Any], scope)[_SCOPE_KEY] = window
+
+
+def window_of(scope: Scope) -> RateWindow | None:
+    window: RateWindow | None = cast(dict[str, Any], scope).get(_SCOPE_KEY)
+    return window
+
+
+async def admit_request(redis: Redis, namespace: str, key_id: str, per_minute: int) -> RateWindow:
+    """Count one request of the key (one atomic step) and say where the key stands; a window
+    with `refused_ms` was not counted (see `refuse`)."""
     now = int(time.time() * 1000)
     member = f"{now}-{secrets.token_hex(6)}"
     args = (rate_limit_key(namespace, key_id), str(now), "60000", str(per_minute), member)
     try:
         # It runs on every request: send the script's hash, not its text.
-        wait_ms = await redis.evalsha(_SLIDING_WINDOW_SHA, 1, *args)  # type: ignore[misc]
+        answer = await redis.evalsha(_SLIDING_WINDOW_SHA, 1, *args)  # type: ignore[misc]
     except NoScriptError:
-        wait_ms = await redis.eval(_SLIDING_WINDOW, 1, *args)  # type: ignore[misc]
-    if int(wait_ms) > 0:
-        seconds = max(1, -(-int(wait_ms) // 1000))
+        answer = await redis.eval(_SLIDING_WINDOW, 1, *args)  # type: ignore[misc]
+    refused_ms, remaining, reset_ms = (int(n) for n in answer)
+    return RateWindow(per_minute, remaining, reset_ms, refused_ms)
+
+
+def refuse(window: RateWindow) -> None:
+    """429 `rate_limit_exceeded` (with Retry-After) when the window refused the request."""
+    if window.refused_ms > 0:
+        seconds = max(1, -(-window.refused_ms // 1000))
         raise QuotaExceededError(
-            f"This key is limited to {per_minute} requests per minute. Retry in {seconds} s.",
+            f"This key is limited to {window.limit} requests per minute. Retry in {seconds} s.",
             code=ErrorCode.RATE_LIMIT_EXCEEDED,
             retry_after=seconds,
         )

@@ -37,6 +37,31 @@ async def test_requests_per_minute_are_counted_atomically(pg_url: str) -> None:
     assert 1 <= int(refused.headers["retry-after"]) <= 60
 
 
+async def test_answers_say_where_the_key_stands_in_its_window(pg_url: str) -> None:
+    """OpenAI's `x-ratelimit-*-requests` headers on every answer of a limited key (a refusal
+    too); a key without a limit gets none."""
+    settings = base_settings(pg_url, requests_per_minute=None)
+    with running_stack(settings, embedded_worker=False) as stack:
+        with stack.admin() as admin:
+            token = admin.post(
+                "/admin/keys", json={"name": "rpm3", "requests_per_minute": 3}
+            ).json()["key"]
+        async with stack.client(token) as client:
+            answers = [await client.get("/v1/usage") for _ in range(3)]
+            answers.append(await client.post("/v1/jobs", json=IMAGE))
+        async with stack.client(stack.new_key()) as unlimited:
+            free = await unlimited.get("/v1/usage")
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    for answer in answers:
+        assert answer.headers["x-ratelimit-limit-requests"] == "3"
+        reset = answer.headers["x-ratelimit-reset-requests"]
+        assert reset.endswith("s") and 0 < float(reset[:-1]) <= 60, reset
+    remaining = [a.headers["x-ratelimit-remaining-requests"] for a in answers]
+    assert remaining == ["2", "1", "0", "0"]
+    assert int(answers[3].headers["retry-after"]) >= round(float(reset[:-1]))
+    assert not any(name.startswith("x-ratelimit") for name in free.headers)
+
+
 async def test_a_full_queue_refuses_at_once(pg_url: str) -> None:
     with running_stack(base_settings(pg_url, max_queue_length=3), embedded_worker=False) as stack:
         token = stack.new_key()

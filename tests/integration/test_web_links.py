@@ -120,6 +120,8 @@ async def test_cors_headers_for_listed_origins_only(pg_url: str) -> None:
     assert allowed.headers["access-control-allow-origin"] == APP
     exposed = allowed.headers["access-control-expose-headers"].lower()
     assert "location" in exposed and "retry-after" in exposed
+    for name in ("limit", "remaining", "reset"):
+        assert f"x-ratelimit-{name}-requests" in exposed
     assert "access-control-allow-origin" not in other.headers
     assert refused.status_code == 404 and refused.headers["access-control-allow-origin"] == APP
 

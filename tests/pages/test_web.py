@@ -315,13 +315,15 @@ def test_only_an_allowed_origin_reads_answers(
                                 input: {prompt: "cors", size: "256x256"}}),
         });
         return {status: answer.status, location: answer.headers.get("Location"),
-                retry: answer.headers.get("Retry-After")};
+                retry: answer.headers.get("Retry-After"),
+                remaining: answer.headers.get("x-ratelimit-remaining-requests")};
       } catch (error) { return {blocked: String(error)}; }
     }"""
     allowed = _page(browser, site[0])
     answer = allowed.evaluate(script, [api.url, token])
     assert answer["status"] == 202 and answer["location"].startswith("/v1/jobs/job_")
     assert answer["retry"] == "2"
+    assert answer["remaining"] is not None and answer["remaining"].isdigit(), answer
     other = _page(browser, site[1])
     assert "blocked" in other.evaluate(script, [api.url, token])
     allowed.close()

@@ -24,7 +24,7 @@ from app.batches.controllers import BatchController
 from app.catalog import routing
 from app.catalog.controllers import AdminModelController, ModelController
 from app.dashboard.controllers import TEMPLATES, dashboard_router, session_config
-from app.http.dependencies import DEPENDENCIES
+from app.http.dependencies import DEPENDENCIES, window_of
 from app.http.errors import EXCEPTION_HANDLERS
 from app.http.health import healthz, readyz
 from app.http.metrics_middleware import HttpMetrics
@@ -41,7 +41,7 @@ from app.operations.controllers import AdminWorkerController, metrics
 from app.platform import tracing
 from app.platform.errors import InvalidRequestError, NotFoundError
 from app.platform.events import EventHub
-from app.platform.limits import RATE_LIMIT_HEADERS, Holds, window_of
+from app.platform.limits import RATE_LIMIT_HEADERS, Holds
 from app.platform.redis_keys import keys_channel
 from app.platform.resources import Resources, open_resources
 from app.platform.settings import Settings

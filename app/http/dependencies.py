@@ -4,7 +4,7 @@ admin guard). Handlers get no database session: each service owns its unit of wo
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from typing import Any, cast
 
 from litestar import Request
 from litestar.connection import ASGIConnection
@@ -19,11 +19,11 @@ from app.platform.events import EventHub
 from app.platform.limits import (
     Hold,
     Holds,
+    RateWindow,
     admit_request,
     auth_failures,
     record_auth_failure,
     refuse,
-    remember_window,
 )
 from app.platform.resources import Resources
 from app.platform.tables import VirtualKey
@@ -85,6 +85,16 @@ async def caller_key(request: Request[Any, Any, Any], resources: Resources) -> V
     return None
 
 
+_WINDOW = "mediagate.rate_window"
+"""Where the request's key stood in its rate limit, kept in the ASGI scope for the answer."""
+
+
+def window_of(scope: Scope) -> RateWindow | None:
+    """The key's rate-limit window as this request left it (None: not counted)."""
+    window: RateWindow | None = cast(dict[str, Any], scope).get(_WINDOW)
+    return window
+
+
 async def admit(scope: Scope, resources: Resources, key: VirtualKey) -> None:
     """Count the request against the key's requests-per-minute limit (429 past it); the answer,
     refused or not, says where the key stands (`x-ratelimit-*-requests`)."""
@@ -92,7 +102,7 @@ async def admit(scope: Scope, resources: Resources, key: VirtualKey) -> None:
     if per_minute is not None:
         ns = resources.settings.redis_namespace
         window = await admit_request(resources.redis, ns, key.id, per_minute)
-        remember_window(scope, window)
+        cast(dict[str, Any], scope)[_WINDOW] = window
         refuse(window)
 
 

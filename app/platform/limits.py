@@ -11,9 +11,7 @@ import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
 
-from litestar.types import Scope
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
@@ -85,18 +83,6 @@ RATE_LIMIT_HEADERS = [
     "x-ratelimit-remaining-requests",
     "x-ratelimit-reset-requests",
 ]
-
-_SCOPE_KEY = "mediagate.rate_window"
-
-
-def remember_window(scope: Scope, window: RateWindow) -> None:
-    """Keep the key's window with the request, for its answer's headers (`window_of`)."""
-    cast(dict[str, Any], scope)[_SCOPE_KEY] = window
-
-
-def window_of(scope: Scope) -> RateWindow | None:
-    window: RateWindow | None = cast(dict[str, Any], scope).get(_SCOPE_KEY)
-    return window
 
 
 async def admit_request(redis: Redis, namespace: str, key_id: str, per_minute: int) -> RateWindow:

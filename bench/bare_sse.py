@@ -23,6 +23,10 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 QUEUES: dict[str, set[asyncio.Queue[tuple[str, str, str]]]] = {}
 
+PING_SECONDS = 15.0
+"""A keep-alive comment to each stream this often (sse-starlette's `ping`); bench/sse_fanout.py
+gives mediagate the same (`MEDIAGATE_SSE_PING_SECONDS`)."""
+
 
 async def _reader(url: str, channel: str) -> None:
     client = aredis.Redis.from_url(url)
@@ -49,7 +53,7 @@ async def _events(job_id: str) -> AsyncIterator[ServerSentEvent]:
 
 @get("/events/{job_id:str}")
 async def events(job_id: str) -> EventSourceResponse:
-    return EventSourceResponse(_events(job_id), ping=15)
+    return EventSourceResponse(_events(job_id), ping=PING_SECONDS)
 
 
 @get("/healthz")

@@ -31,6 +31,7 @@ import redis.asyncio as aredis
 
 from app.dev import free_port
 from app.platform.events import EventBus
+from bench.bare_sse import PING_SECONDS
 from bench.common import (
     ROOT,
     base_settings,
@@ -46,9 +47,6 @@ from bench.common import (
 )
 from tests.infra import REDIS_URL
 
-PING_SECONDS = 15.0
-"""Both servers send each stream a keep-alive comment this often (mediagate's
-`MEDIAGATE_SSE_PING_SECONDS`, sse-starlette's `ping`)."""
 PROMPT = "a lighthouse at dusk, long exposure, " * 14  # the event is the job object: ~1 KB
 
 
@@ -105,18 +103,11 @@ def _line(proc: subprocess.Popen[str]) -> dict[str, Any]:
 
 
 async def _measure(
-    result: Result,
-    pid: int,
-    cfg: dict[str, Any],
-    clients: int,
-    publish: Any,
-    events: int,
-    gap: float,
-    idle: float,
+    result: Result, pid: int, cfg: dict[str, Any], publish: Any, args: argparse.Namespace
 ) -> None:
     rss0 = rss_bytes(pid)
     redis0 = await _redis_clients()
-    procs = _start_clients(cfg, clients)
+    procs = _start_clients(cfg, args.clients)
     try:
         for proc in procs:
             ready = await asyncio.to_thread(_line, proc)
@@ -127,13 +118,13 @@ async def _measure(
         result.rss_per_stream_kib = (rss_bytes(pid) - rss0) / 1024 / max(1, result.opened)
         result.redis_connections = await _redis_clients() - redis0
         cpu0 = cpu_seconds(pid)
-        await asyncio.sleep(idle)
-        result.idle_cores = (cpu_seconds(pid) - cpu0) / idle
+        await asyncio.sleep(args.idle_seconds)
+        result.idle_cores = (cpu_seconds(pid) - cpu0) / args.idle_seconds
         ids = []
-        for i in range(events):
+        for i in range(args.events):
             ids.append(await publish(i, terminal=False))
-            await asyncio.sleep(gap)
-        ids.append(await publish(events, terminal=True))
+            await asyncio.sleep(args.gap)
+        ids.append(await publish(args.events, terminal=True))
         arrivals: dict[str, list[float]] = {}
         for proc in procs:
             report = await asyncio.to_thread(_line, proc)
@@ -198,16 +189,7 @@ async def run_mediagate(args: argparse.Namespace, database_url: str) -> Result:
                 "streams": args.streams,
             }
             try:
-                await _measure(
-                    result,
-                    server.pid,
-                    cfg,
-                    args.clients,
-                    publish,
-                    args.events,
-                    args.gap,
-                    args.idle_seconds,
-                )
+                await _measure(result, server.pid, cfg, publish, args)
             finally:
                 await redis.aclose()
     finally:
@@ -240,16 +222,7 @@ async def run_bare(args: argparse.Namespace, payload: bytes) -> Result:
 
         cfg = {"host": "127.0.0.1", "port": port, "path": "/events/job", "streams": args.streams}
         try:
-            await _measure(
-                result,
-                server.pid,
-                cfg,
-                args.clients,
-                publish,
-                args.events,
-                args.gap,
-                args.idle_seconds,
-            )
+            await _measure(result, server.pid, cfg, publish, args)
         finally:
             await redis.aclose()
     return result

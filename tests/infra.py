@@ -193,9 +193,10 @@ class Stack:
             base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30
         )
 
-    def new_key(self, name: str = "test") -> str:
+    def new_key(self, name: str = "test", **limits: Any) -> str:
+        """A new key's token; `limits` as the admin API takes them (`requests_per_minute`...)."""
         with self.admin() as client:
-            resp = client.post("/admin/keys", json={"name": name})
+            resp = client.post("/admin/keys", json={"name": name, **limits})
             resp.raise_for_status()
             key: str = resp.json()["key"]
             return key

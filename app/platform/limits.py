@@ -57,6 +57,14 @@ return 0
 """
 
 
+RATE_LIMIT_HEADERS = [
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+]
+"""OpenAI's names for where a key stands in its requests-per-minute window."""
+
+
 @dataclass(frozen=True)
 class RateWindow:
     """Where a key stands in its requests-per-minute window, as the answer's
@@ -71,18 +79,11 @@ class RateWindow:
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         seconds = f"{self.reset_ms / 1000:.3f}".rstrip("0").rstrip(".")
+        values = (str(self.limit), str(self.remaining), f"{seconds}s")
         return [
-            (b"x-ratelimit-limit-requests", str(self.limit).encode()),
-            (b"x-ratelimit-remaining-requests", str(self.remaining).encode()),
-            (b"x-ratelimit-reset-requests", f"{seconds}s".encode()),
+            (name.encode(), value.encode())
+            for name, value in zip(RATE_LIMIT_HEADERS, values, strict=True)
         ]
-
-
-RATE_LIMIT_HEADERS = [
-    "x-ratelimit-limit-requests",
-    "x-ratelimit-remaining-requests",
-    "x-ratelimit-reset-requests",
-]
 
 
 async def admit_request(redis: Redis, namespace: str, key_id: str, per_minute: int) -> RateWindow:

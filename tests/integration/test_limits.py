@@ -24,10 +24,7 @@ def _at(value: str) -> datetime:
 
 async def test_requests_per_minute_are_counted_atomically(pg_url: str) -> None:
     with running_stack(base_settings(pg_url), embedded_worker=False) as stack:
-        with stack.admin() as admin:
-            token = admin.post(
-                "/admin/keys", json={"name": "rpm", "requests_per_minute": 10}
-            ).json()["key"]
+        token = stack.new_key("rpm", requests_per_minute=10)
         async with stack.client(token) as client:
             answers = await asyncio.gather(*(client.get("/v1/usage") for _ in range(30)))
     statuses = [a.status_code for a in answers]
@@ -42,10 +39,7 @@ async def test_answers_say_where_the_key_stands_in_its_window(pg_url: str) -> No
     too); a key without a limit gets none."""
     settings = base_settings(pg_url, requests_per_minute=None)
     with running_stack(settings, embedded_worker=False) as stack:
-        with stack.admin() as admin:
-            token = admin.post(
-                "/admin/keys", json={"name": "rpm3", "requests_per_minute": 3}
-            ).json()["key"]
+        token = stack.new_key("rpm3", requests_per_minute=3)
         async with stack.client(token) as client:
             answers = [await client.get("/v1/usage") for _ in range(3)]
             answers.append(await client.post("/v1/jobs", json=IMAGE))

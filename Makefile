@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.8
 UV := $(BIN)/uv
 
-.PHONY: help dev test test-fast pgbouncer chromium lint typecheck install lock lock-check uv bench bench-metrics bench-submit bench-worker bench-latency bench-sse bench-multipart wrk clean
+.PHONY: help dev test test-fast pgbouncer chromium lint typecheck install lock lock-check uv bench bench-metrics bench-submit bench-worker bench-latency bench-sse bench-multipart bench-batch wrk clean
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -70,7 +70,7 @@ test-fast: $(STAMP)  ## unit and in-process service tests, no servers (seconds)
 # Speed and memory figures, each against a baseline measured in the same run (not part of `test`).
 # One at a time: `make bench-submit BENCH_ARGS="--seconds 5"`. The submit benchmark drives load
 # with wrk (Debian's package, installed here when missing).
-bench: bench-submit bench-worker bench-latency bench-sse bench-multipart bench-metrics  ## every benchmark, each against a baseline of the same run
+bench: bench-submit bench-worker bench-latency bench-sse bench-multipart bench-metrics bench-batch  ## every benchmark, each against a baseline of the same run
 
 wrk:
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
@@ -89,6 +89,9 @@ bench-sse: $(STAMP)
 
 bench-multipart: $(STAMP)
 	$(BIN)/python -m bench.multipart_rss $(BENCH_ARGS)
+
+bench-batch: $(STAMP)
+	$(BIN)/python -m bench.batch_rss $(BENCH_ARGS)
 
 bench-metrics: $(STAMP)
 	$(BIN)/python -m bench.request_metrics $(BENCH_ARGS)

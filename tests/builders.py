@@ -1,13 +1,15 @@
 """What tests build again and again, in one place, as factories: request bodies, small real
-images, an OpenAI SDK client pointed at a stack, a free loopback port."""
+images, an OpenAI SDK client pointed at a stack, a free loopback port, any JSON (for fuzzing)."""
 
 from __future__ import annotations
 
 import io
+import json
 import socket
 from typing import TYPE_CHECKING, Any
 
 import openai
+from hypothesis import strategies as st
 from PIL import Image
 
 if TYPE_CHECKING:
@@ -42,3 +44,18 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+"""Any JSON value, small: for fuzzing what a body may hold."""
+
+
+def dumps(value: Any) -> bytes:
+    """JSON as any client may write it (integers of any size, any character)."""
+    return json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")

@@ -206,7 +206,9 @@ class Stack:
         self.thread.join(20)
 
 
-def start_stack(settings: Settings, *, embedded_worker: bool) -> Stack:
+def start_stack(settings: Settings, *, embedded_worker: bool, loop: str = "auto") -> Stack:
+    """`loop="asyncio"`: the standard library's event loop instead of uvloop, for a test that
+    stands in for the system resolver (uvloop's methods cannot be replaced)."""
     port = free_port()
     app = create_app(settings, companions=[worker_companion] if embedded_worker else [])
     config = uvicorn.Config(
@@ -216,6 +218,7 @@ def start_stack(settings: Settings, *, embedded_worker: bool) -> Stack:
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=5,
+        loop=loop,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"stack-{port}", daemon=True)
@@ -229,9 +232,11 @@ def start_stack(settings: Settings, *, embedded_worker: bool) -> Stack:
 
 
 @contextlib.contextmanager
-def running_stack(settings: Settings, *, embedded_worker: bool) -> Iterator[Stack]:
+def running_stack(
+    settings: Settings, *, embedded_worker: bool, loop: str = "auto"
+) -> Iterator[Stack]:
     """A stack for the length of a `with`: stopped, and its Redis namespace removed, after."""
-    stack = start_stack(settings, embedded_worker=embedded_worker)
+    stack = start_stack(settings, embedded_worker=embedded_worker, loop=loop)
     try:
         yield stack
     finally:

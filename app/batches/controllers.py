@@ -6,101 +6,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import orjson
 from litestar import Controller, Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, Parameter
 from litestar.types import ASGIApp
 
 from app.batches import service as batch_service
-from app.batches.schemas import (
-    MAX_BATCH,
-    BatchCost,
-    BatchCounts,
-    BatchItem,
-    BatchList,
-    BatchObject,
-)
-from app.batches.service import BatchRequest, BatchView
-from app.http.bodies import parse_json, validated
+from app.batches.bodies import parse_items
+from app.batches.schemas import BatchCost, BatchCounts, BatchList, BatchObject
+from app.batches.service import BatchView
+from app.http.bodies import read_held
 from app.http.dependencies import KEY_DEPENDENCY, event_hub
 from app.http.render import base_url, render_job
 from app.jobs import idempotency
 from app.jobs.stream_controller import JobStream, resume_point
-from app.platform.errors import InvalidRequestError
 from app.platform.limits import Holds
 from app.platform.resources import Resources
 from app.platform.tables import VirtualKey, iso
-from app.platform.vocabulary import BatchEvent, BatchStatus, ErrorCode
+from app.platform.vocabulary import BatchEvent, BatchStatus
 from providers.prices import dollars
-
-JSONL_TYPES = ("application/jsonl", "application/x-ndjson", "application/x-jsonlines")
-OPENAI_URLS = {"/v1/jobs": None}
-"""OpenAI's batch lines name the endpoint (`url`) each `body` is for; ours is /v1/jobs."""
-
-
-def _lines(raw: bytes) -> list[Any]:
-    items = []
-    for number, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            items.append(orjson.loads(line))
-        except orjson.JSONDecodeError:
-            raise InvalidRequestError(
-                f"Line {number} of the JSONL body is not valid JSON.", code=ErrorCode.INVALID_JSON
-            ) from None
-    return items
-
-
-def _unwrap(index: int, item: Any) -> Any:
-    """An OpenAI batch line (`{"custom_id", "method", "url", "body"}`) as our item."""
-    if isinstance(item, dict) and "body" in item:
-        url = item.get("url", "/v1/jobs")
-        if url not in OPENAI_URLS or item.get("method", "POST") != "POST":
-            raise InvalidRequestError(
-                f"Batch lines may only POST /v1/jobs; got {item.get('method')} {url}.",
-                param=f"requests[{index}].url",
-            )
-        body = item["body"]
-        return {**body, "custom_id": item.get("custom_id")} if isinstance(body, dict) else body
-    return item
-
-
-def parse_items(content_type: str, raw: bytes) -> tuple[list[BatchRequest], Any]:
-    """The batch's items, each validated as a `POST /v1/jobs` body with a `custom_id` (an invalid
-    one is a 400 naming it: `requests[3].input`), and the parsed body (for the fingerprint)."""
-    if content_type.split(";")[0].strip().lower() in JSONL_TYPES:
-        parsed: Any = _lines(raw)
-    else:
-        parsed = parse_json(raw)
-    if isinstance(parsed, dict) and "requests" in parsed:
-        parsed = parsed["requests"]
-    if not isinstance(parsed, list) or not parsed:
-        raise InvalidRequestError(
-            "A batch is a JSON array of job requests (or JSONL, one per line), at least one.",
-            param="requests",
-        )
-    if len(parsed) > MAX_BATCH:
-        raise InvalidRequestError(
-            f"A batch holds at most {MAX_BATCH} jobs; this one has {len(parsed)}.",
-            param="requests",
-        )
-    items = []
-    for index, item in enumerate(parsed):
-        valid = validated(BatchItem, _unwrap(index, item), f"requests[{index}]")
-        items.append(
-            BatchRequest(
-                custom_id=valid.custom_id,
-                type=valid.type,
-                model=valid.model,
-                input=valid.input,
-                priority=valid.priority,
-                deadline_seconds=valid.deadline_seconds,
-                webhook=valid.webhook.model_dump() if valid.webhook else None,
-            )
-        )
-    return items, parsed
 
 
 def render_batch(
@@ -144,8 +68,8 @@ class BatchController(Controller):
     async def create(
         self, request: Request[Any, Any, Any], key: VirtualKey, resources: Resources
     ) -> Response[BatchObject]:
-        raw = await request.body()
-        items, parsed = parse_items(request.headers.get("content-type", ""), raw)
+        async with read_held(request, request.app.state.batch_slots, "batch bodies") as raw:
+            items, parsed = parse_items(request.headers.get("content-type", ""), raw)
         header = request.headers.get(idempotency.HEADER)
         claim = idempotency.claim_of(header, request.method, request.url.path, {"r": parsed})
         view, _ = await batch_service.submit(resources, key, items, claim)

@@ -9,12 +9,15 @@ same atomic step that ends them (app/platform/events.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
+import orjson
 from sqlalchemy import func
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -76,12 +79,56 @@ def _within(index: int, exc: MediagateError) -> MediagateError:
     return exc
 
 
+MAX_WEBHOOK_HOSTS = 10
+"""Distinct webhook hosts one batch may name: each is looked up at submit."""
+
+
+async def _checked_webhooks(
+    resources: Resources, items: Sequence[BatchRequest]
+) -> list[dict[str, Any] | None]:
+    """Each item's webhook checked as a submit checks one, before the batch's transaction opens:
+    each distinct URL once, all at once, so the lookups take one `url_resolve_seconds` at most
+    (1,000 lookups in turn inside the transaction would pin a database connection as long as
+    DNS is slow). A batch naming more than MAX_WEBHOOK_HOSTS hosts is refused unlooked-up."""
+    hosts: set[str] = set()
+    for index, item in enumerate(items):
+        if item.webhook is not None:
+            hosts.add(urlsplit(str(item.webhook.get("url", ""))).netloc.lower())
+            if len(hosts) > MAX_WEBHOOK_HOSTS:
+                raise InvalidRequestError(
+                    f"A batch's webhooks may name at most {MAX_WEBHOOK_HOSTS} hosts.",
+                    param=f"requests[{index}].webhook.url",
+                )
+    distinct: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if item.webhook is not None:
+            distinct.setdefault(
+                orjson.dumps(item.webhook, option=orjson.OPT_SORT_KEYS).decode(), index
+            )
+    checks = [job_service.checked_webhook(resources, items[i].webhook) for i in distinct.values()]
+    found = await asyncio.gather(*checks, return_exceptions=True)
+    checked: dict[str, dict[str, Any] | None] = {}
+    for (spec, index), result in zip(distinct.items(), found, strict=True):
+        if isinstance(result, MediagateError):
+            raise _within(index, result)
+        if isinstance(result, BaseException):
+            raise result
+        checked[spec] = result
+    return [
+        None
+        if item.webhook is None
+        else checked[orjson.dumps(item.webhook, option=orjson.OPT_SORT_KEYS).decode()]
+        for item in items
+    ]
+
+
 async def _build_jobs(
     session: AsyncSession,
     resources: Resources,
     key: VirtualKey,
     batch_id: str,
     items: Sequence[BatchRequest],
+    webhooks: Sequence[dict[str, Any] | None],
 ) -> list[Job]:
     """Every item prepared as a submit prepares its job, before any is kept; an item's error
     names it."""
@@ -99,7 +146,7 @@ async def _build_jobs(
                 allow_private_urls=settings.allow_private_urls,
                 priority=allowed_priority(key, item.priority, settings.default_max_priority),
                 deadline_seconds=item.deadline_seconds,
-                webhook=await job_service.checked_webhook(resources, item.webhook),
+                webhook=webhooks[index],
             )
         except MediagateError as exc:
             raise _within(index, exc) from None
@@ -123,6 +170,7 @@ async def submit(
             )
         seen.add(item.custom_id)
     await job_service.redis_reachable(resources)
+    webhooks = await _checked_webhooks(resources, items)
     batch_id = new_id("bat")
     async with resources.sessionmaker() as session:
         if claim is not None:
@@ -132,7 +180,7 @@ async def submit(
                 await session.rollback()
                 return await _view(session, key.id, earlier), False
         await job_service.check_queue(resources, len(items))
-        jobs = await _build_jobs(session, resources, key, batch_id, items)
+        jobs = await _build_jobs(session, resources, key, batch_id, items, webhooks)
         await intake.check_limits(session, key.id, jobs)
         ahead = await intake.queued_jobs(session, key.id)
         batch = Batch(id=batch_id, key_id=key.id, total=len(jobs), created_at=utcnow())

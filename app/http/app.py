@@ -118,6 +118,7 @@ def create_app(
             app.state.hub = hub
             app.state.key_cache = keys
             app.state.upload_slots = asyncio.Semaphore(settings.max_concurrent_uploads)
+            app.state.batch_slots = asyncio.Semaphore(settings.max_concurrent_batches)
             app.state.streams = Holds(
                 settings.max_streams_per_key, "event streams", ErrorCode.TOO_MANY_STREAMS
             )
@@ -142,11 +143,11 @@ def create_app(
         route_handlers=[MediaController, edit_images, VideoController],
         request_max_body_size=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
     )
-    # A batch is up to 1,000 job bodies: it may be as large as an upload.
+    # A batch is up to 1,000 job bodies, held to what they can need.
     batches = Router(
         path="/",
         route_handlers=[BatchController],
-        request_max_body_size=settings.max_upload_bytes,
+        request_max_body_size=settings.max_batch_bytes,
     )
     app = Litestar(
         route_handlers=[

@@ -5,6 +5,8 @@ with the request's `Idempotency-Key` claim and its `Webhook-Url`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -54,6 +56,30 @@ class Body(Generic[Model]):
     webhook: dict[str, Any] | None = None
     """From `Webhook-Url` (and `Webhook-Events`, comma-separated): OpenAI's request bodies have
     no place for it."""
+
+
+@contextlib.asynccontextmanager
+async def held(slots: asyncio.Semaphore, what: str) -> AsyncIterator[None]:
+    """One of the process's slots for reading `what` (each is held in memory while it is read
+    and parsed), or 429 at once when every slot is taken: memory stays bounded by the slots,
+    and a client is told to retry rather than left waiting."""
+    if slots.locked():
+        raise QuotaExceededError(
+            f"This server is reading as many {what} as it takes at once. Retry shortly.",
+            code=ErrorCode.TOO_MANY_UPLOADS,
+            retry_after=5,
+        )
+    async with slots:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def read_held(
+    request: Request[Any, Any, Any], slots: asyncio.Semaphore, what: str
+) -> AsyncIterator[bytes]:
+    """The request's whole body, read and used under one of `slots` (see `held`)."""
+    async with held(slots, what):
+        yield await request.body()
 
 
 async def _read_form(
@@ -108,14 +134,7 @@ async def read_body(
     files: dict[str, bytes] = {}
     fields: dict[str, Any] = {}
     if is_multipart(request):
-        slots: asyncio.Semaphore = request.app.state.upload_slots
-        if slots.locked():
-            raise QuotaExceededError(
-                "This server is reading as many uploads as it takes at once. Retry shortly.",
-                code=ErrorCode.TOO_MANY_UPLOADS,
-                retry_after=5,
-            )
-        async with slots:
+        async with held(request.app.state.upload_slots, "uploads"):
             files, fields = await _read_form(request, max_file_bytes)
     else:
         raw = parse_json(await request.body())

@@ -166,18 +166,23 @@ async def submit(
     priority: Priority | str = Priority.NORMAL,
     deadline_seconds: int | None = None,
     webhook: dict[str, Any] | None = None,
+    webhook_checked: bool = False,
 ) -> tuple[Job, bool]:
     """Create and enqueue a job: `(job, True)`. With an `Idempotency-Key` that an earlier (or a
     concurrent) request already used: `(that request's job, False)`, and nothing is created.
     `session` holds what must commit with the job (uploads the job names); without one, a session
-    is opened only if the job needs the ORM path."""
+    is opened only if the job needs the ORM path. The webhook's host is looked up first, before
+    any session (`webhook_checked`: the caller did, before opening `session`)."""
     priority = allowed_priority(key, priority, resources.settings.default_max_priority)
+    if not webhook_checked:
+        webhook = await checked_webhook(resources, webhook)
     # Refuse while Redis is down rather than accept jobs that only the outbox could start.
     await redis_reachable(resources)
     options: dict[str, Any] = {
         "job_id": new_id("job"),
         "priority": priority,
         "deadline_seconds": deadline_seconds,
+        "webhook": webhook,
     }
     async with contextlib.AsyncExitStack() as stack:
         if claim is not None:
@@ -192,7 +197,6 @@ async def submit(
                 await session.rollback()
                 return await get_job(session, key.id, earlier), False
         await check_queue(resources)
-        options["webhook"] = await checked_webhook(resources, webhook)
         found = None
         if session is None:
             found = await _insert_plain(resources, key, media_type, model, params, options)
@@ -230,25 +234,37 @@ async def submit_with_uploads(
 ) -> Job:
     """Store `files` as the key's inputs and submit the job that names them (each file under its
     own parameter), in one transaction. A refused job leaves no upload behind; a request
-    repeating an `Idempotency-Key` gets the job the first one created, and stores nothing."""
-    async with resources.sessionmaker() as session:
-        if claim is not None:
+    repeating an `Idempotency-Key` gets the job the first one created, and stores nothing. The
+    files are written, and the webhook's host looked up, before the transaction opens: no
+    database connection waits on the network."""
+    if claim is not None:
+        async with resources.sessionmaker() as session:
             ttl = resources.settings.idempotency_ttl_seconds
             earlier = await idempotency.find(session, key.id, claim, ttl)
             if earlier is not None:
                 return await get_job(session, key.id, earlier)
-        uploads = await upload_service.save_all(resources, session, key, files)
-        params = {**params, **{name: {"media_id": m.id} for name, m in uploads.items()}}
-        try:
+    checked = await checked_webhook(resources, webhook)
+    stored = await upload_service.store_all(resources, key, files)
+    try:
+        async with resources.sessionmaker() as session:
+            uploads = await upload_service.record_all(resources, session, key, stored)
+            params = {**params, **{name: {"media_id": m.id} for name, m in uploads.items()}}
             job, created = await submit(
-                resources, key, media_type, model, params, claim, session=session, webhook=webhook
+                resources,
+                key,
+                media_type,
+                model,
+                params,
+                claim,
+                session=session,
+                webhook=checked,
+                webhook_checked=True,
             )
-        except BaseException:  # refused (or failed) before anything was committed
-            await session.rollback()
-            await upload_service.discard(resources, uploads)
-            raise
+    except BaseException:  # refused (or failed) before anything was committed
+        await upload_service.discard(resources, stored)
+        raise
     if not created:  # a concurrent duplicate won: its job stands, our uploads go
-        await upload_service.discard(resources, uploads)
+        await upload_service.discard(resources, stored)
     return job
 
 
@@ -262,6 +278,7 @@ async def checked_webhook(
         webhook.get("events"),
         "webhook.url",
         allow_private=resources.settings.allow_private_urls,
+        resolve_seconds=resources.settings.url_resolve_seconds,
     )
 
 

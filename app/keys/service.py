@@ -232,6 +232,7 @@ async def _checked_webhook(resources: Resources, fields: dict[str, Any]) -> dict
             fields.get("webhook_events"),
             "webhook_url",
             allow_private=resources.settings.allow_private_urls,
+            resolve_seconds=resources.settings.url_resolve_seconds,
         )
         fields["webhook_events"] = target["events"]
     return fields

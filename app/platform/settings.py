@@ -81,6 +81,9 @@ class SecuritySettings:
     auth_failures_per_minute: int | None = at_least(1, 30)
     """Failed authentications (unknown or revoked keys) one client address may make a minute
     before it gets 429 without a database read; unset: no limit."""
+    url_resolve_seconds: float = above(0, 5.0)
+    """How long looking up the host of a tenant's webhook URL may take at submit (a batch's
+    hosts are looked up at once, within this too); longer is refused as not resolving."""
     key_cache_seconds: float = at_least(0, 60.0)
     """How long an API process may reuse a key it authenticated without reading its row again.
     A change to the key (revoke, delete, limits) is announced over Redis and drops every copy at
@@ -119,6 +122,11 @@ class ApiSettings:
     max_concurrent_uploads: int = at_least(1, 8)
     """Multipart uploads one API process reads at a time (each is held in memory while it is
     read, up to MAX_UPLOAD_BYTES); more get 429 at once."""
+    max_batch_bytes: int = at_least(1, 6_291_456)
+    """Largest `POST /v1/batches` body: 1,000 jobs with prompts of 4,000 characters and room to
+    spare (raise it for models that take longer prompts)."""
+    max_concurrent_batches: int = at_least(1, 2)
+    """Batch bodies one API process reads and parses at a time; more get 429 at once."""
     requests_per_minute: int | None = at_least(1, 3000)
     """Each key's requests per minute, unless the key has its own limit; empty: unlimited."""
     max_streams_per_key: int | None = at_least(1, 100)

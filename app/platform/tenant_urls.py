@@ -152,14 +152,18 @@ def check_url(url: str, param: str, *, allow_private: bool) -> None:
         raise InvalidRequestError(f"{param} must not point at a private address", param=param)
 
 
-async def check_resolves_public(url: str, param: str) -> None:
-    """Every address the host resolves to must be public (no loopback, private, link-local)."""
+async def check_resolves_public(url: str, param: str, *, within: float) -> None:
+    """Every address the host resolves to must be public (no loopback, private, link-local);
+    a host that does not resolve within `within` seconds is refused like one that does not
+    resolve (a slow resolver must not hold the request, or what it holds, for long)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
+    loop = asyncio.get_running_loop()
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
+        async with asyncio.timeout(within):
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, TimeoutError) as exc:
         raise InvalidRequestError(
             f"{param}: the host {host!r} does not resolve", param=param
         ) from exc

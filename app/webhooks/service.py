@@ -80,12 +80,19 @@ def rotate_secret(key: VirtualKey) -> str:
 
 
 async def check_target(
-    url: str, events: Sequence[str] | None, param: str, *, allow_private: bool
+    url: str,
+    events: Sequence[str] | None,
+    param: str,
+    *,
+    allow_private: bool,
+    resolve_seconds: float,
 ) -> dict[str, Any]:
-    """A webhook as given at submit or on a key: a public https URL and known events."""
+    """A webhook as given at submit or on a key: a public https URL (its host resolved within
+    `resolve_seconds`) and known events. It waits on DNS: call it before a database session is
+    opened, never inside one."""
     check_url(url, param, allow_private=allow_private)
     if not allow_private:
-        await check_resolves_public(url, param)
+        await check_resolves_public(url, param, within=resolve_seconds)
     chosen = list(events) if events else list(DEFAULT_EVENTS)
     unknown = sorted(set(chosen) - set(EVENT_NAMES))
     if unknown:

@@ -15,12 +15,13 @@ DOMAINS = ("jobs", "batches", "media", "keys", "webhooks", "catalog", "operation
 
 
 def is_http(module: str) -> bool:
-    """HTTP code: the shell, the OpenAI-compatible endpoints, and every domain's controllers and
-    schemas (the shapes of its requests and responses)."""
+    """HTTP code: the shell, the OpenAI-compatible endpoints, and every domain's controllers,
+    schemas (the shapes of its requests and responses) and bodies (how its request bodies are
+    read)."""
     leaf = module.rsplit(".", 1)[-1]
     return (
         module.startswith(("app.http", "app.openai_compat"))
-        or leaf in ("controllers", "schemas")
+        or leaf in ("controllers", "schemas", "bodies")
         or leaf.endswith("_controller")
     )
 

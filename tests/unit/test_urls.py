@@ -46,9 +46,9 @@ def test_public_https_passes_and_the_setting_allows_private() -> None:
 
 async def test_names_resolving_to_private_addresses_are_refused() -> None:
     with pytest.raises(InvalidRequestError):
-        await check_resolves_public("https://localhost./a.png", "input.image")
+        await check_resolves_public("https://localhost./a.png", "input.image", within=5)
     with pytest.raises(InvalidRequestError):
-        await check_resolves_public("https://no-such-host.invalid/a.png", "input.image")
+        await check_resolves_public("https://no-such-host.invalid/a.png", "input.image", within=5)
 
 
 @pytest.mark.parametrize(
@@ -92,7 +92,7 @@ async def test_unusual_literals_resolve_to_what_they_are() -> None:
     """2130706433 and 0x7f.1 are 127.0.0.1 to the resolver: checked after resolving, refused."""
     for host in ("2130706433", "0x7f.0.0.1", "017700000001"):
         with pytest.raises(InvalidRequestError):
-            await check_resolves_public(f"https://{host}/a.png", "input.image")
+            await check_resolves_public(f"https://{host}/a.png", "input.image", within=5)
 
 
 @contextlib.asynccontextmanager

@@ -179,7 +179,7 @@ async def submit(
             if earlier is not None:
                 await session.rollback()
                 return await _view(session, key.id, earlier), False
-        await job_service.check_queue(resources, len(items))
+        await job_service.check_queue(resources, key, len(items), session)
         jobs = await _build_jobs(session, resources, key, batch_id, items, webhooks)
         await intake.check_limits(session, key.id, jobs)
         ahead = await intake.queued_jobs(session, key.id)

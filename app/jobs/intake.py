@@ -191,13 +191,13 @@ async def create_job(
     return await transitions.add_queued(session, job)
 
 
-async def queued_jobs(session: AsyncSession, key_id: str) -> int:
+async def queued_jobs(session: AsyncSession, key_id: str, up_to: int = FAIR_COUNT_CAP) -> int:
     """How many of the key's jobs wait in the queue (fair share places the next one after),
-    counted up to FAIR_COUNT_CAP: more would not move it further back."""
+    counted up to `up_to` (FAIR_COUNT_CAP: more would not move it further back)."""
     queued = (
         select(col(Job.id))
         .where(col(Job.key_id) == key_id, col(Job.status) == JobStatus.QUEUED)
-        .limit(FAIR_COUNT_CAP)
+        .limit(up_to)
         .subquery()
     )
     count = await session.exec(select(func.count()).select_from(queued))

@@ -121,17 +121,40 @@ async def page(
 # -- submitting -------------------------------------------------------------------------------
 
 
-async def check_queue(resources: Resources, adding: int = 1) -> None:
+async def check_queue(
+    resources: Resources,
+    key: VirtualKey,
+    adding: int = 1,
+    session: AsyncSession | None = None,
+) -> None:
     """Refuse at once, rather than queue for hours, when the pool's queue is full (or would be,
-    with `adding` more jobs)."""
-    limit = resources.settings.max_queue_length
-    if limit is None:
+    with `adding` more jobs), or when the key would hold more than its share of it (its
+    `max_queued_jobs`, else MEDIAGATE_MAX_QUEUED_PER_KEY): one key flooding the queue leaves
+    room for the others. The key's jobs are counted (in `session`, or a short one of its own)
+    only when the whole queue holds more than its share, so the common submit pays nothing."""
+    settings = resources.settings
+    limit = settings.max_queue_length
+    share = key.max_queued_jobs or settings.max_queued_per_key
+    if limit is None and share is None:
         return
     waiting = await queue_length(resources.redis, resources.queue_name)
-    if waiting + adding > limit:
+    if limit is not None and waiting + adding > limit:
         raise QuotaExceededError(
             f"The queue holds {waiting} jobs, its limit is {limit}. Retry later.",
             code=ErrorCode.QUEUE_FULL,
+            retry_after=30,
+        )
+    if share is None or waiting + adding <= share:
+        return
+    async with contextlib.AsyncExitStack() as stack:
+        if session is None:
+            session = await stack.enter_async_context(resources.sessionmaker())
+        queued = await intake.queued_jobs(session, key.id, up_to=share + 1)
+    if queued + adding > share:
+        raise QuotaExceededError(
+            f"This key has {queued} jobs waiting in the queue; its share is {share}. Retry "
+            "once some have started.",
+            code=ErrorCode.QUEUE_SHARE_EXCEEDED,
             retry_after=30,
         )
 
@@ -196,7 +219,7 @@ async def submit(
             if earlier is not None:
                 await session.rollback()
                 return await get_job(session, key.id, earlier), False
-        await check_queue(resources)
+        await check_queue(resources, key, session=session)
         found = None
         if session is None:
             found = await _insert_plain(resources, key, media_type, model, params, options)

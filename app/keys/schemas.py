@@ -18,6 +18,12 @@ class KeyLimits(RequestModel):
     max_bytes: int | None = Field(default=None, ge=0)
     max_objects: int | None = Field(default=None, ge=0)
     max_concurrent_jobs: int | None = Field(default=None, ge=1)
+    max_queued_jobs: int | None = Field(default=None, ge=1)
+    """The key's share of the queue: more of its jobs waiting get 429 queue_share_exceeded;
+    null: MEDIAGATE_MAX_QUEUED_PER_KEY."""
+    max_streams: int | None = Field(default=None, ge=1)
+    """Event streams (its own and through its signed links, counted apart) the key may hold on
+    one API process; null: MEDIAGATE_MAX_STREAMS_PER_KEY."""
     retention_days: int | None = Field(default=None, ge=1, le=36500)
     requests_per_minute: int | None = Field(default=None, ge=1)
     max_priority: Priority | None = None
@@ -62,6 +68,8 @@ class KeyObject(ResponseModel):
     max_bytes: int | None
     max_objects: int | None
     max_concurrent_jobs: int | None
+    max_queued_jobs: int | None
+    max_streams: int | None
     retention_days: int | None
     requests_per_minute: int | None
     max_priority: Priority | None
@@ -93,6 +101,8 @@ class KeyObject(ResponseModel):
             max_bytes=key.max_bytes,
             max_objects=key.max_objects,
             max_concurrent_jobs=key.max_concurrent_jobs,
+            max_queued_jobs=key.max_queued_jobs,
+            max_streams=key.max_streams,
             retention_days=key.retention_days,
             requests_per_minute=key.requests_per_minute,
             max_priority=key.max_priority,

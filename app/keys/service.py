@@ -30,6 +30,8 @@ LIMIT_FIELDS = (
     "max_bytes",
     "max_objects",
     "max_concurrent_jobs",
+    "max_queued_jobs",
+    "max_streams",
     "retention_days",
     "requests_per_minute",
     "max_priority",

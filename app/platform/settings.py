@@ -137,6 +137,10 @@ class ApiSettings:
     max_queue_length: int | None = at_least(1, 100_000)
     """Beyond this many jobs waiting in the queue, submits get 429 `queue_full` at once; empty:
     no limit."""
+    max_queued_per_key: int | None = at_least(1, 10_000)
+    """Each key's share of the queue: beyond this many of its jobs waiting, its submits get 429
+    `queue_share_exceeded` while other keys' are still taken (a key's own `max_queued_jobs`
+    wins); empty: no share, only the queue's limit."""
     default_max_priority: Priority = Priority.NORMAL
     """The highest priority a key may submit at unless an admin gave it its own."""
     idempotency_ttl_seconds: int = at_least(1, 86_400)

@@ -85,6 +85,10 @@ class VirtualKey(SQLModel, table=True):
     max_bytes: int | None = Field(default=None, sa_type=BigInteger)
     max_objects: int | None = None
     max_concurrent_jobs: int | None = None
+    max_queued_jobs: int | None = None
+    """The key's share of the queue; null: `MEDIAGATE_MAX_QUEUED_PER_KEY`."""
+    max_streams: int | None = None
+    """Event streams the key may hold per API process; null: `MEDIAGATE_MAX_STREAMS_PER_KEY`."""
     retention_days: int | None = None
     requests_per_minute: int | None = None
     """Null: the global default (`MEDIAGATE_REQUESTS_PER_MINUTE`), unlimited if that is unset."""

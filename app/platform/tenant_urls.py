@@ -186,10 +186,16 @@ async def fetch_input(res: Resources, url: str, param: str) -> InputFile:
     # Where the name resolves now is checked by the tenant client as it connects.
     check_url(url, param, allow_private=settings.allow_private_urls)
     limit = settings.max_upload_bytes
+    deadline = settings.input_url_timeout_seconds
     try:
-        async with res.tenant_http.stream(
-            "GET", url, follow_redirects=False, timeout=settings.input_url_timeout_seconds
-        ) as response:
+        # httpx's timeout bounds each read; the deadline bounds the whole fetch, so a server
+        # trickling a byte at a time cannot hold a worker slot for hours.
+        async with (
+            asyncio.timeout(deadline),
+            res.tenant_http.stream(
+                "GET", url, follow_redirects=False, timeout=deadline
+            ) as response,
+        ):
             if response.status_code != 200:
                 raise InvalidRequestError(
                     f"{param}: fetching it answered {response.status_code}", param=param
@@ -199,7 +205,7 @@ async def fetch_input(res: Resources, url: str, param: str) -> InputFile:
                 data.extend(chunk)
                 if len(data) > limit:
                     raise InvalidRequestError(f"{param} is larger than {limit} bytes", param=param)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, TimeoutError) as exc:
         raise InvalidRequestError(
             f"{param} could not be fetched ({failure_reason(exc)})", param=param
         ) from exc

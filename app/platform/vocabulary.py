@@ -117,6 +117,7 @@ class ErrorCode(StrEnum):
     BUDGET_EXCEEDED = "budget_exceeded"
     RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
     QUEUE_FULL = "queue_full"
+    QUEUE_SHARE_EXCEEDED = "queue_share_exceeded"
     TOO_MANY_UPLOADS = "too_many_uploads"
     TOO_MANY_STREAMS = "too_many_streams"
     TOO_MANY_WAITS = "too_many_waits"

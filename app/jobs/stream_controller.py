@@ -44,9 +44,11 @@ SEND_TIMEOUT_SECONDS = 30.0
 """A client that takes longer than this to accept one frame is cut off (its stream resumes)."""
 PING = ServerSentEvent(comment="ping").encode()
 RETRY_MS = 1000
-RETRY = f"retry: {RETRY_MS}\r\n\r\n".encode()
-"""Sent first: how soon a browser's EventSource reconnects by itself when the connection drops
-(it then sends Last-Event-ID, and the stream resumes right after that event)."""
+RETRY = f"retry: {RETRY_MS}\r\n".encode()
+"""Sent with the first event, as a field of its frame: how soon a browser's EventSource
+reconnects by itself when the connection drops (it then sends Last-Event-ID, and the stream
+resumes right after that event). Not a frame of its own: a client such as httpx-sse delivers a
+lone `retry:` as an event with empty data, which a client parsing every event's JSON chokes on."""
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-store"),
@@ -101,6 +103,8 @@ class JobStream:
         self.base = base
         self.settings = settings
         self.terminal = terminal
+        self.hinted = False
+        """Whether the retry hint went (with the first event)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         with self.hold, SSE_STREAMS.track_inprogress():
@@ -120,7 +124,9 @@ class JobStream:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-        await send({"type": "http.response.body", "body": RETRY, "more_body": True})
+        # The headers go at once (a client sees its stream open) and the retry hint with the
+        # first event.
+        await send({"type": "http.response.body", "body": b"", "more_body": True})
         loop = asyncio.get_running_loop()
         # Subscribe before reading history so nothing published in between is missed.
         async with self.hub.subscribe(self.job_id) as sub:
@@ -146,7 +152,10 @@ class JobStream:
             if event.id <= self.last:
                 continue
             self.last = event.id
-            await self._send(send, frame(event, self.base, self.settings))
+            body = frame(event, self.base, self.settings)
+            if not self.hinted:
+                self.hinted, body = True, RETRY + body
+            await self._send(send, body)
             if event.event in self.terminal:
                 return True
         return False

@@ -137,3 +137,18 @@ async def test_many_subscribers_share_one_redis_reader(pg_url: str) -> None:
     for events in results:
         assert events[-1][1] == "job.succeeded"
         _check_sequence(events)
+
+
+async def test_the_retry_hint_comes_with_the_first_event(stack: Stack) -> None:
+    """httpx-sse delivers a lone `retry:` frame as an event with empty data; the hint rides on
+    the first event's frame instead, so a client parsing every event's data as JSON never meets
+    an empty one."""
+    async with stack.client(stack.new_key()) as client:
+        job = (await client.post("/v1/jobs", json=IMAGE)).json()
+        await wait_for_job(client, job["id"])
+        async with aconnect_sse(client, "GET", f"/v1/jobs/{job['id']}/events") as source:
+            first = await anext(source.aiter_sse())
+        raw = await client.get(f"/v1/jobs/{job['id']}/events")
+    assert first.retry == 1000 and first.event == "job.queued"
+    assert orjson.loads(first.data)["id"] == job["id"]
+    assert raw.text.startswith("retry: 1000\r\nid: 1\r\n"), raw.text[:80]

@@ -73,7 +73,7 @@ def cmd_api(
         host=host,
         port=port,
         log_config=None,
-        proxy_headers=True,
+        proxy_headers=False,  # the app reads them, from MEDIAGATE_FORWARDED_ALLOW_IPS only
         access_log=settings.access_log,
         timeout_graceful_shutdown=10,
         backlog=4096,
@@ -207,6 +207,7 @@ async def _keys(command: str, name: str = "", key_id: str = "") -> None:
             if command == "create":
                 key, plaintext = await keys.create_key(session, name)
                 await session.commit()
+                await _announce_key_change(settings, key.id, key.key_hash)
                 print(f"{key.id}\t{key.name}\t{plaintext}")
                 print("the key is shown once; store it now", file=sys.stderr)
             elif command == "list":
@@ -245,9 +246,9 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id (key_..
     asyncio.run(_keys("revoke", key_id=key_id))
 
 
-async def _announce_key_change(settings: Settings, key_id: str) -> None:
+async def _announce_key_change(settings: Settings, key_id: str, digest: str | None = None) -> None:
     """Running API processes drop their cached copy of the key now (else within
-    MEDIAGATE_KEY_CACHE_SECONDS)."""
+    MEDIAGATE_KEY_CACHE_SECONDS); with `digest`, a new key's, which they then know."""
     from redis.exceptions import RedisError
 
     from app.keys.service import announce_change
@@ -260,7 +261,7 @@ async def _announce_key_change(settings: Settings, key_id: str) -> None:
     try:
         if redis is None:
             raise ConnectionError("no Redis")
-        await announce_change(redis, settings.redis_namespace, key_id)
+        await announce_change(redis, settings.redis_namespace, key_id, digest)
     except (RedisError, OSError):
         print(
             "Redis did not answer: running API processes may accept this key for up to "

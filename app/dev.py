@@ -129,7 +129,9 @@ async def _make_dev_key(settings: Settings) -> str:
 
 async def _serve(settings: Settings, port: int, api_key: str, demo: bool, exit_after: bool) -> None:
     app = create_app(settings, companions=[embedded_worker])
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", proxy_headers=False
+    )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
     while not server.started:

@@ -219,6 +219,7 @@ def start_stack(settings: Settings, *, embedded_worker: bool, loop: str = "auto"
         lifespan="on",
         timeout_graceful_shutdown=5,
         loop=loop,
+        proxy_headers=False,  # the app reads them (MEDIAGATE_FORWARDED_ALLOW_IPS), as in `api`
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"stack-{port}", daemon=True)

@@ -27,14 +27,15 @@ from litestar.response.sse import ServerSentEventMessage
 from litestar.static_files import create_static_files_router
 
 from app.dashboard import service
+from app.http.dependencies import client_address
 from app.http.render import media_url
 from app.jobs import service as job_service
 from app.operations import service as operations
-from app.platform.errors import MediagateError, QuotaExceededError
-from app.platform.limits import auth_failures, record_auth_failure
+from app.platform.errors import MediagateError
+from app.platform.limits import SignIn, give_back, take_attempt, too_many
 from app.platform.resources import Resources
 from app.platform.settings import Settings
-from app.platform.vocabulary import ACTIVE_STATUSES, ErrorCode, JobStatus, Priority
+from app.platform.vocabulary import ACTIVE_STATUSES, JobStatus, Priority
 from app.webhooks import service as webhooks
 
 HERE = Path(__file__).parent
@@ -113,23 +114,22 @@ async def login(
     data: dict[str, str] = FORM,
 ) -> Response[Any]:
     settings = resources.settings
-    address = request.client.host if request.client else "unknown"
+    address, ns = client_address(request), settings.redis_namespace
     limit = settings.auth_failures_per_minute
-    ns = settings.redis_namespace
-    if limit is not None and await auth_failures(resources.redis, ns, address) >= limit:
-        raise QuotaExceededError(
-            "Too many failed sign-ins from this address. Retry in a minute.",
-            code=ErrorCode.TOO_MANY_FAILED_AUTHENTICATIONS,
-            retry_after=60,
-        )
+    # Counted apart from tenants' failures: a tenant guessing keys from the operator's address
+    # (behind a proxy, everyone's) does not lock the operator out of the dashboard.
+    if limit is not None and not await take_attempt(
+        resources.redis, ns, SignIn.DASHBOARD, address, limit
+    ):
+        raise too_many(limit, "sign-ins")
     given = data.get("admin_key", "").encode()
     expected = (settings.admin_key or "").encode()
     if not expected or not hmac.compare_digest(given, expected):
-        if limit is not None:
-            await record_auth_failure(resources.redis, ns, address)
         return Template(
             "login.html", context={"error": "That is not the admin key."}, status_code=401
         )
+    if limit is not None:
+        await give_back(resources.redis, ns, SignIn.DASHBOARD, address)
     request.set_session({"admin": True, "csrf": secrets.token_urlsafe(24)})
     return Redirect("/dashboard", status_code=303)
 

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl
 
 from litestar import Litestar, Request, Router
 from litestar.config.cors import CORSConfig
+from litestar.middleware import DefineMiddleware
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -32,7 +33,7 @@ from app.http.openapi import document_errors
 from app.jobs.controllers import JobController
 from app.jobs.stream_controller import job_events, server_should_exit
 from app.keys.controllers import AdminKeyController, all_usage
-from app.keys.service import KeyCache
+from app.keys.service import KeyCache, active_digests
 from app.media.controllers import MediaController, key_usage
 from app.openai_compat.audio import create_speech
 from app.openai_compat.images import create_images, edit_images
@@ -104,6 +105,7 @@ def create_app(
                 tracing.instrument_engine(resources.engine)
             await routing.seed_from_models_file(resources)
             keys = KeyCache(settings.key_cache_seconds)
+            keys.known.update(await active_digests(resources, KeyCache.MAX_ENTRIES))
             hub = EventHub(
                 resources.redis,
                 resources.bus,
@@ -171,7 +173,7 @@ def create_app(
         ],
         template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
         lifespan=[lifespan],
-        middleware=[HttpMetrics, session_config(settings).middleware],
+        middleware=[*_proxy_headers(settings), HttpMetrics, session_config(settings).middleware],
         plugins=[OpenTelemetryPlugin(TRACING)] if traced else [],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
@@ -196,6 +198,19 @@ def create_app(
     )
     document_errors(app.openapi_schema)
     return app
+
+
+def _proxy_headers(settings: Settings) -> list[DefineMiddleware]:
+    """uvicorn's proxy-headers middleware, in the app (so every server and test runs it): the
+    client address and scheme from X-Forwarded-For/-Proto, believed only from the proxies
+    MEDIAGATE_FORWARDED_ALLOW_IPS lists. Empty: every peer is the client."""
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    trusted = settings.forwarded_allow_ips
+    if not trusted:
+        return []
+    # uvicorn types its ASGI app apart from Litestar; both are plain ASGI.
+    return [DefineMiddleware(ProxyHeadersMiddleware, trusted_hosts=trusted)]  # type: ignore[arg-type]
 
 
 async def _check_request(request: Request[Any, Any, Any]) -> None:

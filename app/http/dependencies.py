@@ -14,16 +14,18 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Scope
 
 from app.keys.service import KeyCache, authenticate, token_digest
-from app.platform.errors import AuthenticationError, QuotaExceededError
+from app.platform.errors import AuthenticationError
 from app.platform.events import EventHub
 from app.platform.limits import (
     Hold,
     Holds,
     RateWindow,
+    SignIn,
     admit_request,
-    auth_failures,
-    record_auth_failure,
+    give_back,
     refuse,
+    take_attempt,
+    too_many,
 )
 from app.platform.resources import Resources
 from app.platform.tables import VirtualKey
@@ -51,11 +53,19 @@ def event_hub(request: Request[Any, Any, Any]) -> EventHub:
     return hub
 
 
+def client_address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The client's address: the peer's, or, from a proxy MEDIAGATE_FORWARDED_ALLOW_IPS trusts,
+    the one its X-Forwarded-For names (the app's proxy-headers middleware has set it)."""
+    return connection.client.host if connection.client else "unknown"
+
+
 async def caller_key(request: Request[Any, Any, Any], resources: Resources) -> VirtualKey | None:
     """The active key the request's bearer token names, or None. A key that authenticated lately
-    comes from the process's cache; anything else costs a database read, so an address whose
-    tokens failed `MEDIAGATE_AUTH_FAILURES_PER_MINUTE` times this minute is refused (429) before
-    that read."""
+    comes from the process's cache; anything else costs a database read. An unknown token (not
+    a key's, as far as this process knows) is counted as an attempt of its address first, and
+    refused (429) without that read once the address made MEDIAGATE_AUTH_FAILURES_PER_MINUTE
+    failed attempts this minute. A known token is always looked up: a valid key is never refused
+    because others guessed from its address (behind a proxy, everyone's)."""
     token = bearer_token(request.headers)
     if token is None:
         return None
@@ -65,24 +75,25 @@ async def caller_key(request: Request[Any, Any, Any], resources: Resources) -> V
         return cached
     settings = resources.settings
     limit = settings.auth_failures_per_minute
-    address = request.client.host if request.client else "unknown"
-    ns = settings.redis_namespace
-    if limit is not None and await auth_failures(resources.redis, ns, address) >= limit:
-        raise QuotaExceededError(
-            f"Too many failed authentications from this address (limit {limit} a minute). "
-            "Retry in a minute.",
-            code=ErrorCode.TOO_MANY_FAILED_AUTHENTICATIONS,
-            retry_after=60,
-        )
-    if digest is not None:
-        generation = cache.generation
-        key = await authenticate(resources, token)
-        if key is not None:
-            cache.put(digest, key, generation)
-            return key
-    if limit is not None:
-        await record_auth_failure(resources.redis, ns, address)
-    return None
+    counted = limit is not None and (digest is None or digest not in cache.known)
+    address, ns = client_address(request), settings.redis_namespace
+    if (
+        counted
+        and limit is not None
+        and not await take_attempt(resources.redis, ns, SignIn.TENANT, address, limit)
+    ):
+        raise too_many(limit)
+    if digest is None:
+        return None
+    generation = cache.generation
+    key = await authenticate(resources, token)
+    if key is None:
+        return None
+    cache.know(digest)
+    cache.put(digest, key, generation)
+    if counted:
+        await give_back(resources.redis, ns, SignIn.TENANT, address)
+    return key
 
 
 _WINDOW = "mediagate.rate_window"
@@ -120,13 +131,26 @@ async def provide_key(request: Request[Any, Any, Any], resources: Resources) -> 
 
 
 async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """The admin key, guessed at no faster than a tenant key: every attempt of an address is
+    counted before the bearer is compared (one atomic step), and past
+    MEDIAGATE_AUTH_FAILURES_PER_MINUTE failed ones this minute the address gets 429, its
+    bearer not even compared. Counted apart from tenants' failures and dashboard sign-ins."""
     resources: Resources = connection.app.state.resources
-    expected = resources.settings.admin_key or ""
+    settings = resources.settings
+    expected = settings.admin_key or ""
     token = bearer_token(connection.headers) or ""
+    limit = settings.auth_failures_per_minute
+    address, ns = client_address(connection), settings.redis_namespace
+    if limit is not None and not await take_attempt(
+        resources.redis, ns, SignIn.ADMIN, address, limit
+    ):
+        raise too_many(limit)
     if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
         raise AuthenticationError(
             "This endpoint needs the admin key.", code=ErrorCode.INVALID_ADMIN_KEY
         )
+    if limit is not None:
+        await give_back(resources.redis, ns, SignIn.ADMIN, address)
 
 
 DEPENDENCIES = {

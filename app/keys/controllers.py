@@ -24,9 +24,9 @@ class AdminKeyController(Controller):
     guards = [admin_guard]
 
     @post("/", status_code=201, summary="Create a virtual key (the key is shown once)")
-    async def create(self, data: KeyCreate, resources: Resources) -> KeyCreated:
+    async def create(self, data: KeyCreate, resources: Resources, state: State) -> KeyCreated:
         limits = data.model_dump(exclude={"name"})
-        key, plaintext = await key_service.create(resources, data.name, limits)
+        key, plaintext = await key_service.create(resources, data.name, limits, state.key_cache)
         return KeyCreated(**KeyObject.of(key).model_dump(), key=plaintext)
 
     @get("/", summary="List virtual keys")

@@ -145,6 +145,17 @@ def token_digest(token: str) -> str | None:
     return hash_key(token)
 
 
+async def active_digests(resources: Resources, limit: int) -> list[str]:
+    """The token hashes of the active keys (at most `limit`), for `KeyCache.known`."""
+    async with resources.sessionmaker() as session:
+        rows = await session.exec(
+            select(col(VirtualKey.key_hash))
+            .where(col(VirtualKey.revoked_at).is_(None), col(VirtualKey.deleted_at).is_(None))
+            .limit(limit)
+        )
+        return list(rows.all())
+
+
 async def authenticate(resources: Resources, token: str) -> VirtualKey | None:
     """The active key whose hash matches `token`, else None."""
     digest = token_digest(token)
@@ -176,6 +187,11 @@ class KeyCache:
         self._by_digest: dict[str, tuple[float, VirtualKey]] = {}
         self.generation = 0
         """Moves on every change notice: a row read before a notice is not cached after it."""
+        self.known: set[str] = set()
+        """Hashes of tokens that are (or were) keys: the active keys' at start, and every one
+        that authenticated here since. Such a token is always looked up, however many failed
+        sign-ins its address made (only unknown tokens are refused early), and it is no secret
+        that helps a guesser: a token is in it only if it is a key."""
 
     def get(self, digest: str) -> VirtualKey | None:
         found = self._by_digest.get(digest)
@@ -194,33 +210,45 @@ class KeyCache:
             self._by_digest.clear()
         self._by_digest[digest] = (time.monotonic() + self.ttl, key)
 
+    def know(self, digest: str) -> None:
+        if len(self.known) < self.MAX_ENTRIES:
+            self.known.add(digest)
+
     def on_notice(self, key_id: bytes | None) -> None:
-        """A key changed (its id), or, with None, notices may have been missed."""
+        """A key changed (its id; a new key's notice, `id:hash`, says its hash too, which this
+        process then knows), or, with None, notices may have been missed."""
         self.generation += 1
         if key_id is None:
             self._by_digest.clear()
             return
-        changed = key_id.decode()
+        changed, _, digest = key_id.decode().partition(":")
+        if digest:
+            self.know(digest)
         for digest, (_, key) in list(self._by_digest.items()):
             if key.id == changed:
                 del self._by_digest[digest]
 
 
-async def announce_change(redis: Redis, namespace: str, key_id: str) -> None:
-    """Tell every API process to drop its cached copy of the key (after the change committed)."""
-    await redis.publish(keys_channel(namespace), key_id)
+async def announce_change(
+    redis: Redis, namespace: str, key_id: str, digest: str | None = None
+) -> None:
+    """Tell every API process to drop its cached copy of the key (after the change committed);
+    with `digest`, a new key's token hash, which every process then knows (`KeyCache.known`)."""
+    await redis.publish(keys_channel(namespace), f"{key_id}:{digest}" if digest else key_id)
 
 
 # -- use cases (each its own unit of work) ----------------------------------------------------
 
 
-async def announce(resources: Resources, cache: KeyCache | None, key_id: str) -> None:
+async def announce(
+    resources: Resources, cache: KeyCache | None, key_id: str, digest: str | None = None
+) -> None:
     """After a change to a key committed: every API process drops its cached copy (this one at
-    once; the others when the notice reaches their event hub)."""
+    once; the others when the notice reaches their event hub); with `digest`, a new key's."""
     if cache is not None:
-        cache.on_notice(key_id.encode())
+        cache.on_notice(f"{key_id}:{digest}".encode() if digest else key_id.encode())
     try:
-        await announce_change(resources.redis, resources.settings.redis_namespace, key_id)
+        await announce_change(resources.redis, resources.settings.redis_namespace, key_id, digest)
     except (RedisError, OSError):
         # Their hubs have lost Redis too, and a hub that reconnects empties its cache.
         log.warning("key.change_not_announced key_id=%s", key_id)
@@ -240,12 +268,16 @@ async def _checked_webhook(resources: Resources, fields: dict[str, Any]) -> dict
     return fields
 
 
-async def create(resources: Resources, name: str, limits: dict[str, Any]) -> tuple[VirtualKey, str]:
-    """A new key and its plaintext (shown once)."""
+async def create(
+    resources: Resources, name: str, limits: dict[str, Any], cache: KeyCache | None = None
+) -> tuple[VirtualKey, str]:
+    """A new key and its plaintext (shown once); every API process learns its token's hash, so
+    its first request is let in whatever others guessed from its address."""
     limits = await _checked_webhook(resources, limits)
     async with resources.sessionmaker() as session:
         created = await create_key(session, name, limits)
         await session.commit()
+    await announce(resources, cache, created[0].id, created[0].key_hash)
     return created
 
 

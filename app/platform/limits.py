@@ -1,7 +1,8 @@
 """Limits kept in Redis, each one Lua script so that checking and counting are one atomic step
-(never check-then-increment): a key's requests per minute (a sliding window), and a provider's
+(never check-then-increment): a key's requests per minute (a sliding window), a provider's
 concurrency across the whole worker pool (a semaphore whose holders expire unless renewed, so a
-dead worker's slot comes back by itself)."""
+dead worker's slot comes back by itself), and failed sign-ins per address (counted before the
+token is looked at, given back when it was good)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
@@ -141,18 +143,46 @@ async def release_slot(redis: Redis, namespace: str, provider: str, holder: str)
     await redis.zrem(provider_slots_key(namespace, provider), holder)
 
 
-async def auth_failures(redis: Redis, namespace: str, address: str) -> int:
-    """Failed authentications from `address` this minute (a fixed window)."""
-    count = await redis.get(auth_failures_key(namespace, address, int(time.time() // 60)))
-    return int(count or 0)
+class SignIn(StrEnum):
+    """Who is being guessed at: each is counted apart, so tenants' failures never lock the
+    operator's dashboard sign-in, nor the other way round."""
+
+    TENANT = "tenant"
+    ADMIN = "admin"
+    DASHBOARD = "dashboard"
 
 
-async def record_auth_failure(redis: Redis, namespace: str, address: str) -> None:
-    key = auth_failures_key(namespace, address, int(time.time() // 60))
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.incr(key)
-        pipe.expire(key, 120)
-        await pipe.execute()
+# KEYS[1] the address's counter this minute; ARGV[1] the limit. Counts the attempt and says
+# whether it is within the limit, in one step: concurrent guesses cannot all pass one check.
+_ATTEMPT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], 120) end
+return count
+"""
+
+
+async def take_attempt(
+    redis: Redis, namespace: str, scope: SignIn, address: str, limit: int
+) -> bool:
+    """Count one attempt of `address` to sign in as `scope` this minute (a fixed window); False
+    when it is past `limit` (refuse it without looking at the token). A successful attempt is
+    given back (`give_back`), so only failures count."""
+    key = auth_failures_key(namespace, f"{scope}:{address}", int(time.time() // 60))
+    count = await redis.eval(_ATTEMPT, 1, key)  # type: ignore[misc]
+    return int(count) <= limit
+
+
+async def give_back(redis: Redis, namespace: str, scope: SignIn, address: str) -> None:
+    key = auth_failures_key(namespace, f"{scope}:{address}", int(time.time() // 60))
+    await redis.decr(key)
+
+
+def too_many(limit: int, what: str = "authentications") -> QuotaExceededError:
+    return QuotaExceededError(
+        f"Too many failed {what} from this address (limit {limit} a minute). Retry in a minute.",
+        code=ErrorCode.TOO_MANY_FAILED_AUTHENTICATIONS,
+        retry_after=60,
+    )
 
 
 class Holds:

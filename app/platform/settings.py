@@ -79,8 +79,13 @@ class SecuritySettings:
     allow_private_urls: bool = False
     """Let input URLs be http:// and point at private or loopback addresses (tests, intranets)."""
     auth_failures_per_minute: int | None = at_least(1, 30)
-    """Failed authentications (unknown or revoked keys) one client address may make a minute
-    before it gets 429 without a database read; unset: no limit."""
+    """Failed authentications one client address may make a minute, counted apart for tenant
+    keys, the admin key and dashboard sign-ins: past it, an unknown tenant token gets 429 without
+    a database read (a known key is still let in), and so does any admin bearer or sign-in;
+    unset: no limit."""
+    forwarded_allow_ips: str | None = "127.0.0.1"
+    """Proxies whose X-Forwarded-For (and -Proto) name the client: comma-separated addresses or
+    networks, or `*` (uvicorn's `forwarded_allow_ips`); empty: none, the peer is the client."""
     url_resolve_seconds: float = above(0, 5.0)
     """How long looking up the host of a tenant's webhook URL may take at submit (a batch's
     hosts are looked up at once, within this too); longer is refused as not resolving."""

@@ -33,6 +33,7 @@ from app.jobs import service as job_service
 from app.operations import service as operations
 from app.platform.errors import MediagateError
 from app.platform.limits import SignIn, give_back, take_attempt, too_many
+from app.platform.redis_keys import dashboard_session_key
 from app.platform.resources import Resources
 from app.platform.settings import Settings
 from app.platform.vocabulary import ACTIVE_STATUSES, JobStatus, Priority
@@ -55,12 +56,45 @@ def session_config(settings: Settings) -> CookieBackendConfig:
         secret=key.digest(),
         key="mg_dashboard",
         path="/dashboard",
-        max_age=8 * 3600,
+        max_age=settings.dashboard_session_seconds,
         httponly=True,
         samesite="strict",
         secure=bool(settings.public_url and settings.public_url.startswith("https://")),
         exclude=[r"^/(?!dashboard|$)"],  # the API never reads or writes a session
     )
+
+
+def _admin_mark(settings: Settings) -> str:
+    """What a session remembers of the admin key it was opened with (a keyed hash, not the key):
+    once the admin key changes, every session opened with the old one has ended."""
+    mark = hmac.new(settings.signing_secret, (settings.admin_key or "").encode(), hashlib.sha256)
+    return mark.hexdigest()[:32]
+
+
+async def _end_stale_session(request: ServerRequest) -> None:
+    """Before every dashboard request: a session past its lifetime, opened with another admin
+    key, or ended at sign-out (its id no longer in Redis, so a cookie saved before the sign-out
+    opens nothing) is cleared, and the request is not signed in."""
+    if "session" not in request.scope or not request.session.get("admin"):
+        return
+    resources: Resources = request.app.state.resources
+    settings = resources.settings
+    session = request.session
+    opened = session.get("at")
+    session_id = session.get("sid")
+    live = (
+        isinstance(opened, int | float)
+        and 0 <= time.time() - opened < settings.dashboard_session_seconds
+        and isinstance(session_id, str)
+        and hmac.compare_digest(str(session.get("ak", "")), _admin_mark(settings))
+        and bool(
+            await resources.redis.exists(
+                dashboard_session_key(settings.redis_namespace, session_id)
+            )
+        )
+    )
+    if not live:
+        request.set_session({})  # signed out; Litestar's clear_session leaves no dict to read
 
 
 def _signed_in(request: ServerRequest) -> bool:
@@ -130,17 +164,34 @@ async def login(
         )
     if limit is not None:
         await give_back(resources.redis, ns, SignIn.DASHBOARD, address)
-    request.set_session({"admin": True, "csrf": secrets.token_urlsafe(24)})
+    session_id = secrets.token_urlsafe(18)
+    await resources.redis.set(
+        dashboard_session_key(ns, session_id), b"1", ex=settings.dashboard_session_seconds
+    )
+    request.set_session(
+        {
+            "admin": True,
+            "csrf": secrets.token_urlsafe(24),
+            "sid": session_id,
+            "at": int(time.time()),
+            "ak": _admin_mark(settings),
+        }
+    )
     return Redirect("/dashboard", status_code=303)
 
 
 @post("/logout", include_in_schema=False, status_code=303)
 async def logout(
     request: ServerRequest,
+    resources: Resources,
     data: dict[str, str] = FORM,
 ) -> Redirect:
     _require(request)
     _check_csrf(request, data.get("_csrf"))
+    session_id = str(request.session.get("sid", ""))
+    await resources.redis.delete(
+        dashboard_session_key(resources.settings.redis_namespace, session_id)
+    )
     request.clear_session()
     return Redirect("/dashboard/login", status_code=303)
 
@@ -310,6 +361,7 @@ def dashboard_router() -> Router:
     other path alone)."""
     return Router(
         path="/dashboard",
+        before_request=_end_stale_session,
         route_handlers=[
             login_form,
             login,

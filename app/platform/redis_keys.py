@@ -52,6 +52,11 @@ def auth_failures_key(namespace: str, address: str, minute: int) -> str:
     return f"{namespace}:auth-failures:{address}:{minute}"
 
 
+def dashboard_session_key(namespace: str, session_id: str) -> str:
+    """A dashboard session that has not ended (it exists until sign-out or its lifetime)."""
+    return f"{namespace}:dashboard-session:{session_id}"
+
+
 def workers_key(namespace: str) -> str:
     """The workers that ever beat lately: a sorted set of worker ids by their last heartbeat."""
     return f"{namespace}:workers"

@@ -83,6 +83,9 @@ class SecuritySettings:
     keys, the admin key and dashboard sign-ins: past it, an unknown tenant token gets 429 without
     a database read (a known key is still let in), and so does any admin bearer or sign-in;
     unset: no limit."""
+    dashboard_session_seconds: int = at_least(1, 28_800)
+    """A dashboard sign-in's whole life (using it does not extend it); sign-out ends it at once,
+    and a new admin key ends every session."""
     forwarded_allow_ips: str | None = "127.0.0.1"
     """Proxies whose X-Forwarded-For (and -Proto) name the client: comma-separated addresses or
     networks, or `*` (uvicorn's `forwarded_allow_ips`); empty: none, the peer is the client."""

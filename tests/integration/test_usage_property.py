@@ -38,7 +38,7 @@ from app.jobs.intake import create_job
 from app.keys.service import create_key
 from app.media import lifecycle, usage
 from app.media.service import get_media, mark_deleted, outputs_of
-from app.media.uploads import save_upload
+from app.media.uploads import upload
 from app.platform.resources import Resources, open_resources
 from app.platform.settings import Settings
 from app.platform.tables import Job, KeyUsage, MediaObject, VirtualKey, utcnow
@@ -225,10 +225,9 @@ class UsageMachine(RuleBasedStateMachine):
 
         async def go() -> None:
             async with self.res.sessionmaker() as session:
-                await save_upload(
-                    session, self.res.store, key_id, _image("PNG", side, self._seed()), param="file"
-                )
-                await session.commit()
+                key = await session.get(VirtualKey, key_id)
+            assert key is not None
+            await upload(self.res, key, _image("PNG", side, self._seed()), "file")
 
         self.run(go())
 

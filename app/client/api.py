@@ -5,12 +5,14 @@ drops, and downloads outputs. It knows the API only as a client does: over HTTP.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 import orjson
@@ -22,6 +24,18 @@ from providers.base import extension_for
 TERMINAL = tuple(TERMINAL_EVENTS)
 RETRIES = 5
 """Attempts at one request (or at resuming a stream) before giving up."""
+
+
+JOB_ID = re.compile(r"job_[0-9A-Za-z]{1,64}")
+"""What our job ids look like: the only server-supplied text a file name is made of."""
+MAX_OUTPUTS = 10_000
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean(text: object) -> str:
+    """A server's string fit for a terminal: control characters (escape sequences that could
+    move the cursor, retitle the window or hide text) removed."""
+    return _CONTROL.sub("", str(text))
 
 
 class ClientError(Exception):
@@ -43,10 +57,12 @@ class Event:
 def _error_of(response: httpx.Response) -> ClientError:
     try:
         error = response.json()["error"]
-        message, code = str(error["message"]), error.get("code")
+        message, code = clean(error["message"]), error.get("code")
     except (ValueError, KeyError, TypeError):
         message, code = f"HTTP {response.status_code}", None
-    return ClientError(message, status=response.status_code, code=code)
+    return ClientError(
+        message, status=response.status_code, code=None if code is None else clean(code)
+    )
 
 
 class Client:
@@ -169,14 +185,38 @@ class Client:
             self.reconnects += 1
             self._sleep(min(0.2 * 2 ** (failures - 1), 5.0))
 
+    def _same_origin(self, url: str) -> bool:
+        here, there = urlsplit(self.url), urlsplit(url)
+        return (here.scheme, here.hostname, here.port) == (there.scheme, there.hostname, there.port)
+
     def download(self, job: dict[str, Any], folder: Path) -> list[Path]:
-        """Save the job's outputs under `folder` as `<job id>-<index>.<ext>`."""
+        """Save the job's outputs under `folder` as `<job id>-<index>.<ext>`, the name made only
+        of an id of our pattern, an integer and an extension of our own list: a server cannot
+        name a file elsewhere (`../`, an absolute path). The key goes only to the configured
+        API's origin; an output URL elsewhere (a CDN) is fetched without it."""
+        job_id = job.get("id")
+        if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+            raise ClientError("The server sent a job id that is not one; nothing was saved.")
+        outputs = job.get("outputs") or []
+        for output in outputs:
+            index = output.get("index") if isinstance(output, dict) else None
+            if type(index) is not int or not 0 <= index < MAX_OUTPUTS:
+                raise ClientError(
+                    "The server sent an output index that is not one; nothing was saved."
+                )
+            if not isinstance(output.get("url"), str):
+                raise ClientError("The server sent an output without a URL; nothing was saved.")
         folder.mkdir(parents=True, exist_ok=True)
         saved = []
-        for output in job.get("outputs") or []:
-            ext = extension_for(output["content_type"])
-            path = folder / f"{job['id']}-{output['index']}.{ext}"
-            with self.http.stream("GET", output["url"], follow_redirects=True) as response:
+        for output in outputs:
+            ext = extension_for(str(output.get("content_type", "")))
+            path = folder / f"{job_id}-{output['index']}.{ext}"
+            url = urljoin(self.url + "/", output["url"])
+            if self._same_origin(url):
+                stream = self.http.stream("GET", url, follow_redirects=True)
+            else:
+                stream = httpx.stream("GET", url, follow_redirects=True, timeout=self.http.timeout)
+            with stream as response:
                 if response.status_code >= 400:
                     response.read()
                     raise _error_of(response)

@@ -13,11 +13,12 @@ from typing import Annotated, Any
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.prompt import Confirm
 from rich.table import Column, Table
 
-from app.client.api import Client, ClientError
+from app.client.api import Client, ClientError, clean
 from app.platform.vocabulary import JobStatus
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -45,8 +46,14 @@ def _client(url: str, key: str | None) -> Iterator[Client]:
         with Client(url, key) as client:
             yield client
     except ClientError as exc:
-        err.print(f"[red]mediagate:[/red] {exc}", highlight=False)
+        err.print(f"[red]mediagate:[/red] {shown(exc)}", highlight=False)
         raise typer.Exit(1) from None
+
+
+def shown(value: Any) -> str:
+    """A server's value as rich prints it, and only as text: no control characters (terminal
+    escapes), no markup (`[link=...]`) of its own."""
+    return escape(clean(value))
 
 
 def _print_json(value: Any) -> None:
@@ -65,7 +72,7 @@ def _status(job: dict[str, Any]) -> str:
         JobStatus.RUNNING: "cyan",
     }
     status = str(job["status"])
-    return f"[{colours.get(status, 'white')}]{status}[/]"
+    return f"[{colours.get(status, 'white')}]{shown(status)}[/]"
 
 
 def follow(client: Client, job: dict[str, Any], *, quiet: bool) -> dict[str, Any]:
@@ -85,7 +92,7 @@ def follow(client: Client, job: dict[str, Any], *, quiet: bool) -> dict[str, Any
     try:
         with progress:
             task = progress.add_task(
-                "job", total=100, job_id=job["id"], state=_status(job), extra=""
+                "job", total=100, job_id=shown(job["id"]), state=_status(job), extra=""
             )
             for event in client.follow(job["id"]):
                 job = event.job
@@ -97,12 +104,13 @@ def follow(client: Client, job: dict[str, Any], *, quiet: bool) -> dict[str, Any
                     task, completed=int(job.get("progress") or 0), state=_status(job), extra=extra
                 )
     except KeyboardInterrupt:
-        err.print(f"\nStopped following {job['id']}; the job itself goes on.")
-        if Confirm.ask(f"Cancel job {job['id']}?", default=False, console=err):
+        job_id = shown(job["id"])
+        err.print(f"\nStopped following {job_id}; the job itself goes on.")
+        if Confirm.ask(f"Cancel job {job_id}?", default=False, console=err):
             job = client.cancel(job["id"])
-            err.print(f"canceled {job['id']}")
+            err.print(f"canceled {job_id}")
             raise typer.Exit(130) from None
-        err.print(f"Follow it again with: mediagate jobs watch {job['id']}")
+        err.print(f"Follow it again with: mediagate jobs watch {job_id}")
         raise typer.Exit(130) from None
     return job
 
@@ -116,13 +124,16 @@ def _finish(client: Client, job: dict[str, Any], folder: Path, as_json: bool) ->
     else:
         cost = (job.get("cost") or {}).get("actual")
         for path in paths:
-            out.print(str(path), highlight=False)
+            out.print(escape(str(path)), highlight=False)
         if succeeded:
-            err.print(f"[green]done[/green] {job['id']} cost {_dollars(cost)}", highlight=False)
+            err.print(
+                f"[green]done[/green] {shown(job['id'])} cost {_dollars(cost)}", highlight=False
+            )
         else:
             error = job.get("error") or {}
             err.print(
-                f"{_status(job)} {job['id']}: {error.get('message', '')} ({error.get('code')})"
+                f"{_status(job)} {shown(job['id'])}: {shown(error.get('message', ''))} "
+                f"({shown(error.get('code'))})"
             )
     if not succeeded:
         raise typer.Exit(1)
@@ -147,14 +158,17 @@ def _generate(
     with _client(url, key) as client:
         job = client.submit(body)
         if no_wait:
-            _print_json(job) if as_json else out.print(job["id"])
+            _print_json(job) if as_json else out.print(shown(job["id"]))
             return
         if not as_json:
             estimate = (job.get("cost") or {}).get("estimate")
             estimated = _dollars(estimate)
-            err.print(f"submitted {job['id']} ({job['model']}, est. {estimated})", highlight=False)
+            err.print(
+                f"submitted {shown(job['id'])} ({shown(job['model'])}, est. {estimated})",
+                highlight=False,
+            )
         else:
-            err.print(job["id"])  # scripts and Ctrl-C handlers can tell which job
+            err.print(shown(job["id"]))  # scripts and Ctrl-C handlers can tell which job
         job = follow(client, job, quiet=as_json)
         _finish(client, job, folder, as_json)
 
@@ -231,12 +245,12 @@ def jobs_list(
     for job in jobs:
         cost = job.get("cost") or {}
         table.add_row(
-            job["id"],
-            job["type"],
-            job["model"],
+            shown(job["id"]),
+            shown(job["type"]),
+            shown(job["model"]),
             _status(job),
-            f"{job['progress']}%",
-            job["created_at"],
+            f"{shown(job['progress'])}%",
+            shown(job["created_at"]),
             _dollars(
                 cost.get("actual") if cost.get("actual") is not None else cost.get("estimate")
             ),
@@ -254,19 +268,24 @@ def jobs_get(job_id: str, url: Url = DEFAULT_URL, key: Key = None, as_json: Json
         return
     table = Table(show_header=False, box=None)
     for name in ("id", "type", "model", "served_by", "status", "progress", "attempts"):
-        table.add_row(name, _status(job) if name == "status" else str(job.get(name)))
+        table.add_row(name, _status(job) if name == "status" else shown(job.get(name)))
     if job.get("queue"):
         place = job["queue"]
         eta = place.get("eta_seconds")
-        table.add_row("queue", f"#{place['position']}" + (f", starts in ~{eta}s" if eta else ""))
+        table.add_row(
+            "queue", f"#{shown(place['position'])}" + (f", starts in ~{shown(eta)}s" if eta else "")
+        )
     cost = job.get("cost") or {}
     table.add_row(
         "cost", f"est. {_dollars(cost.get('estimate'))}, actual {_dollars(cost.get('actual'))}"
     )
     if job.get("error"):
-        table.add_row("error", f"{job['error']['code']}: {job['error']['message']}")
+        table.add_row("error", f"{shown(job['error']['code'])}: {shown(job['error']['message'])}")
     for output in job.get("outputs") or []:
-        table.add_row(f"output {output['index']}", f"{output['content_type']} {output['bytes']} B")
+        table.add_row(
+            f"output {shown(output['index'])}",
+            f"{shown(output['content_type'])} {shown(output['bytes'])} B",
+        )
     out.print(table)
 
 
@@ -291,7 +310,7 @@ def jobs_cancel(
     """Cancel a queued or running job."""
     with _client(url, key) as client:
         job = client.cancel(job_id)
-    _print_json(job) if as_json else out.print(f"{job['id']} {_status(job)}")
+    _print_json(job) if as_json else out.print(f"{shown(job['id'])} {_status(job)}")
 
 
 @jobs_app.command("download")
@@ -309,7 +328,7 @@ def jobs_download(
         _print_json([str(p) for p in paths])
     else:
         for path in paths:
-            out.print(str(path), highlight=False)
+            out.print(escape(str(path)), highlight=False)
 
 
 def usage(url: Url = DEFAULT_URL, key: Key = None, as_json: Json = False) -> None:
@@ -322,7 +341,7 @@ def usage(url: Url = DEFAULT_URL, key: Key = None, as_json: Json = False) -> Non
     table = Table("kind", "bytes", "objects", "written", "deleted", title="storage")
     for kind, row in found["by_type"].items():
         table.add_row(
-            kind,
+            shown(kind),
             f"{row['bytes']:,}",
             f"{row['objects']:,}",
             f"{row['bytes_written']:,}",
@@ -342,4 +361,5 @@ def usage(url: Url = DEFAULT_URL, key: Key = None, as_json: Json = False) -> Non
     out.print(money)
     quota = {k: v for k, v in found["quota"].items() if v is not None}
     if quota:
-        out.print("quota: " + ", ".join(f"{k}={v}" for k, v in quota.items()), highlight=False)
+        shown_quota = ", ".join(f"{shown(k)}={shown(v)}" for k, v in quota.items())
+        out.print("quota: " + shown_quota, highlight=False)

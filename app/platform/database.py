@@ -52,6 +52,18 @@ def create_engine(
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+            # The driver's own implicit BEGIN (deferred) is off: `_begin_immediate` says how.
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin_immediate(conn: Any) -> None:
+            # SQLite has no row locks (`FOR UPDATE` is ignored), so the key lock that decides
+            # budgets, quotas and concurrency in turn would decide nothing: concurrent submits
+            # all read the same spend and all pass. A transaction that begins IMMEDIATE takes
+            # the database's write lock first (others wait, up to busy_timeout), so transactions
+            # run one after another, as the key lock makes them on PostgreSQL. Reads in WAL
+            # mode still see the last commit without waiting outside a transaction.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     engine = create_async_engine(

@@ -13,7 +13,7 @@ import pytest
 
 from tests.builders import image_job
 from tests.emulators.receiver import Receiver
-from tests.infra import Stack, base_settings, running_stack, wait_for_job
+from tests.infra import Stack, base_settings, running_stack, sqlite_database, wait_for_job
 
 PRICED = """
 prices:
@@ -102,3 +102,32 @@ async def test_the_soft_budget_warns_once(priced_stack: Stack, hooks: Receiver) 
     assert data["key_id"] == created["id"] and data["soft_budget"] == 0.02
     assert data["spend"] >= 0.02
     assert usage["this_month"] == 0.04 and usage["soft_spend_per_month"] == 0.02
+
+
+@pytest.fixture
+def own_sqlite(tmp_path: Path) -> str:
+    return sqlite_database(tmp_path)
+
+
+async def test_a_budget_for_one_job_holds_on_sqlite_too(own_sqlite: str, tmp_path: Path) -> None:
+    """SQLite, the default, has no row locks: 20 concurrent submits against a budget for one job
+    must still be decided one after another (each transaction begins IMMEDIATE), so exactly one
+    is accepted."""
+    models = tmp_path / "models.yaml"
+    models.write_text(PRICED)
+    settings = base_settings(own_sqlite, models_file=str(models))
+    with running_stack(settings, embedded_worker=False) as stack:
+        with stack.admin() as admin:
+            token = admin.post(
+                "/admin/keys", json={"name": "one", "max_spend_per_month": 0.01}
+            ).json()["key"]
+        async with stack.client(token) as client:
+            answers = await asyncio.gather(
+                *(client.post("/v1/jobs", json=image_job(f"s{i}")) for i in range(20))
+            )
+            kept = (await client.get("/v1/jobs?limit=100")).json()["data"]
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [202] + [429] * 19, [
+        a.text for a in answers if a.status_code not in (202, 429)
+    ]
+    assert len(kept) == 1

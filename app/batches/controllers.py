@@ -159,7 +159,7 @@ class BatchController(Controller):
     ) -> ASGIApp:
         start = resume_point(last_event_id, None)
         streams: Holds = request.app.state.streams
-        hold = streams.take(key.id)
+        hold = streams.take(key.id, key.max_streams)
         try:
             view = await batch_service.read(resources, key.id, batch_id)
             await resources.bus.open_batch(view.batch.id, view.batch.total)

@@ -124,6 +124,13 @@ def create_app(
             app.state.streams = Holds(
                 settings.max_streams_per_key, "event streams", ErrorCode.TOO_MANY_STREAMS
             )
+            # Streams opened through a job's signed link (browsers an app sent there) are
+            # counted apart: they do not spend the key's own slots, nor the other way round.
+            app.state.link_streams = Holds(
+                settings.max_streams_per_key,
+                "event streams opened through signed links",
+                ErrorCode.TOO_MANY_STREAMS,
+            )
             app.state.waits = Holds(
                 settings.max_waits_per_key,
                 "requests waiting for their job",

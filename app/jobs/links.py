@@ -24,18 +24,29 @@ def stream_signature(secret: bytes, job_id: str, expires: int) -> str:
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
-def stream_url(base: str, settings: Settings, job_id: str, now: float | None = None) -> str:
-    """A link to the job's event stream that works for `stream_link_seconds` from now."""
+def stream_url(
+    base: str,
+    settings: Settings,
+    job_id: str,
+    now: float | None = None,
+    until: int | None = None,
+) -> str:
+    """A link to the job's event stream that works for `stream_link_seconds` from now, and no
+    longer than `until` (the expiry of the link it is handed out through)."""
     expires = int(now if now is not None else time.time()) + settings.stream_link_seconds
+    if until is not None:
+        expires = min(expires, until)
     signature = stream_signature(settings.signing_secret, job_id, expires)
     return f"{base}/v1/jobs/{job_id}/events?exp={expires}&sig={signature}"
 
 
-def job_urls(base: str, settings: Settings, job_id: str) -> dict[str, str]:
+def job_urls(
+    base: str, settings: Settings, job_id: str, until: int | None = None
+) -> dict[str, str]:
     return {
         "get": f"{base}/v1/jobs/{job_id}",
         "cancel": f"{base}/v1/jobs/{job_id}/cancel",
-        "stream": stream_url(base, settings, job_id),
+        "stream": stream_url(base, settings, job_id, until=until),
     }
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import orjson
 from litestar import Request, get
@@ -63,8 +63,13 @@ def server_should_exit() -> bool:
     return bool(AppStatus.should_exit)
 
 
-def frame(event: JobEvent, base: str, settings: Settings) -> bytes:
-    """The event as SSE bytes with links under `base`; rendered once per process and base."""
+def frame(event: JobEvent, base: str, settings: Settings, until: int | None = None) -> bytes:
+    """The event as SSE bytes with links under `base`; rendered once per process and base. With
+    `until` (a stream read through a signed link expiring then), its links expire no later than
+    that link: rendered for that stream alone."""
+    if until is not None:
+        data = orjson.dumps(with_signed_links(base, settings, event.data, until)).decode()
+        return ServerSentEvent(data=data, event=event.event, id=str(event.id)).encode()
     cached = event.frames.get(base)
     if cached is None:
         data = orjson.dumps(with_signed_links(base, settings, event.data)).decode()
@@ -90,6 +95,7 @@ class JobStream:
         settings: Settings,
         hold: Hold,
         terminal: frozenset[str] = TERMINAL_EVENTS,
+        until: int | None = None,
     ) -> None:
         self.hold = hold
         """The key's hold on one of its streams, given back when the stream ends."""
@@ -103,6 +109,8 @@ class JobStream:
         self.base = base
         self.settings = settings
         self.terminal = terminal
+        self.until = until
+        """The signed link's expiry when the stream was opened through one."""
         self.hinted = False
         """Whether the retry hint went (with the first event)."""
 
@@ -152,7 +160,7 @@ class JobStream:
             if event.id <= self.last:
                 continue
             self.last = event.id
-            body = frame(event, self.base, self.settings)
+            body = frame(event, self.base, self.settings, self.until)
             if not self.hinted:
                 self.hinted, body = True, RETRY + body
             await self._send(send, body)
@@ -210,6 +218,16 @@ def resume_point(last_event_id: str | None, after: int | None) -> int:
     return value
 
 
+_LINK_EXPIRY = "mediagate.stream_link_expiry"
+"""Where a request opened through a signed stream link keeps the link's expiry (ASGI scope)."""
+
+
+def link_expiry(request: Request[Any, Any, Any]) -> int | None:
+    """The expiry of the signed link the request came through; None: it came with a key."""
+    value: int | None = cast(dict[str, Any], request.scope).get(_LINK_EXPIRY)
+    return value
+
+
 async def provide_stream_key(
     request: Request[Any, Any, Any],
     resources: Resources,
@@ -229,6 +247,7 @@ async def provide_stream_key(
             "urls.stream.",
             code=ErrorCode.INVALID_STREAM_LINK,
         )
+    cast(dict[str, Any], request.scope)[_LINK_EXPIRY] = int(str(exp))
     key = await job_service.owner(resources, job_id)
     if key is None:
         raise NotFoundError(f"No job found with id {job_id!r}.", param="job_id")
@@ -278,8 +297,11 @@ async def job_events(
     ] = None,
 ) -> ASGIApp:
     start = resume_point(last_event_id, after)
-    streams: Holds = request.app.state.streams
-    hold = streams.take(key.id)  # refused (429) before anything else once the key is at its cap
+    until = link_expiry(request)
+    # A stream through a signed link takes a slot of the key's link streams, not of its own.
+    streams: Holds = request.app.state.link_streams if until else request.app.state.streams
+    # Refused (429) before anything else once the key is at its cap.
+    hold = streams.take(key.id, key.max_streams)
     try:
         view = await job_service.read(resources, key.id, job_id)
     except BaseException:
@@ -297,4 +319,5 @@ async def job_events(
         base_url(request, settings),
         settings,
         hold,
+        until=until,
     )

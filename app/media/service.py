@@ -35,22 +35,29 @@ def signed_path(secret: bytes, media_id: str, expires: int) -> str:
     return f"/v1/media/{media_id}?exp={expires}&sig={sign(secret, media_id, expires)}"
 
 
-def signed_url(base: str, settings: Settings, media_id: str) -> str:
-    """A link to the media under `base` that works for `media_url_ttl_seconds` from now."""
+def signed_url(base: str, settings: Settings, media_id: str, until: int | None = None) -> str:
+    """A link to the media under `base` that works for `media_url_ttl_seconds` from now, and no
+    longer than `until` (the expiry of the link it is handed out through)."""
     expires = int(time.time()) + settings.media_url_ttl_seconds
+    if until is not None:
+        expires = min(expires, until)
     return base + signed_path(settings.signing_secret, media_id, expires)
 
 
-def with_signed_links(base: str, settings: Settings, snapshot: dict[str, Any]) -> dict[str, Any]:
+def with_signed_links(
+    base: str, settings: Settings, snapshot: dict[str, Any], until: int | None = None
+) -> dict[str, Any]:
     """A job snapshot with its links under `base`: a fresh signed link on each output, and the
     job's `urls` (get, cancel, and a fresh signed stream link). Every job response, event and
-    webhook is made so."""
+    webhook is made so. `until`: the snapshot is read through a signed stream link expiring
+    then, and no link it hands out outlives that one."""
     outputs = [
-        {**o, "url": signed_url(base, settings, o["id"])} for o in snapshot.get("outputs", [])
+        {**o, "url": signed_url(base, settings, o["id"], until)}
+        for o in snapshot.get("outputs", [])
     ]
     linked = {**snapshot, "outputs": outputs}
     if snapshot.get("object") == "job":
-        linked["urls"] = job_urls(base, settings, snapshot["id"])
+        linked["urls"] = job_urls(base, settings, snapshot["id"], until)
     return linked
 
 

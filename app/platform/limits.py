@@ -197,11 +197,13 @@ class Holds:
         self.code = code
         self.held: dict[str, int] = {}
 
-    def take(self, key_id: str) -> Hold:
+    def take(self, key_id: str, cap: int | None = None) -> Hold:
+        """One more hold of the key's, under `cap` (the key's own) or else the default cap."""
         count = self.held.get(key_id, 0)
-        if self.cap is not None and count >= self.cap:
+        limit = cap if cap is not None else self.cap
+        if limit is not None and count >= limit:
             raise QuotaExceededError(
-                f"This key already has {count} {self.what} open here, its limit is {self.cap}. "
+                f"This key already has {count} {self.what} open here, its limit is {limit}. "
                 "Close one, or retry shortly.",
                 code=self.code,
                 retry_after=5,

@@ -6,6 +6,7 @@ expired, borrowed or revoked link opens nothing; CORS headers only for listed or
 from __future__ import annotations
 
 import asyncio
+import re
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -135,3 +136,55 @@ async def test_no_cors_headers_without_origins(pg_url: str) -> None:
             )
     assert answer.status_code == 200
     assert not [h for h in answer.headers if h.startswith("access-control-")]
+
+
+def _link(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}"
+
+
+async def test_a_stream_link_hands_out_no_link_that_outlives_it(pg_url: str) -> None:
+    """Read through a link of 60 s, every link an event carries (the job's fresh stream link,
+    each output's media link, whose own lifetime is an hour) expires when that link does; read
+    with the key, they have their own lifetimes."""
+    settings = base_settings(pg_url, stream_link_seconds=60, media_url_ttl_seconds=3600)
+    with running_stack(settings, embedded_worker=True) as stack:
+        async with stack.client(stack.new_key()) as client:
+            job = (await client.post("/v1/jobs", json=image_job("outlive"))).json()
+            await wait_for_job(client, job["id"])
+            link = job["urls"]["stream"]
+            keyed = await client.get(f"/v1/jobs/{job['id']}/events")
+        async with httpx.AsyncClient(base_url=stack.url, timeout=30) as anonymous:
+            through_link = await anonymous.get(_link(link))
+    link_exp = int(parse_qs(urlsplit(link).query)["exp"][0])
+    handed = [int(e) for e in re.findall(r"exp=(\d+)", through_link.text)]
+    own = [int(e) for e in re.findall(r"exp=(\d+)", keyed.text)]
+    assert handed and all(exp <= link_exp for exp in handed), (link_exp, handed)
+    assert max(own) > link_exp + 3000  # the media links' own hour
+
+
+async def test_link_streams_are_counted_apart_and_the_cap_is_the_keys_own(pg_url: str) -> None:
+    """One stream per key by default: the key's own stream does not stop a browser following
+    its signed link (counted apart), a second of either is refused, and the admin's
+    max_streams for the key lifts its cap."""
+    settings = base_settings(pg_url, max_streams_per_key=1)
+    with running_stack(settings, embedded_worker=False) as stack:  # jobs stay queued: streams stay
+        token = stack.new_key()
+        async with (
+            stack.client(token) as client,
+            httpx.AsyncClient(base_url=stack.url, timeout=30) as browser,
+        ):
+            job = (await client.post("/v1/jobs", json=image_job("held"))).json()
+            events, link = f"/v1/jobs/{job['id']}/events", _link(job["urls"]["stream"])
+            async with client.stream("GET", events) as own, browser.stream("GET", link) as followed:
+                second_link = await browser.get(link)
+                second_own = await client.get(events)
+            key_id = (await client.get("/v1/usage")).json()["key_id"]
+            with stack.admin() as admin:
+                admin.patch(f"/admin/keys/{key_id}", json={"max_streams": 2})
+            async with client.stream("GET", events) as first, client.stream("GET", events) as more:
+                statuses = (first.status_code, more.status_code)
+    assert own.status_code == 200 and followed.status_code == 200
+    assert second_link.status_code == 429 and second_own.status_code == 429
+    assert "signed links" in second_link.json()["error"]["message"]
+    assert statuses == (200, 200)

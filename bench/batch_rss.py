@@ -32,18 +32,12 @@ from bench.common import (
     new_key,
     postgres_database,
     serve,
+    status_bytes,
 )
 from tests.builders import free_port
 
 MIB = 1024 * 1024
 TARGET = 50 * MIB
-
-
-def _status_kib(pid: int | str, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} for {pid}")
 
 
 def bodies(cap: int) -> dict[str, tuple[str, bytes]]:
@@ -75,11 +69,11 @@ def _naive(content_type: str, raw: bytes) -> None:
 
 def _child(name: str, cap: int) -> int:
     content_type, raw = bodies(cap)[name]
-    before = _status_kib("self", "VmRSS")
+    before = status_bytes("self", "VmRSS")
     Path("/proc/self/clear_refs").write_text("5")
     with contextlib.suppress(orjson.JSONDecodeError):
         _naive(content_type, raw)
-    return _status_kib("self", "VmHWM") - before
+    return status_bytes("self", "VmHWM") - before
 
 
 def _baseline(name: str, cap: int) -> int:
@@ -115,12 +109,12 @@ def main() -> int:
                     headers = {"Authorization": f"Bearer {new_key(url)}"}
                     with httpx.Client(base_url=url, headers=headers, timeout=120) as client:
                         client.get("/v1/batches")  # the key's first request: cached after
-                        before = _status_kib(api.pid, "VmRSS")
+                        before = status_bytes(api.pid, "VmRSS")
                         Path(f"/proc/{api.pid}/clear_refs").write_text("5")
                         answer = client.post(
                             "/v1/batches", content=raw, headers={"Content-Type": content_type}
                         )
-                        growth = _status_kib(api.pid, "VmHWM") - before
+                        growth = status_bytes(api.pid, "VmHWM") - before
                 results.append((name, answer.status_code, growth, _baseline(name, cap)))
         finally:
             drop_namespace(settings.redis_namespace)

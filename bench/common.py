@@ -42,6 +42,7 @@ __all__ = [
     "rss_bytes",
     "serve",
     "settings_env",
+    "status_bytes",
 ]
 
 
@@ -51,11 +52,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def rss_bytes(pid: int) -> int:
+def status_bytes(pid: int | str, field: str = "VmRSS") -> int:
+    """A memory figure of /proc/PID/status (`VmRSS`, or `VmHWM`: the peak), in bytes; `pid` may
+    be "self"."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
+    raise RuntimeError(f"no {field} for {pid}")
+
+
+def rss_bytes(pid: int) -> int:
+    return status_bytes(pid)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

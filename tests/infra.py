@@ -245,6 +245,18 @@ def running_stack(
         drop_namespace(settings.redis_namespace)
 
 
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`mediagate ARGS` as a process of its own, in `env`, to its end (a minute at most)."""
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
 def api_argv(port: int) -> list[str]:
     """`mediagate api` on a loopback port, as a process of its own."""
     return [sys.executable, "-m", "app.cli", "api", "--host", "127.0.0.1", "--port", str(port)]

@@ -90,36 +90,36 @@ async def _checked_webhooks(
     each distinct URL once, all at once, so the lookups take one `url_resolve_seconds` at most
     (1,000 lookups in turn inside the transaction would pin a database connection as long as
     DNS is slow). A batch naming more than MAX_WEBHOOK_HOSTS hosts is refused unlooked-up."""
+    specs: list[bytes | None] = []  # each item's webhook as a key, to look each up once
+    first: dict[bytes, int] = {}  # each distinct webhook, and the first item naming it
     hosts: set[str] = set()
     for index, item in enumerate(items):
-        if item.webhook is not None:
-            hosts.add(urlsplit(str(item.webhook.get("url", ""))).netloc.lower())
-            if len(hosts) > MAX_WEBHOOK_HOSTS:
-                raise InvalidRequestError(
-                    f"A batch's webhooks may name at most {MAX_WEBHOOK_HOSTS} hosts.",
-                    param=f"requests[{index}].webhook.url",
-                )
-    distinct: dict[str, int] = {}
-    for index, item in enumerate(items):
-        if item.webhook is not None:
-            distinct.setdefault(
-                orjson.dumps(item.webhook, option=orjson.OPT_SORT_KEYS).decode(), index
+        if item.webhook is None:
+            specs.append(None)
+            continue
+        spec = orjson.dumps(item.webhook, option=orjson.OPT_SORT_KEYS)
+        specs.append(spec)
+        if spec in first:
+            continue
+        first[spec] = index
+        hosts.add(urlsplit(str(item.webhook.get("url", ""))).netloc.lower())
+        if len(hosts) > MAX_WEBHOOK_HOSTS:
+            raise InvalidRequestError(
+                f"A batch's webhooks may name at most {MAX_WEBHOOK_HOSTS} hosts.",
+                param=f"requests[{index}].webhook.url",
             )
-    checks = [job_service.checked_webhook(resources, items[i].webhook) for i in distinct.values()]
-    found = await asyncio.gather(*checks, return_exceptions=True)
-    checked: dict[str, dict[str, Any] | None] = {}
-    for (spec, index), result in zip(distinct.items(), found, strict=True):
+    found = await asyncio.gather(
+        *(job_service.checked_webhook(resources, items[i].webhook) for i in first.values()),
+        return_exceptions=True,
+    )
+    checked: dict[bytes, dict[str, Any] | None] = {}
+    for (spec, index), result in zip(first.items(), found, strict=True):
         if isinstance(result, MediagateError):
             raise _within(index, result)
         if isinstance(result, BaseException):
             raise result
         checked[spec] = result
-    return [
-        None
-        if item.webhook is None
-        else checked[orjson.dumps(item.webhook, option=orjson.OPT_SORT_KEYS).decode()]
-        for item in items
-    ]
+    return [None if spec is None else checked[spec] for spec in specs]
 
 
 async def _build_jobs(

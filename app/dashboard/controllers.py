@@ -32,7 +32,7 @@ from app.http.render import media_url
 from app.jobs import service as job_service
 from app.operations import service as operations
 from app.platform.errors import MediagateError
-from app.platform.limits import SignIn, give_back, take_attempt, too_many
+from app.platform.limits import SignIn, attempt
 from app.platform.redis_keys import dashboard_session_key
 from app.platform.resources import Resources
 from app.platform.settings import Settings
@@ -148,22 +148,25 @@ async def login(
     data: dict[str, str] = FORM,
 ) -> Response[Any]:
     settings = resources.settings
-    address, ns = client_address(request), settings.redis_namespace
-    limit = settings.auth_failures_per_minute
+    ns = settings.redis_namespace
     # Counted apart from tenants' failures: a tenant guessing keys from the operator's address
     # (behind a proxy, everyone's) does not lock the operator out of the dashboard.
-    if limit is not None and not await take_attempt(
-        resources.redis, ns, SignIn.DASHBOARD, address, limit
-    ):
-        raise too_many(limit, "sign-ins")
+    counted = await attempt(
+        resources.redis,
+        ns,
+        SignIn.DASHBOARD,
+        client_address(request),
+        settings.auth_failures_per_minute,
+        "sign-ins",
+    )
     given = data.get("admin_key", "").encode()
     expected = (settings.admin_key or "").encode()
     if not expected or not hmac.compare_digest(given, expected):
         return Template(
             "login.html", context={"error": "That is not the admin key."}, status_code=401
         )
-    if limit is not None:
-        await give_back(resources.redis, ns, SignIn.DASHBOARD, address)
+    if counted is not None:
+        await counted.succeeded()
     session_id = secrets.token_urlsafe(18)
     await resources.redis.set(
         dashboard_session_key(ns, session_id), b"1", ex=settings.dashboard_session_seconds

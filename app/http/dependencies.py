@@ -22,10 +22,8 @@ from app.platform.limits import (
     RateWindow,
     SignIn,
     admit_request,
-    give_back,
+    attempt,
     refuse,
-    take_attempt,
-    too_many,
 )
 from app.platform.resources import Resources
 from app.platform.tables import VirtualKey
@@ -74,15 +72,15 @@ async def caller_key(request: Request[Any, Any, Any], resources: Resources) -> V
     if digest is not None and (cached := cache.get(digest)) is not None:
         return cached
     settings = resources.settings
-    limit = settings.auth_failures_per_minute
-    counted = limit is not None and (digest is None or digest not in cache.known)
-    address, ns = client_address(request), settings.redis_namespace
-    if (
-        counted
-        and limit is not None
-        and not await take_attempt(resources.redis, ns, SignIn.TENANT, address, limit)
-    ):
-        raise too_many(limit)
+    counted = None
+    if digest is None or digest not in cache.known:
+        counted = await attempt(
+            resources.redis,
+            settings.redis_namespace,
+            SignIn.TENANT,
+            client_address(request),
+            settings.auth_failures_per_minute,
+        )
     if digest is None:
         return None
     generation = cache.generation
@@ -91,8 +89,8 @@ async def caller_key(request: Request[Any, Any, Any], resources: Resources) -> V
         return None
     cache.know(digest)
     cache.put(digest, key, generation)
-    if counted:
-        await give_back(resources.redis, ns, SignIn.TENANT, address)
+    if counted is not None:
+        await counted.succeeded()
     return key
 
 
@@ -137,20 +135,21 @@ async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
     bearer not even compared. Counted apart from tenants' failures and dashboard sign-ins."""
     resources: Resources = connection.app.state.resources
     settings = resources.settings
+    counted = await attempt(
+        resources.redis,
+        settings.redis_namespace,
+        SignIn.ADMIN,
+        client_address(connection),
+        settings.auth_failures_per_minute,
+    )
     expected = settings.admin_key or ""
     token = bearer_token(connection.headers) or ""
-    limit = settings.auth_failures_per_minute
-    address, ns = client_address(connection), settings.redis_namespace
-    if limit is not None and not await take_attempt(
-        resources.redis, ns, SignIn.ADMIN, address, limit
-    ):
-        raise too_many(limit)
     if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
         raise AuthenticationError(
             "This endpoint needs the admin key.", code=ErrorCode.INVALID_ADMIN_KEY
         )
-    if limit is not None:
-        await give_back(resources.redis, ns, SignIn.ADMIN, address)
+    if counted is not None:
+        await counted.succeeded()
 
 
 DEPENDENCIES = {

@@ -64,17 +64,15 @@ def server_should_exit() -> bool:
 
 
 def frame(event: JobEvent, base: str, settings: Settings, until: int | None = None) -> bytes:
-    """The event as SSE bytes with links under `base`; rendered once per process and base. With
-    `until` (a stream read through a signed link expiring then), its links expire no later than
-    that link: rendered for that stream alone."""
-    if until is not None:
-        data = orjson.dumps(with_signed_links(base, settings, event.data, until)).decode()
-        return ServerSentEvent(data=data, event=event.event, id=str(event.id)).encode()
-    cached = event.frames.get(base)
+    """The event as SSE bytes with links under `base`; rendered once per process and base (and,
+    for streams read through a signed link, per the link's expiry `until`, which none of its
+    links outlives)."""
+    cache_key = base if until is None else f"{base}#{until}"
+    cached = event.frames.get(cache_key)
     if cached is None:
-        data = orjson.dumps(with_signed_links(base, settings, event.data)).decode()
+        data = orjson.dumps(with_signed_links(base, settings, event.data, until)).decode()
         cached = ServerSentEvent(data=data, event=event.event, id=str(event.id)).encode()
-        event.frames[base] = cached
+        event.frames[cache_key] = cached
     return cached
 
 

@@ -229,12 +229,17 @@ class KeyCache:
                 del self._by_digest[digest]
 
 
+def change_notice(key_id: str, digest: str | None = None) -> bytes:
+    """What a key's change notice says: its id, and for a new key `id:hash` (`on_notice`)."""
+    return (f"{key_id}:{digest}" if digest else key_id).encode()
+
+
 async def announce_change(
     redis: Redis, namespace: str, key_id: str, digest: str | None = None
 ) -> None:
     """Tell every API process to drop its cached copy of the key (after the change committed);
     with `digest`, a new key's token hash, which every process then knows (`KeyCache.known`)."""
-    await redis.publish(keys_channel(namespace), f"{key_id}:{digest}" if digest else key_id)
+    await redis.publish(keys_channel(namespace), change_notice(key_id, digest))
 
 
 # -- use cases (each its own unit of work) ----------------------------------------------------
@@ -246,7 +251,7 @@ async def announce(
     """After a change to a key committed: every API process drops its cached copy (this one at
     once; the others when the notice reaches their event hub); with `digest`, a new key's."""
     if cache is not None:
-        cache.on_notice(f"{key_id}:{digest}".encode() if digest else key_id.encode())
+        cache.on_notice(change_notice(key_id, digest))
     try:
         await announce_change(resources.redis, resources.settings.redis_namespace, key_id, digest)
     except (RedisError, OSError):

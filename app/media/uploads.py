@@ -137,9 +137,7 @@ async def upload(resources: Resources, key: VirtualKey, data: bytes, param: str)
     stored = await _store(resources, key.id, data, param=param, allowed=MEDIA_TYPES)
     try:
         async with resources.sessionmaker() as session:
-            media = await _record(
-                session, key.id, stored, expiry(key, resources.settings.retention_days)
-            )
+            media = (await record_all(resources, session, key, [stored]))[param]
             await session.commit()
     except BaseException:
         await discard(resources, [stored])  # no row points at it

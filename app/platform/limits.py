@@ -152,8 +152,8 @@ class SignIn(StrEnum):
     DASHBOARD = "dashboard"
 
 
-# KEYS[1] the address's counter this minute; ARGV[1] the limit. Counts the attempt and says
-# whether it is within the limit, in one step: concurrent guesses cannot all pass one check.
+# KEYS[1] the address's counter this minute. Counts the attempt and returns the count, in one
+# step (with the counter's expiry): concurrent guesses cannot all pass one check.
 _ATTEMPT = """
 local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('EXPIRE', KEYS[1], 120) end
@@ -161,28 +161,41 @@ return count
 """
 
 
-async def take_attempt(
-    redis: Redis, namespace: str, scope: SignIn, address: str, limit: int
-) -> bool:
-    """Count one attempt of `address` to sign in as `scope` this minute (a fixed window); False
-    when it is past `limit` (refuse it without looking at the token). A successful attempt is
-    given back (`give_back`), so only failures count."""
-    key = auth_failures_key(namespace, f"{scope}:{address}", int(time.time() // 60))
-    count = await redis.eval(_ATTEMPT, 1, key)  # type: ignore[misc]
-    return int(count) <= limit
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One sign-in attempt, counted as a failure until `succeeded()` gives it back (to the same
+    minute's counter it was counted in)."""
+
+    redis: Redis
+    counter: str
+
+    async def succeeded(self) -> None:
+        await self.redis.decr(self.counter)
 
 
-async def give_back(redis: Redis, namespace: str, scope: SignIn, address: str) -> None:
-    key = auth_failures_key(namespace, f"{scope}:{address}", int(time.time() // 60))
-    await redis.decr(key)
-
-
-def too_many(limit: int, what: str = "authentications") -> QuotaExceededError:
-    return QuotaExceededError(
-        f"Too many failed {what} from this address (limit {limit} a minute). Retry in a minute.",
-        code=ErrorCode.TOO_MANY_FAILED_AUTHENTICATIONS,
-        retry_after=60,
-    )
+async def attempt(
+    redis: Redis,
+    namespace: str,
+    scope: SignIn,
+    address: str,
+    limit: int | None,
+    what: str = "authentications",
+) -> Attempt | None:
+    """Count one attempt of `address` to sign in as `scope` this minute (a fixed window), or
+    refuse it (429, the token not even looked at) when the address is past `limit` failed ones.
+    None: no limit, nothing counted."""
+    if limit is None:
+        return None
+    counter = auth_failures_key(namespace, f"{scope}:{address}", int(time.time() // 60))
+    count = await redis.eval(_ATTEMPT, 1, counter)  # type: ignore[misc]
+    if int(count) > limit:
+        raise QuotaExceededError(
+            f"Too many failed {what} from this address (limit {limit} a minute). Retry in a "
+            "minute.",
+            code=ErrorCode.TOO_MANY_FAILED_AUTHENTICATIONS,
+            retry_after=60,
+        )
+    return Attempt(redis, counter)
 
 
 class Holds:

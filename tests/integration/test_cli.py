@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from tests.infra import (
     api_argv,
     drop_namespace,
     new_namespace,
+    run_cli,
     wait_answering,
 )
 
@@ -35,40 +35,29 @@ def _env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-
-
 def test_migrate_and_key_lifecycle(tmp_path: Path) -> None:
     env = _env(tmp_path)
-    assert _cli(env, "migrate").returncode == 0
-    created = _cli(env, "keys", "create", "--name", "cli-key")
+    assert run_cli(env, "migrate").returncode == 0
+    created = run_cli(env, "keys", "create", "--name", "cli-key")
     assert created.returncode == 0, created.stderr
     key_id, name, plaintext = created.stdout.strip().split("\t")
     assert name == "cli-key" and plaintext.startswith("mg_")
-    listed = _cli(env, "keys", "list").stdout
+    listed = run_cli(env, "keys", "list").stdout
     assert key_id in listed and "active" in listed and plaintext not in listed
-    assert _cli(env, "keys", "revoke", key_id).returncode == 0
-    assert "revoked" in _cli(env, "keys", "list").stdout
+    assert run_cli(env, "keys", "revoke", key_id).returncode == 0
+    assert "revoked" in run_cli(env, "keys", "list").stdout
 
 
 def test_bad_setting_exits_with_a_clear_message(tmp_path: Path) -> None:
     env = {**_env(tmp_path), "MEDIAGATE_STORAGE": "floppy"}
-    result = _cli(env, "migrate")
+    result = run_cli(env, "migrate")
     assert result.returncode == 2
     assert "MEDIAGATE_STORAGE" in result.stderr
 
 
 def test_api_command_serves(tmp_path: Path) -> None:
     env = _env(tmp_path)
-    assert _cli(env, "migrate").returncode == 0
+    assert run_cli(env, "migrate").returncode == 0
     port = free_port()
     proc = subprocess.Popen(
         api_argv(port),
@@ -97,8 +86,8 @@ def test_api_workers_share_one_port(tmp_path: Path) -> None:
     """`mediagate api --workers 2`: two API processes behind one port, each a whole API (its own
     pools and event hub), both answering; SIGTERM stops them all."""
     env = _env(tmp_path)
-    assert _cli(env, "migrate").returncode == 0
-    token = _cli(env, "keys", "create", "--name", "multi").stdout.strip().split("\t")[2]
+    assert run_cli(env, "migrate").returncode == 0
+    token = run_cli(env, "keys", "create", "--name", "multi").stdout.strip().split("\t")[2]
     port = free_port()
     argv = api_argv(port)
     proc = subprocess.Popen(
@@ -171,7 +160,7 @@ def _ended(pid: int) -> bool:
 def test_api_log_lines_hold_no_signature_and_cannot_be_forged(tmp_path: Path) -> None:
     """Read as an operator reads it: `mediagate api`'s own output, access log on."""
     env = {**_env(tmp_path), "MEDIAGATE_ACCESS_LOG": "true", "MEDIAGATE_LOG_LEVEL": "DEBUG"}
-    assert _cli(env, "migrate").returncode == 0
+    assert run_cli(env, "migrate").returncode == 0
     port = free_port()
     log_path = tmp_path / "api.log"
     with log_path.open("wb") as log:
@@ -211,19 +200,19 @@ def test_a_new_user_is_told_what_to_do(tmp_path: Path) -> None:
         if k not in ("MEDIAGATE_ADMIN_KEY", "MEDIAGATE_SECRET_KEY")
     }
     for args in (("keys", "list"), ("keys", "create", "--name", "early")):
-        early = _cli(env, *args)
+        early = run_cli(env, *args)
         assert early.returncode == 2, early.stderr
         assert "run `mediagate migrate` first" in early.stderr
         assert "Traceback" not in early.stderr
-    assert _cli(env, "migrate").returncode == 0
-    created = _cli(env, "keys", "create", "--name", "no-admin-key-needed")
+    assert run_cli(env, "migrate").returncode == 0
+    created = run_cli(env, "keys", "create", "--name", "no-admin-key-needed")
     assert created.returncode == 0, created.stderr
-    assert "no-admin-key-needed" in _cli(env, "keys", "list").stdout
-    bare = _cli(env, "keys")
+    assert "no-admin-key-needed" in run_cli(env, "keys", "list").stdout
+    bare = run_cli(env, "keys")
     said = bare.stdout + bare.stderr
     assert bare.returncode == 2 and all(name in said for name in ("create", "list", "revoke"))
     assert "keys_command" not in said
-    helped = _cli(env, "api", "--help").stdout
+    helped = run_cli(env, "api", "--help").stdout
     assert "[default: 8000]" in helped and "[default: 0.0.0.0]" in helped
     # Serving still needs them.
-    assert _cli(env, "worker", "--check").returncode == 2
+    assert run_cli(env, "worker", "--check").returncode == 2

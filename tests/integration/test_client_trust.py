@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,7 +17,7 @@ import pytest
 
 from app.client.api import Client, ClientError
 from tests.builders import png
-from tests.infra import ROOT
+from tests.infra import run_cli
 
 EVIL = "\x1b]0;pwned\x07\x1b[2J[link=https://evil.example]click[/link]"
 
@@ -126,22 +124,14 @@ def test_the_key_goes_only_to_the_api_origin(
     assert elsewhere.seen_auth == [None]
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"MEDIAGATE_API_KEY": "mg_secret", "COLUMNS": "200", "PATH": "/usr/bin:/bin"},
-    )
+CLI_ENV = {"MEDIAGATE_API_KEY": "mg_secret", "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
 
 
 def test_server_strings_reach_the_terminal_as_text(servers: tuple[Hostile, Hostile]) -> None:
     api, _ = servers
     api.jobs["job_okay0123"] = _job("job_okay0123", [])
-    shown = _cli("jobs", "get", "job_okay0123", "--url", api.url)
-    missing = _cli("jobs", "get", "job_nothere1", "--url", api.url)
+    shown = run_cli(CLI_ENV, "jobs", "get", "job_okay0123", "--url", api.url)
+    missing = run_cli(CLI_ENV, "jobs", "get", "job_nothere1", "--url", api.url)
     with contextlib.suppress(KeyError):
         del api.jobs["job_okay0123"]
     for answer in (shown, missing):

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -57,22 +59,31 @@ async def test_estimate_then_actual_in_the_job_webhook_and_spend(
     assert any(u["spend"]["lifetime"] == 0.03 for u in listed)
 
 
-async def test_a_hard_budget_is_never_overshot_by_concurrent_submits(
-    pg_url: str, tmp_path: Path
-) -> None:
-    models = tmp_path / "models.yaml"
+async def _submits_against_budget(
+    database: str, models_dir: Path, budget: float
+) -> tuple[list[httpx.Response], list[dict[str, Any]]]:
+    """20 concurrent submits of a $0.01 job by a key with a hard budget of `budget`, with no
+    worker (every accepted job holds its estimate): the answers, and the key's jobs after."""
+    models = models_dir / "models.yaml"
     models.write_text(PRICED)
-    settings = base_settings(pg_url, models_file=str(models))
-    # No worker: every accepted job holds its estimate ($0.01) against the $0.05 budget.
+    settings = base_settings(database, models_file=str(models))
     with running_stack(settings, embedded_worker=False) as stack:
         with stack.admin() as admin:
             token = admin.post(
-                "/admin/keys", json={"name": "budget", "max_spend_per_month": 0.05}
+                "/admin/keys", json={"name": "budget", "max_spend_per_month": budget}
             ).json()["key"]
         async with stack.client(token) as client:
             answers = await asyncio.gather(
                 *(client.post("/v1/jobs", json=image_job(f"b{i}")) for i in range(20))
             )
+            kept = (await client.get("/v1/jobs?limit=100")).json()["data"]
+    return list(answers), kept
+
+
+async def test_a_hard_budget_is_never_overshot_by_concurrent_submits(
+    pg_url: str, tmp_path: Path
+) -> None:
+    answers, _ = await _submits_against_budget(pg_url, tmp_path, 0.05)
     statuses = [a.status_code for a in answers]
     assert statuses.count(202) == 5 and statuses.count(429) == 15
     refused = next(a for a in answers if a.status_code == 429).json()["error"]
@@ -113,19 +124,7 @@ async def test_a_budget_for_one_job_holds_on_sqlite_too(own_sqlite: str, tmp_pat
     """SQLite, the default, has no row locks: 20 concurrent submits against a budget for one job
     must still be decided one after another (each transaction begins IMMEDIATE), so exactly one
     is accepted."""
-    models = tmp_path / "models.yaml"
-    models.write_text(PRICED)
-    settings = base_settings(own_sqlite, models_file=str(models))
-    with running_stack(settings, embedded_worker=False) as stack:
-        with stack.admin() as admin:
-            token = admin.post(
-                "/admin/keys", json={"name": "one", "max_spend_per_month": 0.01}
-            ).json()["key"]
-        async with stack.client(token) as client:
-            answers = await asyncio.gather(
-                *(client.post("/v1/jobs", json=image_job(f"s{i}")) for i in range(20))
-            )
-            kept = (await client.get("/v1/jobs?limit=100")).json()["data"]
+    answers, kept = await _submits_against_budget(own_sqlite, tmp_path, 0.01)
     statuses = sorted(a.status_code for a in answers)
     assert statuses == [202] + [429] * 19, [
         a.text for a in answers if a.status_code not in (202, 429)

@@ -274,10 +274,11 @@ async def _announce_key_change(settings: Settings, key_id: str, digest: str | No
 
 
 async def _reconcile(fix: bool) -> dict[str, int]:
+    from app.jobs.transitions.store import job_store
     from app.media.lifecycle import reconcile
     from app.platform.resources import open_resources
 
-    async with open_resources(_tool_settings(), role="cli") as resources:
+    async with open_resources(_tool_settings(), job_store=job_store, role="cli") as resources:
         return (await reconcile(resources, fix=fix)).as_dict()
 
 

@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ import uvicorn
 
 from app.dev import embedded_worker as worker_companion
 from app.http.app import create_app
+from app.jobs.transitions.store import job_store
+from app.platform import resources
 from app.platform.migrate import upgrade
 from app.platform.settings import Settings
 from tests.builders import free_port
@@ -37,6 +40,13 @@ PG_USER = os.environ.get("MEDIAGATE_TEST_PG_USER", "postgres")
 REDIS_URL = os.environ.get("MEDIAGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN_KEY = "admin_" + secrets.token_urlsafe(24)
 SECRET_KEY = secrets.token_urlsafe(32)
+
+
+def open_resources(
+    settings: Settings, **options: Any
+) -> AbstractAsyncContextManager[resources.Resources]:
+    """Resources as our processes open them: the job store chosen as theirs is."""
+    return resources.open_resources(settings, job_store=job_store, **options)
 
 
 async def _pg_admin(sql: str) -> None:

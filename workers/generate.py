@@ -19,9 +19,7 @@ from typing import Any
 from arq import Retry
 
 from app.jobs import service as job_service
-from app.jobs import transitions
 from app.jobs.inputs import validate_input
-from app.jobs.transitions import one_statement
 from app.media.service import outputs_of
 from app.platform import tracing
 from app.platform.backoff import Backoff
@@ -60,6 +58,7 @@ def retry_delay(attempt: int, base: float, retry_after: float | None = None) -> 
 
 
 SUPERSEDED = "superseded"
+SKIPPED = "skipped"
 SUPERSEDED_JOBS = "superseded_jobs"
 """The worker context's set of job ids whose attempt here was superseded."""
 
@@ -97,45 +96,39 @@ async def generate_media(
 
 async def _run(res: Resources, job_id: str) -> str:
     caps = res.settings.provider_caps()
-    if not caps and res.one_statement_paths:
-        # The common case in one statement: no provider slot to take first, so the attempt
-        # starts at once (a job this cannot start takes the path below).
-        started = await one_statement.start_attempt(res.engine, job_id)
-        if started is not None:
-            job, key = started
-            return await _attempt(res, job, key, [], job.provider)
-    if await job_service.cancel_if_late(res, job_id) is not None:
-        return JobStatus.CANCELED
-    async with res.sessionmaker() as session:
-        waiting = await session.get(Job, job_id)
-    if waiting is None or waiting.status in TERMINAL_STATUSES:
-        log.info("job.skipped job_id=%s", job_id)
-        return "skipped"
-    # The provider's pool-wide cap: without a slot, the job waits in the queue, not in a worker.
-    provider = waiting.provider
-    lease = res.settings.job_lease_seconds
-    ns = res.settings.redis_namespace
-    if not await acquire_slot(res.redis, ns, caps, provider, job_id, lease):
-        raise Retry(defer=random.uniform(0.5, 1.5))
+    slot: str | None = None
+    if caps:
+        # The provider's pool-wide cap: without a slot, the job waits in the queue, not in a
+        # worker. Which provider it needs, the row says.
+        if await job_service.cancel_if_late(res, job_id) is not None:
+            return JobStatus.CANCELED
+        waiting = await res.jobs.read(job_id)
+        if waiting is None or waiting.status in TERMINAL_STATUSES:
+            log.info("job.skipped job_id=%s", job_id)
+            return SKIPPED
+        if waiting.provider in caps:
+            slot = waiting.provider
+            lease = res.settings.job_lease_seconds
+            ns = res.settings.redis_namespace
+            if not await acquire_slot(res.redis, ns, caps, slot, job_id, lease):
+                raise Retry(defer=random.uniform(0.5, 1.5))
     outcome: str | None = None
     try:
-        async with res.sessionmaker() as session:
-            attempt = await transitions.start_attempt(session, job_id)
-            if attempt is None:
-                await session.commit()
-                log.info("job.skipped job_id=%s", job_id)
-                return "skipped"
-            owner = await session.get(VirtualKey, attempt.key_id)
-            await session.commit()
-        assert owner is not None
-        outcome = await _attempt(res, attempt, owner, [], provider)
+        started = await res.jobs.start_attempt(job_id)
+        if started is None:
+            # Late (it ends unstarted, and says so), or gone, deleted or ended.
+            if await job_service.cancel_if_late(res, job_id) is not None:
+                return JobStatus.CANCELED
+            log.info("job.skipped job_id=%s", job_id)
+            return SKIPPED
+        outcome = await _attempt(res, started.job, started.key, [], started.job.provider)
         return outcome
     finally:
         # A superseded attempt's slot is the newer attempt's now (both hold it as the job).
-        if provider in caps and outcome != SUPERSEDED:
+        if slot is not None and outcome != SUPERSEDED:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5):
-                    await release_slot(res.redis, ns, provider, job_id)
+                    await release_slot(res.redis, res.settings.redis_namespace, slot, job_id)
 
 
 async def _attempt(
@@ -324,12 +317,7 @@ async def _after_provider_error(run: JobRun, exc: ProviderError) -> str:
             if job_input is None:
                 await run.finish(JobStatus.FAILED, exc.code, exc.public)
                 return JobStatus.FAILED
-            async with res.sessionmaker() as session:
-                moved = await transitions.fall_back(
-                    session, job.id, run.attempt, index, spec, job_input
-                )
-                await session.commit()
-            if not moved:
+            if not await res.jobs.fall_back(job.id, run.attempt, index, spec, job_input):
                 raise await run.fenced_out()
             FALLBACKS.labels(job.provider).inc()
             log.warning(
@@ -363,8 +351,8 @@ async def _cancel_upstream(run: JobRun) -> None:
     if task_id is None:
         return
     try:
-        async with asyncio.timeout(10), run.res.sessionmaker() as session:
-            fresh = await session.get(Job, job.id)
+        async with asyncio.timeout(10):
+            fresh = await run.res.jobs.read(job.id)
     except Exception:
         return
     # Only this attempt's: a newer attempt may have resumed the task.

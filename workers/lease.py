@@ -4,10 +4,11 @@ heartbeat in the database. If the worker dies, the lock lapses within one lease 
 worker runs the job again; if Redis lost the job too, the outbox reconciler sees the silent
 heartbeat and queues it again.
 
-The heartbeat is fenced by attempt (`transitions.hold`), so it is also how a worker learns that it
-lost a job: a renewal that finds another attempt (or the job ended by its owner), or no renewal
-for a whole lease (the worker was cut off or paused; another worker may have taken over), cancels
-the attempt at once. `held_lease` then raises `Superseded` in place of the cancellation."""
+The heartbeat is fenced by attempt (the job store's `hold`), so it is also how a worker learns
+that it lost a job: a renewal that finds another attempt (or the job ended by its owner), or no
+renewal for a whole lease (the worker was cut off or paused; another worker may have taken
+over), cancels the attempt at once. `held_lease` then raises `Superseded` in place of the
+cancellation."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from dataclasses import dataclass
 
 from arq.constants import in_progress_key_prefix
 
-from app.jobs.outbox import beat
 from app.platform.limits import acquire_slot
 from app.platform.resources import Resources
 
@@ -55,7 +55,7 @@ async def _renew_once(res: Resources, lease: Lease, slot: str | None, first: boo
     held: bool | None = True
     if lease.attempt is not None and not first:
         try:
-            if not await beat(res, lease.job_id, lease.attempt):
+            if not await res.jobs.hold(lease.job_id, lease.attempt):
                 return False
         except Exception:
             held = None

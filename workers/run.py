@@ -3,10 +3,10 @@ upstream task id), storing outputs (content type judged by the bytes, the key's 
 enforced while streaming and again under a row lock, a thumbnail for videos), and loading the
 job's inputs (uploads by id, or https URLs fetched with SSRF checks).
 
-Every write is fenced by the attempt (`app.jobs.transitions`): when a write finds the job no longer
-running this attempt, the attempt stops with `Stopped` (its owner canceled it) or `Superseded`
-(another attempt took it over), and writes nothing more. Each attempt stores objects under keys
-of its own, and deletes only objects that no row points at."""
+Every write is fenced by the attempt (the job store, `app.platform.job_store`): when a write finds
+the job no longer running this attempt, the attempt stops with `Stopped` (its owner canceled it)
+or `Superseded` (another attempt took it over), and writes nothing more. Each attempt stores
+objects under keys of its own, and deletes only objects that no row points at."""
 
 from __future__ import annotations
 
@@ -22,20 +22,13 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlmodel import col, select
 
-from app.jobs import transitions
 from app.jobs.inputs import references
 from app.jobs.snapshot import job_snapshot
-from app.jobs.transitions import one_statement
-from app.keys.service import lock_key
 from app.media import usage
-from app.media.service import (
-    download_name,
-    mark_job_media_deleted,
-    record_output,
-    storage_key_for,
-)
+from app.media.service import download_name, storage_key_for
 from app.platform import tracing
-from app.platform.errors import AuthenticationError, InvalidRequestError
+from app.platform.errors import InvalidRequestError
+from app.platform.job_store import KeyGone, NotThisAttempt, Output, OverQuota
 from app.platform.metrics import JOB_DURATION, JOBS_FINISHED
 from app.platform.resources import Resources
 from app.platform.tables import Job, MediaObject, VirtualKey, as_utc, utcnow
@@ -119,9 +112,8 @@ class JobRun:
         if amount <= 0:
             return
         try:
-            async with asyncio.timeout(FENCE_READ_SECONDS), self.res.sessionmaker() as session:
-                await transitions.charge(session, self.job.id, amount)
-                await session.commit()
+            async with asyncio.timeout(FENCE_READ_SECONDS):
+                await self.res.jobs.charge(self.job.id, amount)
         except Exception as exc:
             log.warning(
                 "job.charge_lost job_id=%s micros=%d error=%s",
@@ -139,8 +131,8 @@ class JobRun:
         by its owner (`Stopped`); or it belongs to another attempt now, or cannot be read
         (`Superseded`)."""
         try:
-            async with asyncio.timeout(FENCE_READ_SECONDS), self.res.sessionmaker() as session:
-                fresh = await session.get(Job, self.job.id)
+            async with asyncio.timeout(FENCE_READ_SECONDS):
+                fresh = await self.res.jobs.read(self.job.id)
         except Exception:
             fresh = None
         if (
@@ -184,38 +176,20 @@ class JobRun:
             self.lease.closing = True
         if self._progress_flush is not None:
             self._progress_flush.cancel()  # the end writes the job's progress itself
-        fresh: Job | None
-        if self.res.one_statement_paths:
-            fresh = await one_statement.finish(
-                self.res.engine,
-                self.job.id,
-                self.attempt,
-                status,
-                error_code=code,
-                error_message=message,
-                charged=self.uncharged,
-            )
-            done = fresh is not None
-        else:
-            async with self.res.sessionmaker() as session:
-                done = await transitions.finish(
-                    session,
-                    self.job.id,
-                    self.attempt,
-                    status,
-                    error_code=code,
-                    error_message=message,
-                    charged=self.uncharged,
-                )
-                await session.commit()
-                fresh = await session.get(Job, self.job.id)
-        if not done:
+        fresh = await self.res.jobs.finish(
+            self.job.id,
+            self.attempt,
+            status,
+            error_code=code,
+            error_message=message,
+            charged=self.uncharged,
+        )
+        if fresh is None:
             raise await self.fenced_out()
         charged, self.uncharged = self.uncharged, 0
         if charged:
             await self._warn_budget()
-        if fresh is not None:
-            self.job = fresh
+        self.job = fresh
         if self.attempt > 1:
             await self._sweep_earlier_attempts()
         self._count_end(JobStatus(status), code)
@@ -284,16 +258,7 @@ class JobRun:
 
     async def _save_progress(self) -> bool:
         self._progress_saved_at = time.monotonic()
-        if self.res.one_statement_paths:
-            return await one_statement.set_progress(
-                self.res.engine, self.job.id, self.attempt, self.job.progress
-            )
-        async with self.res.sessionmaker() as session:
-            mine = await transitions.set_progress(
-                session, self.job.id, self.attempt, self.job.progress
-            )
-            await session.commit()
-        return mine
+        return await self.res.jobs.set_progress(self.job.id, self.attempt, self.job.progress)
 
     def _flush_progress(self) -> None:
         # A write fenced by attempt: should the run have ended or lost the job meanwhile, it
@@ -309,10 +274,7 @@ class JobRun:
             log.warning("job.progress_not_saved job_id=%s", self.job.id)
 
     async def task_started(self, task_id: str | None) -> None:
-        async with self.res.sessionmaker() as session:
-            saved = await transitions.set_task(session, self.job.id, self.attempt, task_id)
-            await session.commit()
-        if not saved:
+        if not await self.res.jobs.set_task(self.job.id, self.attempt, task_id):
             raise await self.fenced_out()
         self.job.provider_task_id = task_id
 
@@ -360,51 +322,29 @@ class JobRun:
     async def _record(
         self, variant: Variant, index: int, key: str, content_type: str, digest: _Digest
     ) -> tuple[MediaObject, str | None]:
-        """Record an output in one transaction, under the key's row lock (a deleted key records
-        nothing) and then the attempt's hold on the job's row (a superseded attempt neither)."""
-        if self.res.one_statement_paths:
-            media = await one_statement.record_output(
-                self.res.engine,
-                job_id=self.job.id,
-                key_id=self.job.key_id,
-                attempt=self.attempt,
-                variant=variant,
-                index=index,
-                storage_key=key,
-                content_type=content_type,
-                size=digest.size,
-                sha256=digest.sha.hexdigest(),
-                expires_at=self.expires_at,
-            )
-            if media is not None:
-                return media, None
-        async with self.res.sessionmaker() as session:
-            try:
-                owner = await lock_key(session, self.job.key_id, allow_revoked=True)
-            except AuthenticationError:
-                raise Stopped from None  # the key was deleted: its jobs were canceled with it
-            if not await transitions.hold(session, self.job.id, self.attempt):
-                await session.rollback()
-                raise await self.fenced_out()
-            # Concurrent jobs of the key: the quota is checked again under the key's row lock.
-            if await usage.output_over_quota(
-                session, owner, self.job.id, variant, index, digest.size
-            ):
-                raise QuotaCrossed
-            media, replaced = await record_output(
-                session,
-                job_id=self.job.id,
-                key_id=self.job.key_id,
-                index=index,
-                storage_key=key,
-                content_type=content_type,
-                size=digest.size,
-                sha256=digest.sha.hexdigest(),
-                variant=variant,
-                expires_at=self.expires_at,
-            )
-            await session.commit()
-        return media, replaced
+        """Record an output (`JobStore.record_output`): a deleted key stops the attempt, a
+        superseded one is fenced out, the quota is checked again under the key's row lock."""
+        output = Output(
+            job_id=self.job.id,
+            key_id=self.job.key_id,
+            attempt=self.attempt,
+            variant=variant,
+            index=index,
+            storage_key=key,
+            content_type=content_type,
+            size=digest.size,
+            sha256=digest.sha.hexdigest(),
+            expires_at=self.expires_at,
+        )
+        try:
+            recorded = await self.res.jobs.record_output(output)
+        except KeyGone:
+            raise Stopped from None  # its jobs were canceled with it
+        except NotThisAttempt:
+            raise await self.fenced_out() from None
+        except OverQuota:
+            raise QuotaCrossed from None
+        return recorded.media, recorded.replaced
 
     async def store_output(self, index: int, output: GeneratedMedia) -> None:
         output = await sniffed(output)
@@ -434,12 +374,9 @@ class JobRun:
 
     async def discard_outputs(self, reason: str) -> None:
         """Delete everything the job stored (a job over quota stores nothing)."""
-        async with self.res.sessionmaker() as session:
-            if not await transitions.hold(session, self.job.id, self.attempt):
-                await session.rollback()
-                raise await self.fenced_out()
-            storage_keys = await mark_job_media_deleted(session, self.job.id, reason)
-            await session.commit()
+        storage_keys = await self.res.jobs.discard_outputs(self.job.id, self.attempt, reason)
+        if storage_keys is None:
+            raise await self.fenced_out()
         for storage_key in storage_keys:
             await self.res.store.delete(storage_key)
         self.outputs = []

@@ -14,6 +14,7 @@ from arq.typing import WorkerCoroutine
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
+from app.jobs.transitions.store import job_store
 from app.platform import tracing
 from app.platform.redis_keys import queue_name
 from app.platform.resources import Resources, open_resources, redis_settings
@@ -66,7 +67,7 @@ def worker_settings(settings: Settings, *, resources: Resources | None = None) -
             stack = contextlib.AsyncExitStack()
             ctx["stack"] = stack
             ctx["resources"] = await stack.enter_async_context(
-                open_resources(settings, role="worker")
+                open_resources(settings, job_store=job_store, role="worker")
             )
         if tracing.setup("mediagate-worker", enabled=settings.tracing):
             tracing.instrument_engine(ctx["resources"].engine)

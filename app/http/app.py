@@ -32,6 +32,7 @@ from app.http.metrics_middleware import HttpMetrics
 from app.http.openapi import document_errors
 from app.jobs.controllers import JobController
 from app.jobs.stream_controller import job_events, server_should_exit
+from app.jobs.transitions.store import job_store
 from app.keys.controllers import AdminKeyController, all_usage
 from app.keys.service import KeyCache, active_digests
 from app.media.controllers import MediaController, key_usage
@@ -100,7 +101,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with open_resources(settings, store=store) as resources:
+        async with open_resources(settings, job_store=job_store, store=store) as resources:
             if traced:
                 tracing.instrument_engine(resources.engine)
             await routing.seed_from_models_file(resources)

@@ -16,7 +16,7 @@ from app.catalog import routing
 from app.catalog.routing import Route
 from app.jobs import transitions
 from app.jobs.inputs import references, validate_input
-from app.jobs.transitions.one_statement import FAIR_COUNT_CAP
+from app.jobs.queue import FAIR_COUNT_CAP
 from app.keys import spend
 from app.keys.service import lock_key
 from app.media.usage import check_submit
@@ -27,6 +27,7 @@ from app.platform.tables import (
     MediaObject,
     VirtualKey,
     transient_job,
+    unlimited,
     utcnow,
 )
 from app.platform.tenant_urls import check_url
@@ -125,8 +126,7 @@ def plain_job(
 ) -> Job | None:
     """The job, validated, when nothing about it needs the database: a catalog model (not an
     alias), no media to look up, a key without limits. None: `create_job` must decide."""
-    limits = (key.max_concurrent_jobs, key.max_bytes, key.max_objects)
-    if limits != (None, None, None) or key.max_spend_micros_per_month is not None:
+    if not unlimited(key):
         return None
     spec = catalog.get(model)
     if spec is None:

@@ -15,7 +15,6 @@ from sqlmodel import col, or_, select
 
 from app.jobs import service as job_service
 from app.jobs.queue import enqueue_generation
-from app.jobs.transitions import hold, one_statement
 from app.platform.resources import Resources
 from app.platform.tables import Job, utcnow
 from app.platform.vocabulary import JobStatus
@@ -31,17 +30,6 @@ class Recovery:
     """Queued jobs whose arq job was missing, enqueued again."""
     running: int
     """Running jobs whose worker stopped (no heartbeat) and whose arq job was missing."""
-
-
-async def beat(res: Resources, job_id: str, attempt: int) -> bool:
-    """The running attempt's heartbeat, renewed by its worker while it holds the lease; False
-    when the job no longer runs that attempt (another took over, or the job ended)."""
-    if res.one_statement_paths:
-        return await one_statement.beat(res.engine, job_id, attempt)
-    async with res.sessionmaker() as session:
-        mine = await hold(session, job_id, attempt)
-        await session.commit()
-    return mine
 
 
 async def _missing_in_redis(res: Resources, job_ids: list[str]) -> set[str]:

@@ -40,6 +40,9 @@ HEAD_START = {
 }
 FAIR_WINDOW = timedelta(minutes=10)
 FAIR_STEP = timedelta(seconds=5)
+FAIR_COUNT_CAP = int(FAIR_WINDOW / FAIR_STEP)
+"""Queued jobs of a key beyond this many no longer move its next job back, so the count stops
+there: a submit costs the same with 100 or 100,000 jobs queued."""
 # arq keeps a job's data until its score plus a day; scores in the past shorten that, so say it.
 JOB_EXPIRES = timedelta(days=7)
 

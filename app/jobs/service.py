@@ -21,7 +21,6 @@ from app.jobs.idempotency import Claim
 from app.jobs.queries import get_job, list_jobs
 from app.jobs.queue import allowed_priority, enqueue_new, place_in_queue, queue_length
 from app.jobs.snapshot import job_snapshot
-from app.jobs.transitions import one_statement
 from app.media import uploads as upload_service
 from app.media.service import mark_job_media_deleted, outputs_of
 from app.platform.errors import ConflictError, QuotaExceededError
@@ -313,15 +312,14 @@ async def _insert_plain(
     params: dict[str, Any],
     options: dict[str, Any],
 ) -> tuple[Job, int] | None:
-    """The common case in one round trip and no ORM: a catalog model, nothing to look up, a key
-    without limits, on PostgreSQL. None: the job needs the ORM path (which decides, and says
-    why if it refuses)."""
-    if not resources.one_statement_paths:
-        return None
+    """The common case without the checked path: a catalog model, nothing to look up, a key
+    without limits, inserted by the job store in one commit (on PostgreSQL, one round trip and
+    no ORM). None: the job needs the checked path (which decides, and says why if it
+    refuses)."""
     job = intake.plain_job(key, resources.catalog, media_type, model, params, **options)
     if job is None:
         return None
-    queued_ahead = await one_statement.insert_queued(resources.engine, job)
+    queued_ahead = await resources.jobs.insert_queued(job)
     return None if queued_ahead is None else (job, queued_ahead)
 
 
@@ -445,9 +443,7 @@ async def delete(
 async def cancel_if_late(resources: Resources, job_id: str) -> Job | None:
     """End a queued job that was not started before its deadline, and say so; None if it is not
     late. From the worker that picked it up, or the cron that does not wait for one."""
-    async with resources.sessionmaker() as session:
-        late = await transitions.cancel_if_late(session, job_id)
-        await session.commit()
+    late = await resources.jobs.cancel_if_late(job_id)
     if late is not None:
         await announce_canceled(resources, late, stop_task=False)
     return late

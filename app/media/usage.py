@@ -16,7 +16,16 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.keys import spend
 from app.platform.errors import QuotaExceededError
 from app.platform.resources import Resources
-from app.platform.tables import MEDIA_KINDS, Job, KeyUsage, MediaObject, VirtualKey, utcnow
+from app.platform.tables import (
+    MEDIA_KINDS,
+    STORAGE_LIMITS,
+    Job,
+    KeyUsage,
+    MediaObject,
+    VirtualKey,
+    unlimited,
+    utcnow,
+)
 from app.platform.vocabulary import ACTIVE_STATUSES, ErrorCode
 
 
@@ -95,7 +104,7 @@ def breach(key: VirtualKey, used: tuple[int, int], more: tuple[int, int]) -> Bre
 
 
 def has_quota(key: VirtualKey) -> bool:
-    return key.max_bytes is not None or key.max_objects is not None
+    return not unlimited(key, STORAGE_LIMITS)
 
 
 async def check_submit(session: AsyncSession, key: VirtualKey, adding: int = 1) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.platform.database import SessionMaker, create_engine, create_sessionmaker
 from app.platform.events import EventBus
+from app.platform.job_store import JobStore, JobStoreFactory
 from app.platform.metrics import PROVIDER_REQUESTS
 from app.platform.models_file import ModelsFile, load_models_file
 from app.platform.redis_keys import connection_name, queue_name
@@ -45,18 +46,13 @@ class Resources:
     """For the upstream providers the operator configured."""
     tenant_http: httpx.AsyncClient
     """For URLs tenants give (inputs, webhooks): each connection checked (tenant_urls.py)."""
+    jobs: JobStore
+    """Every write of a worker's attempt to its job, and the submit's common case."""
     providers: dict[str, Provider] = field(default_factory=dict)
     models_file: ModelsFile = field(default_factory=ModelsFile)
     redis_connected: Callable[[], bool] = lambda: False
     """True while a long-lived connection to Redis is known to be up (the API's event hub sets
     this to its own state); False means: ask Redis."""
-
-    @property
-    def one_statement_paths(self) -> bool:
-        """Whether the hot paths may take their one-statement PostgreSQL forms
-        (`app/jobs/transitions/one_statement.py`); on SQLite, and behind PgBouncer (they run
-        outside a transaction), they take the ORM path."""
-        return self.engine.dialect.name == "postgresql" and not self.settings.database_pgbouncer
 
     @property
     def queue_name(self) -> str:
@@ -196,10 +192,16 @@ def build_providers(settings: Settings, http: httpx.AsyncClient) -> dict[str, Pr
 
 @contextlib.asynccontextmanager
 async def open_resources(
-    settings: Settings, *, store: MediaStore | None = None, role: str = "api"
+    settings: Settings,
+    *,
+    job_store: JobStoreFactory,
+    store: MediaStore | None = None,
+    role: str = "api",
 ) -> AsyncIterator[Resources]:
-    """Open everything; `store` lets the embedded dev worker share the API's memory store;
-    `role` names this process's Redis connections (`api`, `worker`, `cli`)."""
+    """Open everything; `job_store` chooses the process's job store (the jobs domain's
+    `transitions.store.job_store`: the platform imports no domain); `store` lets the embedded
+    dev worker share the API's memory store; `role` names this process's Redis connections
+    (`api`, `worker`, `cli`)."""
     async with contextlib.AsyncExitStack() as stack:
         engine = create_engine(
             settings.database_url,
@@ -224,16 +226,18 @@ async def open_resources(
         providers = build_providers(settings, http)
         for provider in providers.values():
             stack.push_async_callback(provider.aclose)
+        sessionmaker = create_sessionmaker(engine)
         yield Resources(
             settings=settings,
             engine=engine,
-            sessionmaker=create_sessionmaker(engine),
+            sessionmaker=sessionmaker,
             redis=redis,
             bus=EventBus(redis, settings.redis_namespace, ttl_seconds=settings.events_ttl_seconds),
             store=store,
             catalog=build_catalog(providers, models_file.models, models_file.prices),
             http=http,
             tenant_http=tenant_http,
+            jobs=job_store(engine, sessionmaker, settings),
             providers=providers,
             models_file=models_file,
         )

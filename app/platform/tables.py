@@ -115,6 +115,25 @@ class VirtualKey(SQLModel, table=True):
     purge_finished_at: datetime | None = _ts(nullable=True)
 
 
+STORAGE_LIMITS = ("max_bytes", "max_objects")
+"""A key's limits on what it stores: an output is recorded under the key's row lock, with its
+usage counted, only for a key that has one of them."""
+SUBMIT_LIMITS = ("max_concurrent_jobs", *STORAGE_LIMITS, "max_spend_micros_per_month")
+"""A key's limits a new job is checked against under the key's row lock (concurrency, storage,
+hard budget). A key without them submits without the lock: nothing its other submits do can
+make this one fail."""
+
+
+def unlimited(key: VirtualKey, limits: tuple[str, ...] = SUBMIT_LIMITS) -> bool:
+    """Whether the key has none of `limits` (SUBMIT_LIMITS or STORAGE_LIMITS)."""
+    return all(getattr(key, name) is None for name in limits)
+
+
+def unlimited_sql(limits: tuple[str, ...] = SUBMIT_LIMITS) -> str:
+    """`unlimited` as a condition on the virtual_keys row, for the one-statement paths."""
+    return " AND ".join(f"{name} IS NULL" for name in limits)
+
+
 class Job(SQLModel, table=True):
     __tablename__ = "jobs"
     __table_args__ = (

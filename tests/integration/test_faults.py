@@ -17,7 +17,7 @@ import pytest
 from sqlmodel import col, func, select
 
 from app.platform.migrate import upgrade
-from app.platform.resources import Resources, open_resources
+from app.platform.resources import Resources
 from app.platform.settings import Settings
 from app.platform.tables import Job, KeyUsage, MediaObject
 from storage.base import StorageError
@@ -28,6 +28,7 @@ from tests.emulators.s3proxy import S3FaultProxy
 from tests.infra import (
     Stack,
     base_settings,
+    open_resources,
     postgres_database,
     running_stack,
     running_workers,

@@ -23,7 +23,7 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from app.media import lifecycle
-from app.platform.resources import Resources, open_resources
+from app.platform.resources import Resources
 from app.platform.settings import Settings
 from tests.blackhole import Blackhole, blackholes
 from tests.builders import image_job
@@ -31,6 +31,7 @@ from tests.emulators.receiver import Receiver
 from tests.infra import (
     Stack,
     base_settings,
+    open_resources,
     running_stack,
     running_workers,
     s3_changes,

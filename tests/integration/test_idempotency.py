@@ -12,10 +12,9 @@ import openai
 import pytest
 from sqlmodel import col, select, update
 
-from app.platform.resources import open_resources
 from app.platform.tables import IdempotencyKey, Job, utcnow
 from tests.builders import image_job, openai_client, png
-from tests.infra import Stack
+from tests.infra import Stack, open_resources
 
 IMAGE = image_job("kite")
 

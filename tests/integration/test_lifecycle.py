@@ -22,11 +22,11 @@ from sqlmodel import col, update
 from app.media import lifecycle
 from app.media.service import signed_path
 from app.media.usage import usage_of
-from app.platform.resources import Resources, open_resources
+from app.platform.resources import Resources
 from app.platform.tables import MediaObject, VirtualKey, utcnow
 from storage.base import MediaStore
 from tests.builders import image_job, png
-from tests.infra import ROOT, Stack, settings_env, wait_for_job
+from tests.infra import ROOT, Stack, open_resources, settings_env, wait_for_job
 from tests.media_checks import png_size
 
 IMAGE = image_job("l")

@@ -16,13 +16,13 @@ from sqlmodel import col, update
 
 from app.jobs import outbox
 from app.platform.redis_keys import queue_name
-from app.platform.resources import open_resources
 from app.platform.tables import Job, utcnow
 from tests.builders import image_job
 from tests.infra import (
     REDIS_URL,
     Stack,
     base_settings,
+    open_resources,
     postgres_database,
     running_stack,
     running_workers,

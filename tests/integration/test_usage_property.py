@@ -33,17 +33,16 @@ from PIL import Image
 from sqlmodel import col, select, update
 
 from app.jobs import service as job_service
-from app.jobs import transitions
 from app.jobs.intake import create_job
 from app.keys.service import create_key
 from app.media import lifecycle, usage
 from app.media.service import get_media, mark_deleted, outputs_of
 from app.media.uploads import upload
-from app.platform.resources import Resources, open_resources
+from app.platform.resources import Resources
 from app.platform.settings import Settings
 from app.platform.tables import Job, KeyUsage, MediaObject, VirtualKey, utcnow
 from providers.base import GeneratedMedia, iter_chunks
-from tests.infra import base_settings, drop_namespace, postgres_database, s3_changes
+from tests.infra import base_settings, drop_namespace, open_resources, postgres_database, s3_changes
 from workers.run import JobRun, Stopped
 
 FORMATS = ("PNG", "JPEG", "WEBP")
@@ -161,16 +160,12 @@ class UsageMachine(RuleBasedStateMachine):
     async def _attempt(
         self, job_id: str, outputs: list[tuple[int, tuple[str, int]]], finish: bool
     ) -> None:
+        started = await self.res.jobs.start_attempt(job_id)
+        if started is None:  # finished, canceled or deleted: the worker skips it
+            return
         async with self.res.sessionmaker() as session:
-            job = await transitions.start_attempt(session, job_id)
-            if job is None:  # finished, canceled or deleted: the worker skips it
-                await session.commit()
-                return
             stored = (await outputs_of(session, [job_id]))[job_id]
-            key = await session.get(VirtualKey, job.key_id)
-            await session.commit()
-        assert key is not None
-        run = JobRun(self.res, job, key, stored)
+        run = JobRun(self.res, started.job, started.key, stored)
         self.runs.append(run)
         for index, (fmt, side) in outputs:
             data = _image(fmt, side, self._seed())

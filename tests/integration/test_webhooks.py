@@ -18,7 +18,6 @@ import pytest
 from sqlmodel import col, select
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from app.platform.resources import open_resources
 from app.platform.tables import Job, VirtualKey, WebhookDelivery
 from app.webhooks import service as webhooks
 from tests.builders import image_job
@@ -26,6 +25,7 @@ from tests.emulators.receiver import Receiver
 from tests.infra import (
     Stack,
     base_settings,
+    open_resources,
     running_stack,
     wait_for_job,
 )

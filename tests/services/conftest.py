@@ -14,6 +14,7 @@ from arq.connections import ArqRedis
 from sqlmodel import SQLModel
 
 import app.platform.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from app.jobs.transitions.orm_store import OrmJobStore
 from app.keys.service import create_key
 from app.platform.database import create_engine, create_sessionmaker
 from app.platform.events import EventBus
@@ -42,17 +43,19 @@ async def res(tmp_path: Path) -> AsyncIterator[Resources]:
         await conn.run_sync(SQLModel.metadata.create_all)
     redis = ArqRedis(host="127.0.0.1", port=nowhere)
     store = MemoryStore()
+    sessionmaker = create_sessionmaker(engine)
     async with httpx.AsyncClient() as http, httpx.AsyncClient() as tenant_http:
         yield Resources(
             settings=settings,
             engine=engine,
-            sessionmaker=create_sessionmaker(engine),
+            sessionmaker=sessionmaker,
             redis=redis,
             bus=EventBus(redis, settings.redis_namespace),
             store=store,
             catalog=build_catalog({"local", "openai", "minimax"}),
             http=http,
             tenant_http=tenant_http,
+            jobs=OrmJobStore(engine, sessionmaker),
         )
     await redis.aclose()
     await engine.dispose()

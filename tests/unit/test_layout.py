@@ -141,6 +141,7 @@ def test_job_state_changes_in_one_place() -> None:
     ]
     assert bad == []
     assert _calls(home / "__init__.py") and _calls(home / "one_statement.py")  # the scan sees
+    assert _calls(home / "orm_store.py")
 
 
 def test_handlers_get_no_session() -> None:

@@ -24,6 +24,7 @@ from app.media.service import outputs_of
 from app.platform import tracing
 from app.platform.backoff import Backoff
 from app.platform.errors import OUTAGE_ERRORS, MediagateError, UnavailableError, translated
+from app.platform.job_store import OverQuota
 from app.platform.limits import acquire_slot, release_slot
 from app.platform.metrics import (
     FALLBACKS,
@@ -35,11 +36,13 @@ from app.platform.metrics import (
 from app.platform.resources import Resources
 from app.platform.tables import Job, MediaObject, VirtualKey, as_utc, utcnow
 from app.platform.vocabulary import TERMINAL_STATUSES, ErrorCode, EventType, JobStatus
-from providers.base import GenerationRequest, MediaType, ProviderError
+from providers.base import GenerationRequest, MediaType, Provider, ProviderError
 from providers.registry import ModelSpec
 from workers.heartbeat import ENDED, RUNNING
+from workers.inputs import InputGone, load_files
 from workers.lease import Stopped, Superseded, held_lease
-from workers.run import InputGone, JobRun, QuotaCrossed
+from workers.outcome import Outcome
+from workers.run import JobRun
 
 log = logging.getLogger("mediagate.worker")
 
@@ -57,8 +60,6 @@ def retry_delay(attempt: int, base: float, retry_after: float | None = None) -> 
     return Backoff(base, MAX_RETRY_GAP).delay(attempt)
 
 
-SUPERSEDED = "superseded"
-SKIPPED = "skipped"
 SUPERSEDED_JOBS = "superseded_jobs"
 """The worker context's set of job ids whose attempt here was superseded."""
 
@@ -75,9 +76,9 @@ async def generate_media(
             tracing.continued("job.run", trace, job_id=job_id),
         ):
             outcome = await _run(res, job_id)
-        if outcome in TERMINAL_STATUSES:
+        if outcome.ended:
             ctx[ENDED] = ctx.get(ENDED, 0) + 1  # the pool's throughput, for queue ETAs
-        if outcome == SUPERSEDED:
+        if outcome == Outcome.SUPERSEDED:
             # arq would now delete the in-progress lock and the queued job that another worker
             # holds (ResilientWorker.finish_job reads this).
             ctx[SUPERSEDED_JOBS].add(job_id)
@@ -94,38 +95,38 @@ async def generate_media(
         ctx[RUNNING] -= 1
 
 
-async def _run(res: Resources, job_id: str) -> str:
+async def _run(res: Resources, job_id: str) -> Outcome:
     caps = res.settings.provider_caps()
     slot: str | None = None
     if caps:
         # The provider's pool-wide cap: without a slot, the job waits in the queue, not in a
         # worker. Which provider it needs, the row says.
         if await job_service.cancel_if_late(res, job_id) is not None:
-            return JobStatus.CANCELED
+            return Outcome.CANCELED
         waiting = await res.jobs.read(job_id)
         if waiting is None or waiting.status in TERMINAL_STATUSES:
             log.info("job.skipped job_id=%s", job_id)
-            return SKIPPED
+            return Outcome.SKIPPED
         if waiting.provider in caps:
             slot = waiting.provider
             lease = res.settings.job_lease_seconds
             ns = res.settings.redis_namespace
             if not await acquire_slot(res.redis, ns, caps, slot, job_id, lease):
                 raise Retry(defer=random.uniform(0.5, 1.5))
-    outcome: str | None = None
+    outcome: Outcome | None = None
     try:
         started = await res.jobs.start_attempt(job_id)
         if started is None:
             # Late (it ends unstarted, and says so), or gone, deleted or ended.
             if await job_service.cancel_if_late(res, job_id) is not None:
-                return JobStatus.CANCELED
+                return Outcome.CANCELED
             log.info("job.skipped job_id=%s", job_id)
-            return SKIPPED
+            return Outcome.SKIPPED
         outcome = await _attempt(res, started.job, started.key, [], started.job.provider)
         return outcome
     finally:
         # A superseded attempt's slot is the newer attempt's now (both hold it as the job).
-        if slot is not None and outcome != SUPERSEDED:
+        if slot is not None and outcome != Outcome.SUPERSEDED:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5):
                     await release_slot(res.redis, res.settings.redis_namespace, slot, job_id)
@@ -133,7 +134,7 @@ async def _run(res: Resources, job_id: str) -> str:
 
 async def _attempt(
     res: Resources, job: Job, key: VirtualKey, outputs: list[MediaObject], provider: str
-) -> str:
+) -> Outcome:
     started = time.monotonic()
     job_id = job.id
     if job.attempts > 1:
@@ -149,13 +150,13 @@ async def _attempt(
             run.lease = lease
             if job.tries > res.settings.max_tries_for(job.type):
                 # Earlier attempts died with their workers (killed, out of memory): stop trying.
-                await run.finish(
-                    JobStatus.FAILED, ErrorCode.WORKER_LOST, "The job's workers stopped repeatedly."
+                outcome = await run.fail(
+                    ErrorCode.WORKER_LOST, "The job's workers stopped repeatedly."
                 )
                 log.warning(
                     "job.failed job_id=%s code=worker_lost attempts=%d", job_id, job.attempts
                 )
-                return JobStatus.FAILED
+                return outcome
             log.info(
                 "job.started job_id=%s provider=%s attempt=%d try=%d",
                 job_id,
@@ -170,22 +171,21 @@ async def _attempt(
     except Stopped:
         log.info("job.stopped job_id=%s attempt=%d", job_id, run.attempt)
         await _cancel_upstream(run)
-        return JobStatus.CANCELED
+        return Outcome.CANCELED
     finally:
         # Outputs the provider returned but the attempt's end did not record: billed anyway.
-        if run.uncharged:
-            await run.settle_charges()
+        await run.bill.settle(res, job_id)
 
 
-async def _after_superseded(run: JobRun) -> str:
+async def _after_superseded(run: JobRun) -> Outcome:
     """The attempt lost the job. If its owner canceled it meanwhile (and no attempt took over),
     the upstream task is this attempt's to cancel; otherwise it may be the newer attempt's."""
     if isinstance(await run.fenced_out(), Superseded):
         log.warning("job.superseded job_id=%s attempt=%d", run.job.id, run.attempt)
-        return SUPERSEDED
+        return Outcome.SUPERSEDED
     log.info("job.stopped job_id=%s attempt=%d", run.job.id, run.attempt)
     await _cancel_upstream(run)
-    return JobStatus.CANCELED
+    return Outcome.CANCELED
 
 
 def _remaining_seconds(res: Resources, job: Job) -> float:
@@ -195,56 +195,35 @@ def _remaining_seconds(res: Resources, job: Job) -> float:
     return res.settings.timeout_for(job.type) - elapsed
 
 
-async def _execute(run: JobRun, started: float) -> str:
+async def _execute(run: JobRun, started: float) -> Outcome:
+    """The attempt's state machine, from running to its outcome. Each way out is one arm:
+
+    - outputs stored             -> succeeded
+    - no output, input gone      -> failed (provider_error, invalid_request)
+    - over the storage quota     -> failed (storage_quota_exceeded), its outputs deleted
+    - out of time                -> failed (timeout)
+    - the provider's error       -> retried, moved to the next target, or failed with its code
+    - an outage of ours          -> retried later (arq), the job not failed
+    - a bug of ours              -> failed (internal_error)
+    - stopped, superseded, interrupted: raised, for `_attempt` to decide."""
     res, job = run.res, run.job
     provider = res.providers.get(job.provider)
     if provider is None:
-        await run.finish(
-            JobStatus.FAILED,
-            ErrorCode.PROVIDER_UNAVAILABLE,
-            f"provider {job.provider!r} is not configured",
+        return await run.fail(
+            ErrorCode.PROVIDER_UNAVAILABLE, f"provider {job.provider!r} is not configured"
         )
-        return JobStatus.FAILED
     remaining = _remaining_seconds(res, job)
     if remaining <= 0:
         return await _timed_out(run)
-    media_type: MediaType = job.type
     try:
         async with asyncio.timeout(remaining):
-            files = await run.load_files()
-            request = GenerationRequest(
-                job.id, media_type, job.provider_model, job.input, job.provider_task_id, files
-            )
-            index = 0
-            labels = (str(job.type), job.provider, job.model)
-            with (
-                PROVIDER_TIME.labels(*labels).time(),
-                tracing.span("provider.generate", provider=job.provider, model=job.model),
-            ):
-                async for media in provider.generate(request, run):
-                    run.charge_output(index)
-                    await run.store_output(index, media)
-                    index += 1
-        if index == 0:
-            await run.finish(
-                JobStatus.FAILED, ErrorCode.PROVIDER_ERROR, "The provider returned no output."
-            )
-            return JobStatus.FAILED
+            stored = await _generate(run, provider)
     except Stopped:
         raise  # Superseded too: `_attempt` decides what a stop means
     except InputGone as exc:
-        await run.finish(JobStatus.FAILED, ErrorCode.INVALID_REQUEST, str(exc))
-        return JobStatus.FAILED
-    except QuotaCrossed:
-        await run.discard_outputs("quota")
-        await run.finish(
-            JobStatus.FAILED,
-            ErrorCode.STORAGE_QUOTA_EXCEEDED,
-            f"The outputs would take the key over its storage quota "
-            f"({run.key.max_bytes} bytes, {run.key.max_objects} objects); nothing was stored.",
-        )
-        log.warning("job.failed job_id=%s code=storage_quota_exceeded", job.id)
-        return JobStatus.FAILED
+        return await run.fail(ErrorCode.INVALID_REQUEST, str(exc))
+    except OverQuota:
+        return await _over_quota(run)
     except TimeoutError:
         return await _timed_out(run)
     except ProviderError as exc:
@@ -258,19 +237,9 @@ async def _execute(run: JobRun, started: float) -> str:
             await _cancel_upstream(run)
         raise
     except Exception as exc:
-        if isinstance(outage := translated(exc), UnavailableError):
-            # The database, Redis or storage is down: not the job's fault, so not its failure.
-            # The attempt counts (a job cannot retry forever); its outputs are overwritten next.
-            delay = retry_delay(job.tries, res.settings.retry_base_seconds)
-            log.warning("job.retrying job_id=%s part=%s in=%.1fs", job.id, outage.part, delay)
-            raise Retry(defer=delay) from exc
-        # Type and frames only: an exception's message may quote the prompt.
-        frames = "".join(traceback.format_tb(exc.__traceback__)[-3:])
-        log.error("job.crashed job_id=%s error=%s\n%s", job.id, type(exc).__name__, frames)
-        await run.finish(
-            JobStatus.FAILED, ErrorCode.INTERNAL_ERROR, "The job failed inside mediagate."
-        )
-        return JobStatus.FAILED
+        return await _after_our_error(run, exc)
+    if stored == 0:
+        return await run.fail(ErrorCode.PROVIDER_ERROR, "The provider returned no output.")
     await run.finish(JobStatus.SUCCEEDED)
     log.info(
         "job.succeeded job_id=%s provider=%s outputs=%d ms=%d",
@@ -279,19 +248,66 @@ async def _execute(run: JobRun, started: float) -> str:
         len(run.outputs),
         (time.monotonic() - started) * 1000,
     )
-    return JobStatus.SUCCEEDED
+    return Outcome.SUCCEEDED
 
 
-async def _timed_out(run: JobRun) -> str:
-    """The job's time limit passed (before this attempt began, or during it)."""
-    await run.finish(
-        JobStatus.FAILED, ErrorCode.TIMEOUT, "The job did not finish within its time limit."
+async def _generate(run: JobRun, provider: Provider) -> int:
+    """Call the provider and store each output as it arrives; how many it returned."""
+    res, job = run.res, run.job
+    files = await load_files(res, job)
+    media_type: MediaType = job.type
+    request = GenerationRequest(
+        job.id, media_type, job.provider_model, job.input, job.provider_task_id, files
     )
+    index = 0
+    labels = (str(job.type), job.provider, job.model)
+    with (
+        PROVIDER_TIME.labels(*labels).time(),
+        tracing.span("provider.generate", provider=job.provider, model=job.model),
+    ):
+        async for media in provider.generate(request, run):
+            run.bill.output(res, job, index)
+            await run.store_output(index, media)
+            index += 1
+    return index
+
+
+async def _over_quota(run: JobRun) -> Outcome:
+    """A job over its key's storage quota stores nothing."""
+    await run.discard_outputs("quota")
+    key = run.key
+    outcome = await run.fail(
+        ErrorCode.STORAGE_QUOTA_EXCEEDED,
+        f"The outputs would take the key over its storage quota "
+        f"({key.max_bytes} bytes, {key.max_objects} objects); nothing was stored.",
+    )
+    log.warning("job.failed job_id=%s code=storage_quota_exceeded", run.job.id)
+    return outcome
+
+
+async def _after_our_error(run: JobRun, exc: Exception) -> Outcome:
+    """The database, Redis or storage is down: not the job's fault, so not its failure (the
+    attempt counts: a job cannot retry forever; its outputs are overwritten next). Anything else
+    is a bug of ours, and the job fails."""
+    job = run.job
+    if isinstance(outage := translated(exc), UnavailableError):
+        delay = retry_delay(job.tries, run.res.settings.retry_base_seconds)
+        log.warning("job.retrying job_id=%s part=%s in=%.1fs", job.id, outage.part, delay)
+        raise Retry(defer=delay) from exc
+    # Type and frames only: an exception's message may quote the prompt.
+    frames = "".join(traceback.format_tb(exc.__traceback__)[-3:])
+    log.error("job.crashed job_id=%s error=%s\n%s", job.id, type(exc).__name__, frames)
+    return await run.fail(ErrorCode.INTERNAL_ERROR, "The job failed inside mediagate.")
+
+
+async def _timed_out(run: JobRun) -> Outcome:
+    """The job's time limit passed (before this attempt began, or during it)."""
+    outcome = await run.fail(ErrorCode.TIMEOUT, "The job did not finish within its time limit.")
     log.warning("job.failed job_id=%s code=timeout attempt=%d", run.job.id, run.attempt)
-    return JobStatus.FAILED
+    return outcome
 
 
-async def _after_provider_error(run: JobRun, exc: ProviderError) -> str:
+async def _after_provider_error(run: JobRun, exc: ProviderError) -> Outcome:
     """Retry the same target, fall back to the next one, or fail with the error's code."""
     res, job = run.res, run.job
     if exc.retryable:
@@ -315,8 +331,7 @@ async def _after_provider_error(run: JobRun, exc: ProviderError) -> str:
             except MediagateError:
                 job_input = None  # validated at submit; a changed catalog may still refuse it
             if job_input is None:
-                await run.finish(JobStatus.FAILED, exc.code, exc.public)
-                return JobStatus.FAILED
+                return await run.fail(exc.code, exc.public)
             if not await res.jobs.fall_back(job.id, run.attempt, index, spec, job_input):
                 raise await run.fenced_out()
             FALLBACKS.labels(job.provider).inc()
@@ -328,10 +343,10 @@ async def _after_provider_error(run: JobRun, exc: ProviderError) -> str:
                 exc.code,
             )
             raise Retry(defer=0) from exc
-    await run.finish(JobStatus.FAILED, exc.code, exc.public)
+    outcome = await run.fail(exc.code, exc.public)
     # The upstream's own words stay here: they may name our account. One line, bounded.
     log.warning("job.failed job_id=%s code=%s upstream=%r", job.id, exc.code, exc.message[:300])
-    return JobStatus.FAILED
+    return outcome
 
 
 def _next_target(res: Resources, job: Job) -> tuple[int, ModelSpec] | None:

@@ -20,7 +20,8 @@ from app.http.schemas import RequestModel
 from app.media import service as media_service
 from app.media import uploads, usage
 from app.media.schemas import MediaDeleted, MediaFile, Usage
-from app.media.service import download_name, open_object
+from app.media.service import open_object
+from app.media.storage_keys import download_name
 from app.platform.errors import InvalidRequestError, NotFoundError
 from app.platform.resources import Resources
 from app.platform.tables import MediaObject, VirtualKey

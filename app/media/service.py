@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import secrets
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
@@ -67,35 +66,6 @@ def verify(secret: bytes, media_id: str, expires: int, signature: str, now: floa
     # As bytes: compare_digest refuses str with non-ASCII characters (a forged link may have any).
     expected = sign(secret, media_id, expires).encode()
     return hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass"))
-
-
-def storage_key_for(
-    key_id: str,
-    job_id: str,
-    attempt: int,
-    index: int,
-    extension: str,
-    variant: Variant = Variant.OUTPUT,
-) -> str:
-    """`{key}/{job}/{attempt}-{random}/{index}.{ext}`: every write has an object of its own, so a
-    stale attempt (its worker partitioned past its lease) can never overwrite or delete what the
-    attempt that took over wrote (nor a write of its own that a row points at)."""
-    suffix = "" if variant == Variant.OUTPUT else f".{variant}"
-    return f"{key_id}/{job_id}/{attempt}-{secrets.token_hex(4)}/{index}{suffix}.{extension}"
-
-
-def input_storage_key(key_id: str, media_id: str, extension: str) -> str:
-    return f"{key_id}/inputs/{media_id}.{extension}"
-
-
-def download_name(storage_key: str) -> str:
-    """An output downloads as `{job}-{index}.{ext}` (whichever attempt wrote it: objects written
-    before attempts were in the key have no attempt part), an input as its id."""
-    parts = storage_key.split("/")
-    if parts[-2] == "inputs":
-        return parts[-1]
-    job_id = parts[1] if len(parts) >= 4 else parts[-2]
-    return f"{job_id}-{parts[-1]}"
 
 
 def is_expired(media: MediaObject, now: datetime | None = None) -> bool:

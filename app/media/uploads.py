@@ -11,7 +11,8 @@ from datetime import datetime
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.keys.service import get_key, lock_key
-from app.media.service import download_name, input_storage_key, record_input
+from app.media.service import record_input
+from app.media.storage_keys import download_name, input_key
 from app.media.usage import check_room, expiry
 from app.platform.errors import InvalidRequestError
 from app.platform.ids import new_id
@@ -74,7 +75,7 @@ async def _store(
     async with resources.sessionmaker() as session:
         await check_room(session, await get_key(session, key_id), len(data))
     media_id = new_id("med")
-    storage_key = input_storage_key(key_id, media_id, extension_for(content_type))
+    storage_key = input_key(key_id, media_id, extension_for(content_type))
     await resources.store.put(
         storage_key,
         iter_chunks(data),

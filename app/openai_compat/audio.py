@@ -15,7 +15,8 @@ from app.http.errors import job_failure_response
 from app.http.openapi import ACCEPTED, AUDIO
 from app.http.schemas import RequestModel
 from app.jobs import service as job_service
-from app.media.service import download_name, open_object, outputs_for
+from app.media.service import open_object, outputs_for
+from app.media.storage_keys import download_name
 from app.openai_compat.common import accepted, submit_request
 from app.platform.events import EventHub
 from app.platform.resources import Resources

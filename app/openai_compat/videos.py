@@ -17,7 +17,8 @@ from app.http.dependencies import KEY_DEPENDENCY
 from app.http.openapi import BINARY
 from app.http.schemas import RequestModel
 from app.jobs import service as job_service
-from app.media.service import download_name, open_object, outputs_for
+from app.media.service import open_object, outputs_for
+from app.media.storage_keys import download_name
 from app.openai_compat.common import submit_request
 from app.openai_compat.schemas import (
     VideoDeleted,

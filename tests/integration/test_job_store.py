@@ -336,7 +336,7 @@ async def test_every_charged_attempt_counts_once(case: Case) -> None:
     job = await case.running(key)
     await case.store.start_attempt(job.id)  # taken over
     assert await case.store.finish(job.id, 1, JobStatus.SUCCEEDED, charged=7) is None
-    await case.store.charge(job.id, 7)  # what settle_charges does
+    await case.store.charge(job.id, 7)  # what Bill.settle does
     assert await case.store.finish(job.id, 2, JobStatus.SUCCEEDED, charged=5) is not None
     assert (await case.row(job.id)).cost_micros == 12
     async with case.res.sessionmaker() as session:

@@ -22,6 +22,7 @@ from app.jobs import service as job_service
 from app.jobs.inputs import validate_input
 from app.media.service import outputs_of
 from app.platform import tracing
+from app.platform.arq_seam import SUPERSEDED_JOBS
 from app.platform.backoff import Backoff
 from app.platform.errors import OUTAGE_ERRORS, MediagateError, UnavailableError, translated
 from app.platform.job_store import OverQuota
@@ -60,10 +61,6 @@ def retry_delay(attempt: int, base: float, retry_after: float | None = None) -> 
     return Backoff(base, MAX_RETRY_GAP).delay(attempt)
 
 
-SUPERSEDED_JOBS = "superseded_jobs"
-"""The worker context's set of job ids whose attempt here was superseded."""
-
-
 async def generate_media(
     ctx: dict[str, Any], job_id: str, trace: dict[str, str] | None = None
 ) -> str:
@@ -80,7 +77,7 @@ async def generate_media(
             ctx[ENDED] = ctx.get(ENDED, 0) + 1  # the pool's throughput, for queue ETAs
         if outcome == Outcome.SUPERSEDED:
             # arq would now delete the in-progress lock and the queued job that another worker
-            # holds (ResilientWorker.finish_job reads this).
+            # holds (arq_seam.ResilientWorker reads this).
             ctx[SUPERSEDED_JOBS].add(job_id)
         return outcome
     except OUTAGE_ERRORS as exc:

@@ -19,8 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from arq.constants import in_progress_key_prefix
-
+from app.platform.arq_seam import in_progress_key
 from app.platform.limits import acquire_slot
 from app.platform.resources import Resources
 
@@ -61,7 +60,7 @@ async def _renew_once(res: Resources, lease: Lease, slot: str | None, first: boo
             held = None
     # Redis may be down a while, or restarted empty (the lock is set again, if nobody took it);
     # the database's attempt number has the last word.
-    key = in_progress_key_prefix + lease.job_id
+    key = in_progress_key(lease.job_id)
     with contextlib.suppress(Exception):
         if not await res.redis.pexpire(key, lease_ms):
             await res.redis.set(key, b"1", px=lease_ms, nx=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from app.jobs import events as job_events
 from app.jobs.snapshot import job_snapshot
 from app.media import usage
 from app.media.storage_keys import download_name, output_key
@@ -113,7 +114,9 @@ class JobRun:
         refused because a newer attempt has published (or the job has ended) stops the run."""
         snapshot = self.snapshot(**changes)
         try:
-            seq = await self.res.bus.publish(self.job.id, event, snapshot, attempt=self.attempt)
+            seq = await job_events.publish(
+                self.res.bus, self.job.id, event, snapshot, attempt=self.attempt
+            )
         except (RedisError, OSError) as exc:
             log.warning(
                 "job.event_lost job_id=%s event=%s error=%s", self.job.id, event, type(exc).__name__

@@ -12,15 +12,15 @@ from typing import Any, cast
 from arq import cron, func
 from arq.typing import WorkerCoroutine
 from arq.worker import Worker
-from redis.exceptions import RedisError
 
 from app.jobs.transitions.store import job_store
 from app.platform import tracing
+from app.platform.arq_seam import SUPERSEDED_JOBS, ResilientWorker
 from app.platform.redis_keys import queue_name
 from app.platform.resources import Resources, open_resources, redis_settings
 from app.platform.settings import Settings
 from app.platform.tasks import GENERATE_TASK, PURGE_KEY_TASK, WEBHOOK_TASK, deserialize, serialize
-from workers.generate import SUPERSEDED_JOBS, generate_media
+from workers.generate import generate_media
 from workers.heartbeat import Heart
 from workers.lease import held_lease
 from workers.media_tasks import (
@@ -117,35 +117,6 @@ def worker_settings(settings: Settings, *, resources: Resources | None = None) -
         "job_deserializer": deserialize,
         "max_tries": ARQ_MAX_TRIES,
     }
-
-
-class ResilientWorker(Worker):
-    """arq's worker, with three changes. arq ends its run on the first Redis error of its polling
-    loop; ours waits for Redis to come back (running jobs carry on meanwhile) and polls again.
-    arq's in-progress lock lasts the longest job timeout (an hour): a worker killed between
-    taking a job and our task's lease would hold it that long. Ours lasts one lease from the
-    start; every task renews it while it runs (`workers.lease`). And a job whose attempt here was
-    superseded (another worker took it over past our lease) is left as it is in Redis: arq would
-    delete the lock and the queued job that the other worker holds."""
-
-    def __init__(self, *args: Any, lease_seconds: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.in_progress_timeout_s = lease_seconds
-
-    async def finish_job(self, job_id: str, *args: Any, **kwargs: Any) -> None:
-        superseded: set[str] = self.ctx.get(SUPERSEDED_JOBS, set())
-        if job_id in superseded:
-            superseded.discard(job_id)
-            return
-        await super().finish_job(job_id, *args, **kwargs)
-
-    async def _poll_iteration(self) -> None:
-        try:
-            await super()._poll_iteration()
-        # Any Redis error: a connection lost mid-transaction surfaces as a WatchError, too.
-        except (RedisError, ConnectionError, TimeoutError) as exc:
-            log.warning("worker.redis_unavailable error=%s", type(exc).__name__)
-            await asyncio.sleep(1.0)
 
 
 def build_worker(

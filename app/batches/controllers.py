@@ -11,6 +11,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, Parameter
 from litestar.types import ASGIApp
 
+from app.batches import events as batch_events
 from app.batches import service as batch_service
 from app.batches.bodies import parse_items
 from app.batches.schemas import BatchCost, BatchCounts, BatchList, BatchObject
@@ -162,7 +163,9 @@ class BatchController(Controller):
         hold = streams.take(key.id, key.max_streams)
         try:
             view = await batch_service.read(resources, key.id, batch_id)
-            await resources.bus.open_batch(view.batch.id, view.batch.total)
+            await batch_events.open_stream(
+                resources.redis, resources.bus, view.batch.id, view.batch.total
+            )
         except BaseException:
             hold.release()
             raise

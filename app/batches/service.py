@@ -22,6 +22,7 @@ from sqlalchemy import func
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.batches import events as batch_events
 from app.jobs import idempotency, intake, transitions
 from app.jobs import service as job_service
 from app.jobs.idempotency import Claim
@@ -189,7 +190,7 @@ async def submit(
             await transitions.add_queued(session, job)
         await session.commit()  # commit, then enqueue: a worker must find the rows
         # Before the first job can end: its last job's end closes the batch's stream.
-        await resources.bus.open_batch(batch_id, len(jobs))
+        await batch_events.open_stream(resources.redis, resources.bus, batch_id, len(jobs))
         for offset, job in enumerate(jobs):
             await job_service.enqueue(resources, job, ahead + offset)
         log.info("batch.queued batch_id=%s key_id=%s jobs=%d", batch_id, key.id, len(jobs))

@@ -10,11 +10,11 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from arq.constants import job_key_prefix
 from sqlmodel import col, or_, select
 
 from app.jobs import service as job_service
 from app.jobs.queue import enqueue_generation
+from app.platform.arq_seam import job_key
 from app.platform.resources import Resources
 from app.platform.tables import Job, utcnow
 from app.platform.vocabulary import JobStatus
@@ -35,7 +35,7 @@ class Recovery:
 async def _missing_in_redis(res: Resources, job_ids: list[str]) -> set[str]:
     async with res.redis.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
-            pipe.exists(job_key_prefix + job_id)
+            pipe.exists(job_key(job_id))
         found = await pipe.execute()
     return {job_id for job_id, exists in zip(job_ids, found, strict=True) if not exists}
 

@@ -21,11 +21,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from arq.connections import ArqRedis
-from arq.constants import job_key_prefix, result_key_prefix
-from arq.jobs import serialize_job
 
+from app.platform.arq_seam import job_data, job_key, result_key
 from app.platform.errors import InvalidRequestError
 from app.platform.events import EventBus
+from app.platform.lua import Lua
 from app.platform.tables import VirtualKey
 from app.platform.tasks import GENERATE_TASK, serialize
 from app.platform.tracing import job_kwargs
@@ -93,14 +93,16 @@ async def enqueue_generation(
 # What arq's `enqueue_job` does (a job that exists or has a result is not queued again; else its
 # data with an expiry, and its id in the queue at its score), as a prelude to the `job.queued`
 # event: one round trip instead of arq's three (WATCH, EXISTS, MULTI/EXEC) plus the event's.
-# KEYS[5] arq's job key, KEYS[6] its result key, KEYS[7] the queue; ARGV[12] the job's data,
-# ARGV[13] its expiry (ms), ARGV[14] its id, ARGV[15] its score.
-_ENQUEUE_PRELUDE = """
-if redis.call('EXISTS', KEYS[5], KEYS[6]) == 0 then
-  redis.call('PSETEX', KEYS[5], ARGV[13], ARGV[12])
-  redis.call('ZADD', KEYS[7], ARGV[15], ARGV[14])
+_ENQUEUE_PRELUDE = Lua(
+    """
+if redis.call('EXISTS', $arq_job, $arq_result) == 0 then
+  redis.call('PSETEX', $arq_job, $expires_ms, $arq_data)
+  redis.call('ZADD', $queue, $score, $arq_id)
 end
-"""
+""",
+    keys=("arq_job", "arq_result", "queue"),
+    args=("arq_data", "expires_ms", "arq_id", "score"),
+)
 
 
 async def enqueue_new(
@@ -117,16 +119,18 @@ async def enqueue_new(
     now_ms = int(time.time() * 1000)
     score = int(queue_time(priority, queued_ahead).timestamp() * 1000)
     kwargs = job_kwargs()
-    data = serialize_job(GENERATE_TASK, (job_id,), kwargs, None, now_ms, serializer=serialize)
+    data = job_data(GENERATE_TASK, (job_id,), kwargs, now_ms, serialize)
     expires_ms = int(JOB_EXPIRES.total_seconds() * 1000)
-    await bus.publish_after(
-        _ENQUEUE_PRELUDE,
-        [job_key_prefix + job_id, result_key_prefix + job_id, queue],
-        [data, expires_ms, job_id, score],
-        job_id,
-        EventType.QUEUED,
-        snapshot,
-    )
+    prelude = {
+        "arq_job": job_key(job_id),
+        "arq_result": result_key(job_id),
+        "queue": queue,
+        "arq_data": data,
+        "expires_ms": expires_ms,
+        "arq_id": job_id,
+        "score": score,
+    }
+    await bus.publish(job_id, EventType.QUEUED, snapshot, prelude=(_ENQUEUE_PRELUDE, prelude))
 
 
 async def queue_length(redis: ArqRedis, queue: str) -> int:

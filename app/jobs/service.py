@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from arq.jobs import Job as ArqJob
 from redis.exceptions import RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.jobs import events as job_events
 from app.jobs import idempotency, intake, transitions
 from app.jobs.idempotency import Claim
 from app.jobs.queries import get_job, list_jobs
@@ -23,6 +23,7 @@ from app.jobs.queue import allowed_priority, enqueue_new, place_in_queue, queue_
 from app.jobs.snapshot import job_snapshot
 from app.media import uploads as upload_service
 from app.media.service import mark_job_media_deleted, outputs_of
+from app.platform import arq_seam
 from app.platform.errors import ConflictError, QuotaExceededError
 from app.platform.events import EventHub
 from app.platform.ids import new_id
@@ -370,16 +371,11 @@ async def announce_canceled(
     delivers) and, with `stop_task`, stop the worker's task. Queued: arq skips it; running: the
     task is cancelled. The worker's writes are conditional on `running`."""
     snapshot = job_snapshot(job, outputs)
-    await resources.bus.publish(job.id, EventType.CANCELED, snapshot)
+    await job_events.publish(resources.bus, job.id, EventType.CANCELED, snapshot)
     await webhooks.notify(resources, job, EventType.CANCELED, snapshot)
     if stop_task:
-        arq_job = ArqJob(
-            job.id, resources.redis, _queue_name=resources.queue_name, _deserializer=deserialize
-        )
-        try:
-            await arq_job.abort(timeout=0.05, poll_delay=0.05)
-        except TimeoutError:
-            pass  # abort is asynchronous: the worker picks it up on its next poll
+        try:  # asynchronous: a worker that is not told at once picks it up on its next poll
+            await arq_seam.abort(resources.redis, resources.queue_name, job.id, deserialize)
         except RedisError as exc:
             log.warning("job.abort_failed job_id=%s error=%s", job.id, type(exc).__name__)
     log.info("job.canceled job_id=%s code=%s", job.id, job.error_code or "owner")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, cast
@@ -22,63 +22,47 @@ import orjson
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from app.platform.lua import Lua, Part
 from app.platform.redis_keys import events_channel, events_meta_key, events_stream_key
-from app.platform.vocabulary import TERMINAL_EVENTS, BatchEvent, EventType
+from app.platform.vocabulary import TERMINAL_EVENTS, EventType
 
 log = logging.getLogger("mediagate.events")
 
 EVENT_NAMES = tuple(EventType)
 STREAM_MAXLEN = 1000
-BATCH_STREAM_MAXLEN = 2 * 1000 + 10
-"""A batch's stream holds an ending per job (up to 1,000, twice for jobs an operator retried)."""
 
 # Atomic: the fence (terminal marker, attempt), sequence number, append, expiry and fan-out
-# notice in one step. ARGV[8] is the publishing attempt; 0 for events not from an attempt.
-# A job of a batch (ARGV[9], its id; KEYS[3] and KEYS[4] the batch's stream and meta) appends its
-# terminal event to the batch's stream too, numbered there, exactly once (the job's terminal
-# marker fences it); the batch's last job appends `batch.completed` (ARGV[11]) after it.
-_PUBLISH_LUA = """
-if redis.call('HGET', KEYS[2], 'terminal') then
+# notice in one step. `$attempt` is the publishing attempt; 0 for events not from an attempt.
+# A refused event returns at once: an epilogue (a domain's part, after this) runs only for an
+# accepted one, and may read `seq` and this part's names.
+_PUBLISH = Lua(
+    """
+if redis.call('HGET', $meta, 'terminal') then
   return false
 end
-local attempt = tonumber(ARGV[8])
+local attempt = tonumber($attempt)
 if attempt > 0 then
-  local current = tonumber(redis.call('HGET', KEYS[2], 'attempt') or '0')
+  local current = tonumber(redis.call('HGET', $meta, 'attempt') or '0')
   if attempt < current then
     return false
   end
   if attempt > current then
-    redis.call('HSET', KEYS[2], 'attempt', attempt)
+    redis.call('HSET', $meta, 'attempt', attempt)
   end
 end
-local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], seq .. '-0', 'event', ARGV[1], 'data', ARGV[2])
-if ARGV[3] == '1' then
-  redis.call('HSET', KEYS[2], 'terminal', ARGV[1])
+local seq = redis.call('HINCRBY', $meta, 'seq', 1)
+redis.call('XADD', $stream, 'MAXLEN', '~', $maxlen, seq .. '-0', 'event', $event, 'data', $data)
+if $terminal == '1' then
+  redis.call('HSET', $meta, 'terminal', $event)
 end
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('PUBLISH', ARGV[5], ARGV[7] .. '\\n' .. seq .. '\\n' .. ARGV[1] .. '\\n' .. ARGV[2])
-if ARGV[3] == '1' and ARGV[9] ~= '' and not redis.call('HGET', KEYS[4], 'terminal') then
-  local bseq = redis.call('HINCRBY', KEYS[4], 'seq', 1)
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], bseq .. '-0',
-             'event', ARGV[1], 'data', ARGV[2])
-  redis.call('PUBLISH', ARGV[5], ARGV[9] .. '\\n' .. bseq .. '\\n' .. ARGV[1] .. '\\n' .. ARGV[2])
-  local ended = redis.call('HINCRBY', KEYS[4], 'ended', 1)
-  local total = tonumber(redis.call('HGET', KEYS[4], 'total') or '0')
-  if total > 0 and ended >= total then
-    bseq = redis.call('HINCRBY', KEYS[4], 'seq', 1)
-    local done = '{"id":"' .. ARGV[9] .. '"}'
-    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], bseq .. '-0',
-               'event', ARGV[11], 'data', done)
-    redis.call('HSET', KEYS[4], 'terminal', ARGV[11])
-    redis.call('PUBLISH', ARGV[5], ARGV[9] .. '\\n' .. bseq .. '\\n' .. ARGV[11] .. '\\n' .. done)
-  end
-  redis.call('EXPIRE', KEYS[3], ARGV[4])
-  redis.call('EXPIRE', KEYS[4], ARGV[4])
-end
-return seq
-"""
+redis.call('EXPIRE', $stream, $ttl)
+redis.call('EXPIRE', $meta, $ttl)
+redis.call('PUBLISH', $channel, $job_id .. '\\n' .. seq .. '\\n' .. $event .. '\\n' .. $data)
+""",
+    keys=("stream", "meta"),
+    args=("event", "data", "terminal", "ttl", "channel", "maxlen", "job_id", "attempt"),
+)
+_RETURN = Lua("return seq\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,80 +88,65 @@ class EventBus:
         self._redis = redis
         self._ns = namespace
         self._ttl = ttl_seconds
-        self._publish = redis.register_script(_PUBLISH_LUA)
-        # The batch keys of an event that is not a batch job's ending (the script ignores them).
-        self._no_batch = [events_stream_key(namespace, "-"), events_meta_key(namespace, "-")]
-        self._preluded: dict[str, AsyncScript] = {}
+        self._scripts: dict[tuple[Lua | None, Lua | None], tuple[Lua, AsyncScript]] = {}
+        """Each combination of parts, composed and registered once."""
+
+    @property
+    def namespace(self) -> str:
+        return self._ns
+
+    @property
+    def ttl_seconds(self) -> int:
+        return self._ttl
 
     @property
     def channel(self) -> str:
         return events_channel(self._ns)
 
     async def publish(
-        self, job_id: str, event: str, data: dict[str, Any], *, attempt: int = 0
-    ) -> int | None:
-        """Append an event; returns its id, or None when it was refused: the job already had its
-        terminal event, or `attempt` (a worker's) is older than one that has published."""
-        keys, args = self._publish_args(job_id, event, data, attempt)
-        seq = await self._publish(keys=keys, args=args)
-        return None if seq is None else int(seq)
-
-    async def publish_after(
         self,
-        prelude: str,
-        keys: Sequence[Any],
-        args: Sequence[Any],
         job_id: str,
         event: str,
         data: dict[str, Any],
+        *,
+        attempt: int = 0,
+        prelude: Part | None = None,
+        epilogue: Part | None = None,
     ) -> int | None:
-        """Run `prelude` (Lua; its own keys and arguments start at KEYS[5] and ARGV[12]) and then
-        publish the event, as one atomic script and one round trip. The prelude runs whether or
-        not the event is accepted; it must not `return`."""
-        script = self._preluded.get(prelude)
-        if script is None:
-            script = self._preluded[prelude] = self._redis.register_script(
-                prelude + "\n" + _PUBLISH_LUA
-            )
-        own_keys, own_args = self._publish_args(job_id, event, data, 0)
-        seq = await script(keys=[*own_keys, *keys], args=[*own_args, *args])
-        return None if seq is None else int(seq)
-
-    def _publish_args(
-        self, job_id: str, event: str, data: dict[str, Any], attempt: int
-    ) -> tuple[list[Any], list[Any]]:
+        """Append an event; returns its id, or None when it was refused: the job already had its
+        terminal event, or `attempt` (a worker's) is older than one that has published.
+        `prelude` runs first, whether or not the event is accepted (it must not `return`);
+        `epilogue` runs once it is: each a domain's part of the same atomic script (one round
+        trip), with its own named keys and arguments (`app.platform.lua`)."""
         if event not in EVENT_NAMES:
             raise ValueError(f"unknown event {event!r}")
-        terminal = event in TERMINAL_EVENTS
-        batch = (data.get("batch_id") or "") if terminal else ""
-        keys = [events_stream_key(self._ns, job_id), events_meta_key(self._ns, job_id)]
-        if batch:
-            keys += [events_stream_key(self._ns, batch), events_meta_key(self._ns, batch)]
-        else:
-            keys += self._no_batch
-        args = [
-            event,
-            orjson.dumps(data),
-            "1" if terminal else "0",
-            self._ttl,
-            self.channel,
-            STREAM_MAXLEN,
-            job_id,
-            attempt,
-            batch,
-            BATCH_STREAM_MAXLEN,
-            BatchEvent.COMPLETED,
-        ]
-        return keys, args
-
-    async def open_batch(self, batch_id: str, total: int) -> None:
-        """Say how many jobs the batch has, so its last job's end closes its stream (kept if
-        already said: a stream that Redis lost is told again when someone follows it)."""
-        meta = events_meta_key(self._ns, batch_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(meta, "total", str(total))
-            pipe.expire(meta, self._ttl)
-            await pipe.execute()
+        given: dict[str, Any] = {
+            "stream": events_stream_key(self._ns, job_id),
+            "meta": events_meta_key(self._ns, job_id),
+            "event": event,
+            "data": orjson.dumps(data),
+            "terminal": "1" if event in TERMINAL_EVENTS else "0",
+            "ttl": self._ttl,
+            "channel": self.channel,
+            "maxlen": STREAM_MAXLEN,
+            "job_id": job_id,
+            "attempt": attempt,
+        }
+        if prelude is not None:
+            given.update(prelude[1])
+        if epilogue is not None:
+            given.update(epilogue[1])
+        parts = (None if prelude is None else prelude[0], None if epilogue is None else epilogue[0])
+        found = self._scripts.get(parts)
+        if found is None:
+            script = _PUBLISH + _RETURN if epilogue is None else _PUBLISH + epilogue[0] + _RETURN
+            if prelude is not None:
+                script = prelude[0] + script
+            found = self._scripts[parts] = (script, self._redis.register_script(script.text))
+        script, registered = found
+        keys, args = script.values(given)
+        seq = await registered(keys=keys, args=args)
+        return None if seq is None else int(seq)
 
     async def reopen(self, job_id: str) -> None:
         """A job that ended runs again (the operator retried it): its stream takes events again,

@@ -11,10 +11,10 @@ from datetime import timedelta
 
 import pytest
 import redis
-from arq.constants import job_key_prefix
 from sqlmodel import col, update
 
 from app.jobs import outbox
+from app.platform.arq_seam import job_key
 from app.platform.redis_keys import queue_name
 from app.platform.tables import Job, utcnow
 from tests.builders import image_job
@@ -46,7 +46,7 @@ def _forget_in_redis(namespace: str, job_ids: list[str]) -> None:
     client = redis.Redis.from_url(REDIS_URL)
     try:
         for job_id in job_ids:
-            client.delete(job_key_prefix + job_id)
+            client.delete(job_key(job_id))
             client.zrem(queue_name(namespace), job_id)
     finally:
         client.close()

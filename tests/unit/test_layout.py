@@ -6,6 +6,7 @@ HTTP code, and HTTP code never imports the workers."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,31 @@ def test_redis_key_names_in_one_module() -> None:
     ]
     assert bad == []
     assert len(_key_names(home)) >= 6  # the scan sees them
+
+
+ARQ_PRIVATE = ("_poll_iteration", "finish_job", "_queue_name", "in_progress_timeout_s")
+
+
+def test_arq_beyond_its_api_only_behind_its_seam() -> None:
+    """arq's key names, wire format, Job handle and worker internals are used in
+    app/platform/arq_seam.py alone (each with a test there); elsewhere only its public API."""
+    seam = ROOT / "app" / "platform" / "arq_seam.py"
+    bad = []
+    for package in ("app", "workers"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path == seam:
+                continue
+            imported = _imports(path)
+            bad += [
+                f"{path.relative_to(ROOT)} imports {name}"
+                for name in sorted(imported)
+                if _under(name, "arq.constants") or _under(name, "arq.jobs")
+            ]
+            text = path.read_text()
+            bad += [
+                f"{path.relative_to(ROOT)} uses {name}"
+                for name in ARQ_PRIVATE
+                if re.search(rf"\b{name}\b", text)
+            ]
+    assert bad == []
+    assert all(name in seam.read_text() for name in ARQ_PRIVATE)  # the scan looks for real names

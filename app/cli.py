@@ -55,7 +55,7 @@ def cmd_api(
     """serve the HTTP API"""
     import uvicorn
 
-    from app.http.app import create_app
+    from app.assembly.app import create_app
 
     settings = _settings()
     configure_logging(settings.log_level)
@@ -84,7 +84,7 @@ def cmd_api(
 
 def api_app() -> Litestar:
     """The API app of one of `mediagate api --workers N`'s processes."""
-    from app.http.app import create_app
+    from app.assembly.app import create_app
 
     settings = _settings()
     configure_logging(settings.log_level)

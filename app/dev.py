@@ -20,7 +20,7 @@ import redis
 import uvicorn
 from redis.exceptions import RedisError
 
-from app.http.app import create_app
+from app.assembly.app import create_app
 from app.keys.service import create_key
 from app.platform.database import create_engine, create_sessionmaker
 from app.platform.migrate import upgrade

@@ -24,8 +24,8 @@ import httpx
 import redis
 import uvicorn
 
+from app.assembly.app import create_app
 from app.dev import embedded_worker as worker_companion
-from app.http.app import create_app
 from app.jobs.transitions.store import job_store
 from app.platform import resources
 from app.platform.migrate import upgrade

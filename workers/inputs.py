@@ -22,7 +22,7 @@ async def load_files(res: Resources, job: Job) -> dict[str, InputFile]:
     for name, ref in references(job.input).items():
         if "url" in ref:
             try:
-                files[name] = await fetch_input(res, ref["url"], name)
+                files[name] = await fetch_input(res.tenant_http, res.settings, ref["url"], name)
             except InvalidRequestError as exc:
                 raise InputGone(exc.message) from exc
             continue

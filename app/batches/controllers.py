@@ -17,10 +17,12 @@ from app.batches.bodies import parse_items
 from app.batches.schemas import BatchCost, BatchCounts, BatchList, BatchObject
 from app.batches.service import BatchView
 from app.http.bodies import read_held
-from app.http.dependencies import KEY_DEPENDENCY, event_hub
-from app.http.render import base_url, render_job
-from app.jobs import idempotency
-from app.jobs.stream_controller import JobStream, resume_point
+from app.http.dependencies import event_hub
+from app.http.render import base_url
+from app.http.sse import EventStream, resume_point
+from app.jobs.responses import frame, render_job
+from app.keys.dependencies import KEY_DEPENDENCY
+from app.platform import idempotency as claims
 from app.platform.limits import Holds
 from app.platform.resources import Resources
 from app.platform.tables import VirtualKey, iso
@@ -71,8 +73,8 @@ class BatchController(Controller):
     ) -> Response[BatchObject]:
         async with read_held(request, request.app.state.batch_slots, "batch bodies") as raw:
             items, parsed = parse_items(request.headers.get("content-type", ""), raw)
-        header = request.headers.get(idempotency.HEADER)
-        claim = idempotency.claim_of(header, request.method, request.url.path, {"r": parsed})
+        header = request.headers.get(claims.HEADER)
+        claim = claims.claim_of(header, request.method, request.url.path, {"r": parsed})
         view, _ = await batch_service.submit(resources, key, items, claim)
         return Response(
             render_batch(request, resources, view),
@@ -171,14 +173,15 @@ class BatchController(Controller):
             raise
         ended = view.status in (BatchStatus.COMPLETED, BatchStatus.CANCELED)
         settings = resources.settings
-        return JobStream(
+        base = base_url(request, settings)
+        return EventStream(
             event_hub(request),
             resources.bus,
             view.batch.id,
             start,
             (BatchEvent.COMPLETED, {"id": view.batch.id}) if ended else None,
-            base_url(request, settings),
-            settings,
+            lambda event: frame(event, base, settings),
+            settings.sse_max_seconds,
             hold,
             terminal=frozenset({BatchEvent.COMPLETED}),
         )

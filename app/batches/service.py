@@ -25,7 +25,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.batches import events as batch_events
 from app.jobs import idempotency, intake, transitions
 from app.jobs import service as job_service
-from app.jobs.idempotency import Claim
 from app.jobs.queue import allowed_priority
 from app.media.service import outputs_of
 from app.platform.errors import (
@@ -34,6 +33,7 @@ from app.platform.errors import (
     MediagateError,
     NotFoundError,
 )
+from app.platform.idempotency import Claim
 from app.platform.ids import new_id
 from app.platform.resources import Resources
 from app.platform.tables import Batch, Job, MediaObject, VirtualKey, utcnow

@@ -15,7 +15,8 @@ from app.catalog.schemas import (
     ModelEntry,
     ModelList,
 )
-from app.http.dependencies import KEY_DEPENDENCY, admin_guard
+from app.http.dependencies import admin_guard
+from app.keys.dependencies import KEY_DEPENDENCY
 from app.platform.resources import Resources
 
 

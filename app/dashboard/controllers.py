@@ -28,8 +28,8 @@ from litestar.static_files import create_static_files_router
 
 from app.dashboard import service
 from app.http.dependencies import client_address
-from app.http.render import media_url
 from app.jobs import service as job_service
+from app.media.responses import media_url
 from app.operations import service as operations
 from app.platform.errors import MediagateError
 from app.platform.limits import SignIn, attempt

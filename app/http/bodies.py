@@ -15,9 +15,9 @@ from litestar import Request
 from litestar.datastructures import UploadFile
 from pydantic import BaseModel, ValidationError
 
-from app.jobs import idempotency
-from app.jobs.idempotency import Claim
+from app.platform import idempotency
 from app.platform.errors import InvalidRequestError, QuotaExceededError
+from app.platform.idempotency import Claim
 from app.platform.vocabulary import ErrorCode
 
 Model = TypeVar("Model", bound=BaseModel)

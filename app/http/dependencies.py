@@ -1,5 +1,6 @@
-"""Request-scoped dependencies: the shared resources, the event hub, the caller's key (and the
-admin guard). Handlers get no database session: each service owns its unit of work."""
+"""Request-scoped dependencies: the shared resources, the event hub, the caller's address and rate
+window, the admin guard. (The caller's key is the keys domain's: `app.keys.dependencies`.)
+Handlers get no database session: each service owns its unit of work."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from litestar.di import Provide
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Scope
 
-from app.keys.service import KeyCache, authenticate, token_digest
 from app.platform.errors import AuthenticationError
 from app.platform.events import EventHub
 from app.platform.limits import (
@@ -57,43 +57,6 @@ def client_address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     return connection.client.host if connection.client else "unknown"
 
 
-async def caller_key(request: Request[Any, Any, Any], resources: Resources) -> VirtualKey | None:
-    """The active key the request's bearer token names, or None. A key that authenticated lately
-    comes from the process's cache; anything else costs a database read. An unknown token (not
-    a key's, as far as this process knows) is counted as an attempt of its address first, and
-    refused (429) without that read once the address made MEDIAGATE_AUTH_FAILURES_PER_MINUTE
-    failed attempts this minute. A known token is always looked up: a valid key is never refused
-    because others guessed from its address (behind a proxy, everyone's)."""
-    token = bearer_token(request.headers)
-    if token is None:
-        return None
-    cache: KeyCache = request.app.state.key_cache
-    digest = token_digest(token)
-    if digest is not None and (cached := cache.get(digest)) is not None:
-        return cached
-    settings = resources.settings
-    counted = None
-    if digest is None or digest not in cache.known:
-        counted = await attempt(
-            resources.redis,
-            settings.redis_namespace,
-            SignIn.TENANT,
-            client_address(request),
-            settings.auth_failures_per_minute,
-        )
-    if digest is None:
-        return None
-    generation = cache.generation
-    key = await authenticate(resources, token)
-    if key is None:
-        return None
-    cache.know(digest)
-    cache.put(digest, key, generation)
-    if counted is not None:
-        await counted.succeeded()
-    return key
-
-
 _WINDOW = "mediagate.rate_window"
 """Where the request's key stood in its rate limit, kept in the ASGI scope for the answer."""
 
@@ -113,19 +76,6 @@ async def admit(scope: Scope, resources: Resources, key: VirtualKey) -> None:
         window = await admit_request(resources.redis, ns, key.id, per_minute)
         cast(dict[str, Any], scope)[_WINDOW] = window
         refuse(window)
-
-
-async def provide_key(request: Request[Any, Any, Any], resources: Resources) -> VirtualKey:
-    if bearer_token(request.headers) is None:
-        raise AuthenticationError(
-            "You didn't provide an API key. Send it as 'Authorization: Bearer mg_...'.",
-            code=ErrorCode.MISSING_API_KEY,
-        )
-    key = await caller_key(request, resources)
-    if key is None:
-        raise AuthenticationError("Incorrect API key provided.", code=ErrorCode.INVALID_API_KEY)
-    await admit(request.scope, resources, key)
-    return key
 
 
 async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -155,7 +105,6 @@ async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
 DEPENDENCIES = {
     "resources": Provide(provide_resources),
 }
-KEY_DEPENDENCY = {"key": Provide(provide_key)}
 
 
 def waiting(request: Request[Any, Any, Any], key: VirtualKey) -> Hold:

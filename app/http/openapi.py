@@ -13,8 +13,6 @@ from litestar.openapi.spec import (
     Schema,
 )
 
-from app.jobs.schemas import JobObject
-
 _NULLABLE_STRING = Schema(type=[OpenAPIType.STRING, OpenAPIType.NULL])
 
 ERROR_SCHEMA = Schema(
@@ -75,15 +73,6 @@ def document_errors(openapi: OpenAPI) -> None:
             responses.setdefault("5XX", _error_response("A backend is unavailable, or we failed"))
             operation.responses = responses
 
-
-ACCEPTED = {
-    202: ResponseSpec(
-        data_container=JobObject,
-        description="The job did not end within `sync_wait_seconds` (or `Prefer: "
-        "respond-async` asked not to wait): follow it at /v1/jobs/{id}.",
-    )
-}
-"""What the synchronous endpoints answer besides their result, for the OpenAPI document."""
 
 BINARY = ResponseSpec(
     data_container=bytes,

@@ -10,12 +10,13 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 
 from app.http.bodies import preferred_wait
-from app.http.dependencies import KEY_DEPENDENCY, event_hub, waiting
-from app.http.render import render_job
-from app.jobs import idempotency
+from app.http.dependencies import event_hub, waiting
 from app.jobs import service as job_service
+from app.jobs.responses import render_job
 from app.jobs.schemas import JobCreate, JobDeleted, JobList, JobObject
+from app.keys.dependencies import KEY_DEPENDENCY
 from app.media.service import outputs_for
+from app.platform import idempotency as claims
 from app.platform.resources import Resources
 from app.platform.tables import VirtualKey
 from app.platform.vocabulary import TERMINAL_STATUSES
@@ -39,11 +40,11 @@ class JobController(Controller):
     ) -> Response[JobObject]:
         """`Prefer: wait=N`: answers 200 with the job if it ends within N seconds (at most
         MEDIAGATE_MAX_WAIT_SECONDS), else 202 as without it."""
-        header = request.headers.get(idempotency.HEADER)
+        header = request.headers.get(claims.HEADER)
         claim = None
         if header is not None:
             body = data.model_dump(mode="json")
-            claim = idempotency.claim_of(header, request.method, request.url.path, body)
+            claim = claims.claim_of(header, request.method, request.url.path, body)
         asked = preferred_wait(request)
         seconds = None if asked is None else min(asked, resources.settings.max_wait_seconds)
         with contextlib.ExitStack() as held:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from litestar.openapi.datastructures import ResponseSpec
 from pydantic import Field
 
 from app.http.schemas import ListModel, RequestModel, ResponseModel
@@ -105,3 +106,13 @@ class JobDeleted(ResponseModel):
     id: str
     object: Literal["job.deleted"] = "job.deleted"
     deleted: bool = True
+
+
+ACCEPTED = {
+    202: ResponseSpec(
+        data_container=JobObject,
+        description="The job did not end within `sync_wait_seconds` (or `Prefer: "
+        "respond-async` asked not to wait): follow it at /v1/jobs/{id}.",
+    )
+}
+"""What the synchronous endpoints answer besides their result, for the OpenAPI document."""

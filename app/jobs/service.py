@@ -17,7 +17,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.jobs import events as job_events
 from app.jobs import idempotency, intake, transitions
-from app.jobs.idempotency import Claim
 from app.jobs.queries import get_job, list_jobs
 from app.jobs.queue import allowed_priority, enqueue_new, place_in_queue, queue_length
 from app.jobs.snapshot import job_snapshot
@@ -26,6 +25,7 @@ from app.media.service import mark_job_media_deleted, outputs_of
 from app.platform import arq_seam
 from app.platform.errors import ConflictError, QuotaExceededError
 from app.platform.events import EventHub
+from app.platform.idempotency import Claim
 from app.platform.ids import new_id
 from app.platform.liveness import alive
 from app.platform.resources import Resources

@@ -13,12 +13,13 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Redirect, Stream
 
 from app.http.bodies import read_body
-from app.http.dependencies import KEY_DEPENDENCY, admit, caller_key
+from app.http.dependencies import admit
 from app.http.openapi import BINARY
-from app.http.render import media_url
 from app.http.schemas import RequestModel
+from app.keys.dependencies import KEY_DEPENDENCY, caller_key
 from app.media import service as media_service
 from app.media import uploads, usage
+from app.media.responses import media_url
 from app.media.schemas import MediaDeleted, MediaFile, Usage
 from app.media.service import open_object
 from app.media.storage_keys import download_name

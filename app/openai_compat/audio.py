@@ -10,11 +10,13 @@ from litestar.response import Stream
 from pydantic import Field
 
 from app.http.bodies import prefers_async, read_body
-from app.http.dependencies import KEY_DEPENDENCY, event_hub, waiting
+from app.http.dependencies import event_hub, waiting
 from app.http.errors import job_failure_response
-from app.http.openapi import ACCEPTED, AUDIO
+from app.http.openapi import AUDIO
 from app.http.schemas import RequestModel
 from app.jobs import service as job_service
+from app.jobs.schemas import ACCEPTED
+from app.keys.dependencies import KEY_DEPENDENCY
 from app.media.service import open_object, outputs_for
 from app.media.storage_keys import download_name
 from app.openai_compat.common import accepted, submit_request

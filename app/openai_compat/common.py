@@ -10,8 +10,8 @@ from typing import Any
 from litestar import Request, Response
 
 from app.http.bodies import Body, prefers_async
-from app.http.render import render_job
 from app.jobs import service as job_service
+from app.jobs.responses import render_job
 from app.jobs.schemas import JobObject
 from app.platform.errors import InvalidRequestError, MediagateError
 from app.platform.resources import Resources

@@ -13,12 +13,13 @@ from litestar import Request, Response, post
 from pydantic import Field
 
 from app.http.bodies import Body, prefers_async, read_body
-from app.http.dependencies import KEY_DEPENDENCY, event_hub, waiting
+from app.http.dependencies import event_hub, waiting
 from app.http.errors import job_failure_response
-from app.http.openapi import ACCEPTED
-from app.http.render import media_url
 from app.http.schemas import RequestModel
 from app.jobs import service as job_service
+from app.jobs.schemas import ACCEPTED
+from app.keys.dependencies import KEY_DEPENDENCY
+from app.media.responses import media_url
 from app.media.service import outputs_for
 from app.openai_compat.common import accepted, submit_request
 from app.openai_compat.schemas import ImageBase64, ImagesResponse, ImageUrl

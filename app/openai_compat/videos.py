@@ -13,10 +13,10 @@ from litestar.response import Stream
 from pydantic import Field
 
 from app.http.bodies import read_body
-from app.http.dependencies import KEY_DEPENDENCY
 from app.http.openapi import BINARY
 from app.http.schemas import RequestModel
 from app.jobs import service as job_service
+from app.keys.dependencies import KEY_DEPENDENCY
 from app.media.service import open_object, outputs_for
 from app.media.storage_keys import download_name
 from app.openai_compat.common import submit_request

@@ -9,18 +9,15 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpcore
 import httpx
 
 from app.platform.errors import InvalidRequestError
+from app.platform.settings import Settings
 from providers.base import InputFile, sniff_content_type
-
-if TYPE_CHECKING:
-    from app.platform.resources import Resources
-
 
 NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
@@ -181,8 +178,10 @@ def failure_reason(exc: BaseException) -> str:
     return "connection failed"
 
 
-async def fetch_input(res: Resources, url: str, param: str) -> InputFile:
-    settings = res.settings
+async def fetch_input(
+    client: httpx.AsyncClient, settings: Settings, url: str, param: str
+) -> InputFile:
+    """Fetch an input image through the tenant client (`open_tenant_client`)."""
     # Where the name resolves now is checked by the tenant client as it connects.
     check_url(url, param, allow_private=settings.allow_private_urls)
     limit = settings.max_upload_bytes
@@ -192,9 +191,7 @@ async def fetch_input(res: Resources, url: str, param: str) -> InputFile:
         # trickling a byte at a time cannot hold a worker slot for hours.
         async with (
             asyncio.timeout(deadline),
-            res.tenant_http.stream(
-                "GET", url, follow_redirects=False, timeout=deadline
-            ) as response,
+            client.stream("GET", url, follow_redirects=False, timeout=deadline) as response,
         ):
             if response.status_code != 200:
                 raise InvalidRequestError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from litestar import Controller, get, post
 
-from app.http.dependencies import KEY_DEPENDENCY
+from app.keys.dependencies import KEY_DEPENDENCY
 from app.platform.resources import Resources
 from app.platform.tables import VirtualKey
 from app.webhooks import service as webhooks

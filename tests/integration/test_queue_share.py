@@ -8,12 +8,11 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
 from app.platform.errors import InvalidRequestError
-from app.platform.resources import Resources
 from app.platform.settings import Settings
 from app.platform.tenant_urls import fetch_input, open_tenant_client
 from tests.builders import image_job, png
@@ -77,10 +76,9 @@ async def test_an_input_url_has_a_deadline_for_the_whole_fetch(trickler: str) ->
     it: at MEDIAGATE_INPUT_URL_TIMEOUT_SECONDS, as a failed fetch."""
     settings = replace(Settings(), allow_private_urls=True, input_url_timeout_seconds=1.0)
     async with open_tenant_client(allow_private=True, timeout=1.0) as http:
-        res = cast(Resources, type("R", (), {"settings": settings, "tenant_http": http})())
         started = time.monotonic()
         with pytest.raises(InvalidRequestError) as refused:
-            await fetch_input(res, trickler, "input.image")
+            await fetch_input(http, settings, trickler, "input.image")
         took = time.monotonic() - started
     assert "could not be fetched (timeout)" in refused.value.message
     assert took < 3, took

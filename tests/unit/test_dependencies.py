@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from litestar.routes import HTTPRoute
 
-from app.http.app import create_app
+from app.assembly.app import create_app
 from app.platform.settings import Settings
 
 

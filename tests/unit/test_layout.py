@@ -16,15 +16,19 @@ DOMAINS = ("jobs", "batches", "media", "keys", "webhooks", "catalog", "operation
 
 
 def is_http(module: str) -> bool:
-    """HTTP code: the shell, the OpenAI-compatible endpoints, and every domain's controllers,
-    schemas (the shapes of its requests and responses) and bodies (how its request bodies are
-    read)."""
+    """HTTP code: the toolkit (app/http), the assembly, the OpenAI-compatible endpoints, and every
+    domain's controllers, schemas (the shapes of its requests and responses), bodies (how its
+    request bodies are read), responses (how its objects are rendered) and dependencies."""
     leaf = module.rsplit(".", 1)[-1]
     return (
-        module.startswith(("app.http", "app.openai_compat"))
-        or leaf in ("controllers", "schemas", "bodies")
+        module.startswith(("app.http", "app.openai_compat", "app.assembly"))
+        or leaf in ("controllers", "schemas", "bodies", "responses", "dependencies")
         or leaf.endswith("_controller")
     )
+
+
+def _domain(imported: str) -> bool:
+    return any(_under(imported, f"app.{d}") for d in (*DOMAINS, "openai_compat"))
 
 
 def _under(module: str, prefix: str) -> bool:
@@ -67,8 +71,12 @@ def forbidden(module: str, imported: str) -> bool:
             or (_under(imported, "providers") and not shared)
             or (_under(imported, "app") and not inside)
         )
-    if is_http(module):
+    if _under(module, "app.http"):  # the toolkit: it knows no domain, nor what assembles it
+        return _under(imported, "workers") or _under(imported, "app.assembly") or _domain(imported)
+    if _under(module, "app.assembly"):
         return _under(imported, "workers")
+    if is_http(module):
+        return _under(imported, "workers") or _under(imported, "app.assembly")
     if any(_under(module, f"app.{domain}") for domain in DOMAINS):
         return _under(imported, "workers") or is_http(imported)
     return False
@@ -102,6 +110,11 @@ def test_the_rules_bite() -> None:
     assert forbidden("providers.openai", "storage.base")
     assert not forbidden("app.jobs.controllers", "app.jobs.service")
     assert not forbidden("workers.generate", "app.jobs.transitions")
+    assert forbidden("app.http.render", "app.media.service")
+    assert forbidden("app.http.dependencies", "app.keys.service")
+    assert forbidden("app.jobs.controllers", "app.assembly.app")
+    assert forbidden("workers.worker", "app.assembly.app")
+    assert not forbidden("app.assembly.app", "app.jobs.controllers")
 
 
 def test_every_app_module_has_a_home() -> None:
@@ -109,7 +122,7 @@ def test_every_app_module_has_a_home() -> None:
     top = {p.stem for p in (ROOT / "app").glob("*.py")}
     assert top == {"__init__", "cli", "dev", "demo"}
     packages = {p.name for p in (ROOT / "app").iterdir() if (p / "__init__.py").exists()}
-    assert packages == {*DOMAINS, "platform", "http", "openai_compat", "client"}
+    assert packages == {*DOMAINS, "platform", "http", "assembly", "openai_compat", "client"}
 
 
 def _calls(path: Path) -> list[tuple[int, str]]:
@@ -216,3 +229,37 @@ def test_arq_beyond_its_api_only_behind_its_seam() -> None:
             ]
     assert bad == []
     assert all(name in seam.read_text() for name in ARQ_PRIVATE)  # the scan looks for real names
+
+
+def _graph() -> dict[str, set[str]]:
+    """Each of our modules and the modules of ours it imports (at any depth of the file)."""
+    paths = {
+        _module_of(path): path for package in _packages() for path in (ROOT / package).rglob("*.py")
+    }
+    graph: dict[str, set[str]] = {}
+    for module, path in paths.items():
+        graph[module] = {name for name in _imports(path) if name in paths and name != module}
+    return graph
+
+
+def test_no_import_runs_in_a_circle() -> None:
+    """No module imports, through others, a module that imports it (app/platform's resources and
+    tenant_urls once did); a package's `__init__` counts as its own module."""
+    graph = _graph()
+    circles = []
+    state: dict[str, int] = {}
+
+    def visit(module: str, trail: list[str]) -> None:
+        state[module] = 1
+        for nxt in sorted(graph[module]):
+            if state.get(nxt) == 1:
+                circles.append(" -> ".join([*trail[trail.index(nxt) :], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert circles == []
+    assert "app.platform.tenant_urls" in graph["app.platform.resources"]  # the scan sees edges

@@ -27,11 +27,11 @@ from app.catalog.controllers import AdminModelController, ModelController
 from app.dashboard.controllers import TEMPLATES, dashboard_router, session_config
 from app.http.dependencies import DEPENDENCIES, window_of
 from app.http.errors import EXCEPTION_HANDLERS
-from app.http.health import healthz, readyz
 from app.http.metrics_middleware import HttpMetrics
 from app.http.openapi import document_errors
+from app.http.sse import server_should_exit
 from app.jobs.controllers import JobController
-from app.jobs.stream_controller import job_events, server_should_exit
+from app.jobs.stream_controller import job_events
 from app.jobs.transitions.store import job_store
 from app.keys.controllers import AdminKeyController, all_usage
 from app.keys.service import KeyCache, active_digests
@@ -40,6 +40,7 @@ from app.openai_compat.audio import create_speech
 from app.openai_compat.images import create_images, edit_images
 from app.openai_compat.videos import VideoController
 from app.operations.controllers import AdminWorkerController, metrics
+from app.operations.health_controller import healthz, readyz
 from app.platform import tracing
 from app.platform.errors import InvalidRequestError, NotFoundError
 from app.platform.events import EventHub

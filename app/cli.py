@@ -205,13 +205,13 @@ async def _keys(command: str, name: str = "", key_id: str = "") -> None:
     try:
         async with create_sessionmaker(engine)() as session:
             if command == "create":
-                key, plaintext = await keys.create_key(session, name)
+                key, plaintext = await keys.insert_key(session, name)
                 await session.commit()
                 await _announce_key_change(settings, key.id, key.key_hash)
                 print(f"{key.id}\t{key.name}\t{plaintext}")
                 print("the key is shown once; store it now", file=sys.stderr)
             elif command == "list":
-                for key in await keys.list_keys(session):
+                for key in await keys.select_keys(session):
                     state = (
                         "deleted" if key.deleted_at else "revoked" if key.revoked_at else "active"
                     )

@@ -21,7 +21,7 @@ import uvicorn
 from redis.exceptions import RedisError
 
 from app.assembly.app import create_app
-from app.keys.service import create_key
+from app.keys.service import insert_key
 from app.platform.database import create_engine, create_sessionmaker
 from app.platform.migrate import upgrade
 from app.platform.resources import Resources
@@ -120,7 +120,7 @@ async def _make_dev_key(settings: Settings) -> str:
     engine = create_engine(settings.database_url)
     try:
         async with create_sessionmaker(engine)() as session:
-            _, plaintext = await create_key(session, "dev")
+            _, plaintext = await insert_key(session, "dev")
             await session.commit()
     finally:
         await engine.dispose()

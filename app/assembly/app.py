@@ -30,11 +30,12 @@ from app.http.errors import EXCEPTION_HANDLERS
 from app.http.metrics_middleware import HttpMetrics
 from app.http.openapi import document_errors
 from app.http.sse import server_should_exit
+from app.http.state import ApiState, set_api_state
 from app.jobs.controllers import JobController
 from app.jobs.stream_controller import job_events
 from app.jobs.transitions.store import job_store
 from app.keys.controllers import AdminKeyController, all_usage
-from app.keys.service import KeyCache, active_digests
+from app.keys.service import active_digests
 from app.media.controllers import MediaController, key_usage
 from app.openai_compat.audio import create_speech
 from app.openai_compat.images import create_images, edit_images
@@ -44,6 +45,7 @@ from app.operations.health_controller import healthz, readyz
 from app.platform import tracing
 from app.platform.errors import InvalidRequestError, NotFoundError
 from app.platform.events import EventHub
+from app.platform.key_cache import KeyCache
 from app.platform.limits import RATE_LIMIT_HEADERS, Holds
 from app.platform.redis_keys import keys_channel
 from app.platform.resources import Resources, open_resources
@@ -118,25 +120,30 @@ def create_app(
             keys.live = hub.connected.is_set  # change notices arrive only while it is
             resources.redis_connected = hub.connected.is_set
             await hub.start()
-            app.state.resources = resources
-            app.state.hub = hub
-            app.state.key_cache = keys
-            app.state.upload_slots = asyncio.Semaphore(settings.max_concurrent_uploads)
-            app.state.batch_slots = asyncio.Semaphore(settings.max_concurrent_batches)
-            app.state.streams = Holds(
-                settings.max_streams_per_key, "event streams", ErrorCode.TOO_MANY_STREAMS
-            )
             # Streams opened through a job's signed link (browsers an app sent there) are
             # counted apart: they do not spend the key's own slots, nor the other way round.
-            app.state.link_streams = Holds(
-                settings.max_streams_per_key,
-                "event streams opened through signed links",
-                ErrorCode.TOO_MANY_STREAMS,
-            )
-            app.state.waits = Holds(
-                settings.max_waits_per_key,
-                "requests waiting for their job",
-                ErrorCode.TOO_MANY_WAITS,
+            set_api_state(
+                app.state,
+                ApiState(
+                    resources=resources,
+                    hub=hub,
+                    key_cache=keys,
+                    upload_slots=asyncio.Semaphore(settings.max_concurrent_uploads),
+                    batch_slots=asyncio.Semaphore(settings.max_concurrent_batches),
+                    streams=Holds(
+                        settings.max_streams_per_key, "event streams", ErrorCode.TOO_MANY_STREAMS
+                    ),
+                    link_streams=Holds(
+                        settings.max_streams_per_key,
+                        "event streams opened through signed links",
+                        ErrorCode.TOO_MANY_STREAMS,
+                    ),
+                    waits=Holds(
+                        settings.max_waits_per_key,
+                        "requests waiting for their job",
+                        ErrorCode.TOO_MANY_WAITS,
+                    ),
+                ),
             )
             try:
                 async with contextlib.AsyncExitStack() as stack:

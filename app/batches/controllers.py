@@ -20,10 +20,10 @@ from app.http.bodies import read_held
 from app.http.dependencies import event_hub
 from app.http.render import base_url
 from app.http.sse import EventStream, resume_point
+from app.http.state import api_state
 from app.jobs.responses import frame, render_job
 from app.keys.dependencies import KEY_DEPENDENCY
 from app.platform import idempotency as claims
-from app.platform.limits import Holds
 from app.platform.resources import Resources
 from app.platform.tables import VirtualKey, iso
 from app.platform.vocabulary import BatchEvent, BatchStatus
@@ -71,7 +71,7 @@ class BatchController(Controller):
     async def create(
         self, request: Request[Any, Any, Any], key: VirtualKey, resources: Resources
     ) -> Response[BatchObject]:
-        async with read_held(request, request.app.state.batch_slots, "batch bodies") as raw:
+        async with read_held(request, api_state(request).batch_slots, "batch bodies") as raw:
             items, parsed = parse_items(request.headers.get("content-type", ""), raw)
         header = request.headers.get(claims.HEADER)
         claim = claims.claim_of(header, request.method, request.url.path, {"r": parsed})
@@ -161,7 +161,7 @@ class BatchController(Controller):
         ] = None,
     ) -> ASGIApp:
         start = resume_point(last_event_id, None)
-        streams: Holds = request.app.state.streams
+        streams = api_state(request).streams
         hold = streams.take(key.id, key.max_streams)
         try:
             view = await batch_service.read(resources, key.id, batch_id)

@@ -28,6 +28,7 @@ from litestar.static_files import create_static_files_router
 
 from app.dashboard import service
 from app.http.dependencies import client_address
+from app.http.state import api_state
 from app.jobs import service as job_service
 from app.media.responses import media_url
 from app.operations import service as operations
@@ -77,7 +78,7 @@ async def _end_stale_session(request: ServerRequest) -> None:
     opens nothing) is cleared, and the request is not signed in."""
     if "session" not in request.scope or not request.session.get("admin"):
         return
-    resources: Resources = request.app.state.resources
+    resources = api_state(request).resources
     settings = resources.settings
     session = request.session
     opened = session.get("at")

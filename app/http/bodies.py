@@ -15,6 +15,7 @@ from litestar import Request
 from litestar.datastructures import UploadFile
 from pydantic import BaseModel, ValidationError
 
+from app.http.state import api_state
 from app.platform import idempotency
 from app.platform.errors import InvalidRequestError, QuotaExceededError
 from app.platform.idempotency import Claim
@@ -134,7 +135,7 @@ async def read_body(
     files: dict[str, bytes] = {}
     fields: dict[str, Any] = {}
     if is_multipart(request):
-        async with held(request.app.state.upload_slots, "uploads"):
+        async with held(api_state(request).upload_slots, "uploads"):
             files, fields = await _read_form(request, max_file_bytes)
     else:
         raw = parse_json(await request.body())

@@ -14,11 +14,11 @@ from litestar.di import Provide
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Scope
 
+from app.http.state import api_state
 from app.platform.errors import AuthenticationError
 from app.platform.events import EventHub
 from app.platform.limits import (
     Hold,
-    Holds,
     RateWindow,
     SignIn,
     admit_request,
@@ -39,16 +39,14 @@ def bearer_token(headers: Any) -> str | None:
 
 
 async def provide_resources(state: State) -> Resources:
-    resources: Resources = state.resources
-    return resources
+    return api_state(state).resources
 
 
 def event_hub(request: Request[Any, Any, Any]) -> EventHub:
     """The process's event hub. Not a dependency: Litestar resolves sibling dependencies (this
     and `resources`) concurrently in an anyio task group, and that group cost a submit a third
     of its CPU (bench/submit.py: 1,066-1,797 us a request with it, 803-995 without)."""
-    hub: EventHub = request.app.state.hub
-    return hub
+    return api_state(request).hub
 
 
 def client_address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
@@ -83,7 +81,7 @@ async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
     counted before the bearer is compared (one atomic step), and past
     MEDIAGATE_AUTH_FAILURES_PER_MINUTE failed ones this minute the address gets 429, its
     bearer not even compared. Counted apart from tenants' failures and dashboard sign-ins."""
-    resources: Resources = connection.app.state.resources
+    resources = api_state(connection).resources
     settings = resources.settings
     counted = await attempt(
         resources.redis,
@@ -110,5 +108,4 @@ DEPENDENCIES = {
 def waiting(request: Request[Any, Any, Any], key: VirtualKey) -> Hold:
     """The key's hold on one request waiting for its job (429 past MEDIAGATE_MAX_WAITS_PER_KEY);
     release it (`with`) once the wait is over."""
-    waits: Holds = request.app.state.waits
-    return waits.take(key.id)
+    return api_state(request).waits.take(key.id)

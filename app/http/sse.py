@@ -58,7 +58,7 @@ class EventStream:
         self,
         hub: EventHub,
         bus: EventBus,
-        job_id: str,
+        stream_id: str,
         after: int,
         ending: tuple[str, dict[str, Any]] | None,
         render: Callable[[JobEvent], bytes],
@@ -70,7 +70,7 @@ class EventStream:
         """The key's hold on one of its streams, given back when the stream ends."""
         self.hub = hub
         self.bus = bus
-        self.job_id = job_id
+        self.stream_id = stream_id
         self.last = after
         self.ending = ending
         """The terminal event as the database tells it, if it has ended (sent when the Redis
@@ -90,7 +90,7 @@ class EventStream:
         """A reconnect after the last event of a stream that has ended: nothing more will come."""
         if self.ending is None or self.last <= 0:
             return False
-        last = await self.bus.last_id(self.job_id)
+        last = await self.bus.last_id(self.stream_id)
         return last is not None and self.last >= last
 
     async def _stream(self, receive: Receive, send: Send) -> None:
@@ -105,7 +105,7 @@ class EventStream:
         await send({"type": "http.response.body", "body": b"", "more_body": True})
         loop = asyncio.get_running_loop()
         # Subscribe before reading history so nothing published in between is missed.
-        async with self.hub.subscribe(self.job_id) as sub:
+        async with self.hub.subscribe(self.stream_id) as sub:
             gone = asyncio.ensure_future(_until_disconnect(receive, sub))
             cap = loop.call_later(self.max_seconds, sub.close, Closed.EXPIRED)
             try:
@@ -137,7 +137,7 @@ class EventStream:
         return False
 
     async def _catch_up(self, send: Send) -> bool:
-        return await self._emit(send, await self.bus.history(self.job_id, self.last))
+        return await self._emit(send, await self.bus.history(self.stream_id, self.last))
 
     async def _follow(self, sub: Subscription, send: Send) -> None:
         if await self._catch_up(send):
@@ -145,7 +145,7 @@ class EventStream:
         if self.ending is not None:
             # The stream expired or Redis lost it; the database still knows how it ended.
             event, data = self.ending
-            await self._emit(send, [JobEvent(self.last + 1, event, self.job_id, data)])
+            await self._emit(send, [JobEvent(self.last + 1, event, self.stream_id, data)])
             return
         while True:
             live = await sub.next()
@@ -156,7 +156,7 @@ class EventStream:
                 if await self._catch_up(send):
                     return
             if live and live[0].id > self.last + 1:
-                live = await self.bus.history(self.job_id, self.last)  # a gap: read it back
+                live = await self.bus.history(self.stream_id, self.last)  # a gap: read it back
             if await self._emit(send, live):
                 return
             if sub.ping:

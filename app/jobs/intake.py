@@ -19,7 +19,7 @@ from app.jobs.inputs import references, validate_input
 from app.jobs.queue import FAIR_COUNT_CAP
 from app.keys import spend
 from app.keys.service import lock_key
-from app.media.usage import check_submit
+from app.media.usage import check_capacity
 from app.platform.errors import InvalidRequestError
 from app.platform.ids import new_id
 from app.platform.tables import (
@@ -161,9 +161,9 @@ async def check_limits(session: AsyncSession, key_id: str, jobs: Sequence[Job]) 
     """The key's limits (storage quota, concurrency, hard budget) for these new jobs together,
     under the key's row lock, taken here: concurrent submits of one key decide in turn."""
     locked = await lock_key(session, key_id)
-    await check_submit(session, locked, adding=len(jobs))
+    await check_capacity(session, locked, adding=len(jobs))
     estimate = sum(job.cost_estimate_micros or 0 for job in jobs)
-    await spend.check_submit(session, locked, estimate)
+    await spend.check_budget(session, locked, estimate)
 
 
 async def create_job(

@@ -16,13 +16,13 @@ from litestar.types import ASGIApp
 from app.http.dependencies import admit, bearer_token, event_hub
 from app.http.render import base_url
 from app.http.sse import EventStream, resume_point
+from app.http.state import api_state
 from app.jobs import service as job_service
 from app.jobs.links import verify_stream
 from app.jobs.responses import frame
 from app.jobs.snapshot import is_terminal, job_snapshot
 from app.keys.dependencies import provide_key
 from app.platform.errors import AuthenticationError, NotFoundError
-from app.platform.limits import Holds
 from app.platform.resources import Resources
 from app.platform.tables import VirtualKey
 from app.platform.vocabulary import ErrorCode
@@ -108,7 +108,8 @@ async def job_events(
     start = resume_point(last_event_id, after)
     until = link_expiry(request)
     # A stream through a signed link takes a slot of the key's link streams, not of its own.
-    streams: Holds = request.app.state.link_streams if until else request.app.state.streams
+    api = api_state(request)
+    streams = api.link_streams if until else api.streams
     # Refused (429) before anything else once the key is at its cap.
     hold = streams.take(key.id, key.max_streams)
     try:

@@ -11,6 +11,7 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 
 from app.http.dependencies import admin_guard
+from app.http.state import api_state
 from app.keys import service as key_service
 from app.keys.schemas import KeyCreate, KeyCreated, KeyList, KeyObject, KeyPatch
 from app.media import lifecycle, usage
@@ -26,7 +27,9 @@ class AdminKeyController(Controller):
     @post("/", status_code=201, summary="Create a virtual key (the key is shown once)")
     async def create(self, data: KeyCreate, resources: Resources, state: State) -> KeyCreated:
         limits = data.model_dump(exclude={"name"})
-        key, plaintext = await key_service.create(resources, data.name, limits, state.key_cache)
+        key, plaintext = await key_service.create(
+            resources, data.name, limits, api_state(state).key_cache
+        )
         return KeyCreated(**KeyObject.of(key).model_dump(), key=plaintext)
 
     @get("/", summary="List virtual keys")
@@ -43,7 +46,7 @@ class AdminKeyController(Controller):
         self, key_id: str, data: KeyPatch, resources: Resources, state: State
     ) -> KeyObject:
         changes = data.model_dump(exclude_unset=True)
-        key = await key_service.update(resources, key_id, changes, state.key_cache)
+        key = await key_service.update(resources, key_id, changes, api_state(state).key_cache)
         return KeyObject.of(key)
 
     @delete(
@@ -51,7 +54,7 @@ class AdminKeyController(Controller):
     )
     async def delete_key(self, key_id: str, resources: Resources, state: State) -> KeyObject:
         key = await lifecycle.delete_key_and_media(resources, key_id)
-        await key_service.announce(resources, state.key_cache, key.id)
+        await key_service.announce(resources, api_state(state).key_cache, key.id)
         return KeyObject.of(key)
 
     @post(
@@ -62,7 +65,7 @@ class AdminKeyController(Controller):
     async def rotate_webhook_secret(
         self, key_id: str, resources: Resources, state: State
     ) -> KeyObject:
-        key = await key_service.rotate_webhook_secret(resources, key_id, state.key_cache)
+        key = await key_service.rotate_webhook_secret(resources, key_id, api_state(state).key_cache)
         return KeyObject.of(key)
 
     @get("/{key_id:str}/usage", summary="A key's storage usage and quota")

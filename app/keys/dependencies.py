@@ -9,7 +9,8 @@ from litestar import Request
 from litestar.di import Provide
 
 from app.http.dependencies import admit, bearer_token, client_address
-from app.keys.service import KeyCache, authenticate, token_digest
+from app.http.state import api_state
+from app.keys.service import authenticate, token_digest
 from app.platform.errors import AuthenticationError
 from app.platform.limits import SignIn, attempt
 from app.platform.resources import Resources
@@ -27,7 +28,7 @@ async def caller_key(request: Request[Any, Any, Any], resources: Resources) -> V
     token = bearer_token(request.headers)
     if token is None:
         return None
-    cache: KeyCache = request.app.state.key_cache
+    cache = api_state(request).key_cache
     digest = token_digest(token)
     if digest is not None and (cached := cache.get(digest)) is not None:
         return cached

@@ -1,11 +1,15 @@
-"""Virtual API keys: created once (the plaintext is shown once), stored as a sha256, revocable."""
+"""Virtual API keys: created once (the plaintext is shown once), stored as a sha256, revocable.
+
+Two kinds of function, named by what differs: `insert_key`, `select_key(s)`, `change_key`,
+`revoke_key` and `lock_key` work on the key's row in the caller's transaction (the caller
+commits); `create`, `list_all`, `read`, `update` and `rotate_webhook_secret` are the use cases,
+each owning its unit of work and announcing the change to every API process."""
 
 from __future__ import annotations
 
 import hmac
 import logging
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.media.usage import create_usage_rows
 from app.platform.errors import AuthenticationError, InvalidRequestError, NotFoundError
 from app.platform.ids import hash_key, new_api_key, new_id
+from app.platform.key_cache import KeyCache
 from app.platform.redis_keys import keys_channel
 from app.platform.resources import Resources
 from app.platform.tables import VirtualKey, utcnow
@@ -53,7 +58,7 @@ def _apply(key: VirtualKey, name: str, value: Any) -> None:
             key.budget_warned_month = None  # a new soft budget warns afresh
 
 
-async def create_key(
+async def insert_key(
     session: AsyncSession, name: str, limits: Mapping[str, Any] | None = None
 ) -> tuple[VirtualKey, str]:
     name = name.strip()
@@ -72,12 +77,12 @@ async def create_key(
     return key, plaintext
 
 
-async def list_keys(session: AsyncSession) -> Sequence[VirtualKey]:
+async def select_keys(session: AsyncSession) -> Sequence[VirtualKey]:
     result = await session.exec(select(VirtualKey).order_by(col(VirtualKey.id).desc()))
     return result.all()
 
 
-async def get_key(session: AsyncSession, key_id: str) -> VirtualKey:
+async def select_key(session: AsyncSession, key_id: str) -> VirtualKey:
     key = await session.get(VirtualKey, key_id)
     if key is None:
         raise NotFoundError(f"no key {key_id!r}", param="id")
@@ -112,9 +117,9 @@ async def lock_key(
     return key
 
 
-async def update_key(session: AsyncSession, key_id: str, changes: Mapping[str, Any]) -> VirtualKey:
+async def change_key(session: AsyncSession, key_id: str, changes: Mapping[str, Any]) -> VirtualKey:
     """Change a key's name or limits; a deleted key cannot change."""
-    key = await get_key(session, key_id)
+    key = await select_key(session, key_id)
     if key.deleted_at is not None:
         raise NotFoundError(f"no key {key_id!r}", param="id")
     for name, value in changes.items():
@@ -130,7 +135,7 @@ async def update_key(session: AsyncSession, key_id: str, changes: Mapping[str, A
 
 
 async def revoke_key(session: AsyncSession, key_id: str) -> VirtualKey:
-    key = await get_key(session, key_id)
+    key = await select_key(session, key_id)
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         session.add(key)
@@ -168,65 +173,6 @@ async def authenticate(resources: Resources, token: str) -> VirtualKey | None:
         return None
     # The lookup is by an unguessable hash; compare again in constant time all the same.
     return key if hmac.compare_digest(key.key_hash, digest) else None
-
-
-class KeyCache:
-    """Keys that authenticated lately, by token hash, so that a request does not read the key's
-    row: kept `ttl` seconds at most, and dropped at once when the key changes (`announce_change`
-    on any process; the API's event hub hands the notice to `on_notice`) or when notices may have
-    been missed (`on_notice(None)`: the hub lost Redis). Used only while `live()` says notices
-    arrive. A request that writes on the key's behalf still re-reads its row under a lock
-    (`lock_key`), so a copy a moment old can never let a revoked key write. Cached keys are
-    shared between requests: read them, never change them."""
-
-    MAX_ENTRIES = 100_000
-
-    def __init__(self, ttl_seconds: float, live: Callable[[], bool] = lambda: False) -> None:
-        self.ttl = ttl_seconds
-        self.live = live
-        self._by_digest: dict[str, tuple[float, VirtualKey]] = {}
-        self.generation = 0
-        """Moves on every change notice: a row read before a notice is not cached after it."""
-        self.known: set[str] = set()
-        """Hashes of tokens that are (or were) keys: the active keys' at start, and every one
-        that authenticated here since. Such a token is always looked up, however many failed
-        sign-ins its address made (only unknown tokens are refused early), and it is no secret
-        that helps a guesser: a token is in it only if it is a key."""
-
-    def get(self, digest: str) -> VirtualKey | None:
-        found = self._by_digest.get(digest)
-        if found is None or not self.live():
-            return None
-        if found[0] < time.monotonic():
-            del self._by_digest[digest]
-            return None
-        return found[1]
-
-    def put(self, digest: str, key: VirtualKey, generation: int) -> None:
-        """Cache `key`, read from the database when `generation` was current."""
-        if generation != self.generation or self.ttl <= 0 or not self.live():
-            return
-        if len(self._by_digest) >= self.MAX_ENTRIES:
-            self._by_digest.clear()
-        self._by_digest[digest] = (time.monotonic() + self.ttl, key)
-
-    def know(self, digest: str) -> None:
-        if len(self.known) < self.MAX_ENTRIES:
-            self.known.add(digest)
-
-    def on_notice(self, key_id: bytes | None) -> None:
-        """A key changed (its id; a new key's notice, `id:hash`, says its hash too, which this
-        process then knows), or, with None, notices may have been missed."""
-        self.generation += 1
-        if key_id is None:
-            self._by_digest.clear()
-            return
-        changed, _, digest = key_id.decode().partition(":")
-        if digest:
-            self.know(digest)
-        for digest, (_, key) in list(self._by_digest.items()):
-            if key.id == changed:
-                del self._by_digest[digest]
 
 
 def change_notice(key_id: str, digest: str | None = None) -> bytes:
@@ -280,7 +226,7 @@ async def create(
     its first request is let in whatever others guessed from its address."""
     limits = await _checked_webhook(resources, limits)
     async with resources.sessionmaker() as session:
-        created = await create_key(session, name, limits)
+        created = await insert_key(session, name, limits)
         await session.commit()
     await announce(resources, cache, created[0].id, created[0].key_hash)
     return created
@@ -288,12 +234,12 @@ async def create(
 
 async def list_all(resources: Resources) -> Sequence[VirtualKey]:
     async with resources.sessionmaker() as session:
-        return await list_keys(session)
+        return await select_keys(session)
 
 
 async def read(resources: Resources, key_id: str) -> VirtualKey:
     async with resources.sessionmaker() as session:
-        return await get_key(session, key_id)
+        return await select_key(session, key_id)
 
 
 async def update(
@@ -301,7 +247,7 @@ async def update(
 ) -> VirtualKey:
     changes = await _checked_webhook(resources, changes)
     async with resources.sessionmaker() as session:
-        key = await update_key(session, key_id, changes)
+        key = await change_key(session, key_id, changes)
         await session.commit()
     await announce(resources, cache, key.id)
     return key
@@ -312,7 +258,7 @@ async def rotate_webhook_secret(
 ) -> VirtualKey:
     """A new signing secret; the old one still signs for a day."""
     async with resources.sessionmaker() as session:
-        key = await get_key(session, key_id)
+        key = await select_key(session, key_id)
         rotate_secret(key)
         session.add(key)
         await session.commit()

@@ -66,7 +66,7 @@ async def reserved(session: AsyncSession, key_id: str) -> int:
     return int(total)
 
 
-async def check_submit(session: AsyncSession, key: VirtualKey, estimate: int | None) -> None:
+async def check_budget(session: AsyncSession, key: VirtualKey, estimate: int | None) -> None:
     """Refuse a job that would take the key past its hard monthly budget (429 budget_exceeded).
     `key` is the row the caller locked, so concurrent submits of the key decide in turn."""
     limit = key.max_spend_micros_per_month

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.keys.service import get_key, lock_key
+from app.keys.service import lock_key, select_key
 from app.media.service import record_input
 from app.media.storage_keys import download_name, input_key
 from app.media.usage import check_room, expiry
@@ -73,7 +73,7 @@ async def _store(
     be refused at once) has a session of its own, given back before the write."""
     content_type = _content_type(data, param, allowed)
     async with resources.sessionmaker() as session:
-        await check_room(session, await get_key(session, key_id), len(data))
+        await check_room(session, await select_key(session, key_id), len(data))
     media_id = new_id("med")
     storage_key = input_key(key_id, media_id, extension_for(content_type))
     await resources.store.put(

@@ -107,7 +107,7 @@ def has_quota(key: VirtualKey) -> bool:
     return not unlimited(key, STORAGE_LIMITS)
 
 
-async def check_submit(session: AsyncSession, key: VirtualKey, adding: int = 1) -> None:
+async def check_capacity(session: AsyncSession, key: VirtualKey, adding: int = 1) -> None:
     """Refuse `adding` new jobs (a submit: one; a batch: all of its jobs) when the key is at a
     storage limit or they would take it past its concurrency (429 with the limit and the use)."""
     if has_quota(key):

@@ -69,7 +69,8 @@ _RETURN = Lua("return seq\n")
 class JobEvent:
     id: int
     event: str
-    job_id: str
+    stream_id: str
+    """The id of the stream the event is in: its job's, or a domain's stream of jobs' events."""
     data: dict[str, Any]
     """The job object at that moment (outputs without URLs; the API adds fresh ones)."""
     frames: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
@@ -154,38 +155,39 @@ class EventBus:
         deleted = self._redis.hdel(events_meta_key(self._ns, job_id), "terminal")
         await cast(Awaitable[int], deleted)
 
-    async def last_id(self, job_id: str) -> int | None:
-        """The id of the job's newest event; None when Redis holds no stream for it (expired or
-        lost)."""
-        seq = await cast(Awaitable[Any], self._redis.hget(events_meta_key(self._ns, job_id), "seq"))
+    async def last_id(self, stream_id: str) -> int | None:
+        """The id of the stream's newest event (a job's, or a stream of jobs' events); None
+        when Redis holds no stream for it (expired or lost)."""
+        meta = events_meta_key(self._ns, stream_id)
+        seq = await cast(Awaitable[Any], self._redis.hget(meta, "seq"))
         return None if seq is None else int(seq)
 
-    async def history(self, job_id: str, after: int = 0) -> list[JobEvent]:
+    async def history(self, stream_id: str, after: int = 0) -> list[JobEvent]:
         entries = await self._redis.xrange(
-            events_stream_key(self._ns, job_id), min=f"{after + 1}-0", max="+"
+            events_stream_key(self._ns, stream_id), min=f"{after + 1}-0", max="+"
         )
-        return [_from_entry(job_id, entry_id, fields) for entry_id, fields in entries]
+        return [_from_entry(stream_id, entry_id, fields) for entry_id, fields in entries]
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _from_entry(job_id: str, entry_id: bytes | str, fields: dict[Any, Any]) -> JobEvent:
+def _from_entry(stream_id: str, entry_id: bytes | str, fields: dict[Any, Any]) -> JobEvent:
     seq = int(_text(entry_id).split("-", 1)[0])
     event = _text(fields.get(b"event", fields.get("event", b"")))
     data = orjson.loads(fields.get(b"data", fields.get("data", b"{}")))
-    return JobEvent(seq, event, job_id, data)
+    return JobEvent(seq, event, stream_id, data)
 
 
 def parse_notice(raw: bytes | str) -> JobEvent:
-    job_id, seq, event, data = _text(raw).split("\n", 3)
-    return JobEvent(int(seq), event, job_id, orjson.loads(data))
+    stream_id, seq, event, data = _text(raw).split("\n", 3)
+    return JobEvent(int(seq), event, stream_id, orjson.loads(data))
 
 
-def notice_job(raw: bytes) -> str:
-    """The job a notice is about, read without parsing the rest (most notices a process reads
-    are for jobs nobody follows there)."""
+def notice_stream(raw: bytes) -> str:
+    """The stream (a job's, or a stream of jobs' events) a notice is about, read without parsing
+    the rest (most notices a process reads are for streams nobody follows there)."""
     return raw[: raw.index(b"\n")].decode()
 
 
@@ -295,20 +297,20 @@ class EventHub:
                 sub.close(why)
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, job_id: str) -> AsyncIterator[Subscription]:
+    async def subscribe(self, stream_id: str) -> AsyncIterator[Subscription]:
         sub = Subscription()
-        self._subs.setdefault(job_id, set()).add(sub)
+        self._subs.setdefault(stream_id, set()).add(sub)
         try:
             yield sub
         finally:
-            subs = self._subs.get(job_id)
+            subs = self._subs.get(stream_id)
             if subs is not None:
                 subs.discard(sub)
                 if not subs:
-                    del self._subs[job_id]
+                    del self._subs[stream_id]
 
     def dispatch(self, raw: bytes) -> None:
-        subs = self._subs.get(notice_job(raw))
+        subs = self._subs.get(notice_stream(raw))
         if not subs:
             return
         event = parse_notice(raw)  # parsed once, shared by every follower

@@ -19,12 +19,13 @@ def connection_name(namespace: str, role: str) -> str:
     return f"{namespace}:{role}"
 
 
-def events_stream_key(namespace: str, job_id: str) -> str:
-    return f"{namespace}:events:{job_id}"
+def events_stream_key(namespace: str, stream_id: str) -> str:
+    """A job's (or a batch's) event stream."""
+    return f"{namespace}:events:{stream_id}"
 
 
-def events_meta_key(namespace: str, job_id: str) -> str:
-    return f"{namespace}:events-meta:{job_id}"
+def events_meta_key(namespace: str, stream_id: str) -> str:
+    return f"{namespace}:events-meta:{stream_id}"
 
 
 def events_channel(namespace: str) -> str:

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from app.keys import service as keys
 from app.platform.events import EventBus, EventHub
 from app.platform.ids import new_id
+from app.platform.key_cache import KeyCache
 from app.platform.redis_keys import keys_channel
 from app.platform.resources import Resources
 from app.platform.tables import Job, VirtualKey, transient_job, utcnow
@@ -76,7 +77,7 @@ async def test_key_cache_drops_a_key_on_another_processs_notice(pg_url: str) -> 
     """The notice path alone: a cache fed by an event hub on real Redis, as in each API process."""
     settings = base_settings(pg_url)
     redis = Redis.from_url(REDIS_URL)
-    cache = keys.KeyCache(60)
+    cache = KeyCache(60)
     bus = EventBus(redis, settings.redis_namespace)
     hub = EventHub(redis, bus, listeners={keys_channel(settings.redis_namespace): cache.on_notice})
     cache.live = hub.connected.is_set

@@ -46,7 +46,7 @@ class Case:
 
     async def key(self, **limits: Any) -> VirtualKey:
         async with self.res.sessionmaker() as session:
-            key, _ = await keys.create_key(session, "contract", limits)
+            key, _ = await keys.insert_key(session, "contract", limits)
             await session.commit()
         return key
 

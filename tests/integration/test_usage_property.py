@@ -34,7 +34,7 @@ from sqlmodel import col, select, update
 
 from app.jobs import service as job_service
 from app.jobs.intake import create_job
-from app.keys.service import create_key
+from app.keys.service import insert_key
 from app.media import lifecycle, usage
 from app.media.service import get_media, mark_deleted, outputs_of
 from app.media.uploads import upload
@@ -101,7 +101,7 @@ class UsageMachine(RuleBasedStateMachine):
     def new_key(self) -> str:
         async def go() -> str:
             async with self.res.sessionmaker() as session:
-                key, _ = await create_key(session, "property")
+                key, _ = await insert_key(session, "property")
                 await session.commit()
                 return key.id
 

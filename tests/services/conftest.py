@@ -15,7 +15,7 @@ from sqlmodel import SQLModel
 
 import app.platform.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 from app.jobs.transitions.orm_store import OrmJobStore
-from app.keys.service import create_key
+from app.keys.service import insert_key
 from app.platform.database import create_engine, create_sessionmaker
 from app.platform.events import EventBus
 from app.platform.resources import Resources
@@ -70,7 +70,7 @@ def new_key(res: Resources) -> KeyFactory:
 
     async def make(name: str = "svc", **limits: int | None) -> VirtualKey:
         async with res.sessionmaker() as session:
-            key, _ = await create_key(session, name, limits)
+            key, _ = await insert_key(session, name, limits)
             await session.commit()
         return key
 

@@ -7,7 +7,7 @@ import pytest
 
 from app.catalog import routing
 from app.jobs import intake
-from app.keys.service import authenticate, create_key, revoke_key
+from app.keys.service import authenticate, insert_key, revoke_key
 from app.platform.errors import InvalidRequestError, ModelNotFoundError, NotFoundError
 from app.platform.resources import Resources
 from tests.services.conftest import KeyFactory
@@ -74,7 +74,7 @@ async def test_the_plain_path_is_for_plain_jobs_only(res: Resources, new_key: Ke
 
 async def test_a_key_authenticates_until_revoked(res: Resources) -> None:
     async with res.sessionmaker() as session:
-        key, token = await create_key(session, "auth")
+        key, token = await insert_key(session, "auth")
         await session.commit()
     found = await authenticate(res, token)
     assert found is not None and found.id == key.id

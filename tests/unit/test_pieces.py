@@ -66,7 +66,7 @@ def test_wire_format_is_json_and_round_trips_exceptions() -> None:
 
 def test_event_notice_parsing() -> None:
     event = parse_notice(b'job_1\n7\njob.progress\n{"progress":50}')
-    assert (event.job_id, event.id, event.event, event.data) == (
+    assert (event.stream_id, event.id, event.event, event.data) == (
         "job_1",
         7,
         "job.progress",

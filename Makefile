@@ -67,7 +67,8 @@ pgbouncer:
 test-fast: $(STAMP)  ## unit and in-process service tests, no servers (seconds)
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit tests/services
 
-# Speed and memory figures, each against a baseline measured in the same run (not part of `test`).
+# Speed and memory figures, each against a baseline measured in the same run (not part of `test`);
+# each run is recorded in bench/results/ and docs/benchmarks.md rendered from the records.
 # One at a time: `make bench-submit BENCH_ARGS="--seconds 5"`. The submit benchmark drives load
 # with wrk (Debian's package, installed here when missing).
 bench: bench-submit bench-worker bench-latency bench-sse bench-multipart bench-metrics bench-batch  ## every benchmark, each against a baseline of the same run
@@ -76,25 +77,25 @@ wrk:
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 
 bench-submit: $(STAMP) wrk
-	$(BIN)/python -m bench.submit $(BENCH_ARGS)
+	$(BIN)/python -m bench.record submit -- $(BIN)/python -m bench.submit $(BENCH_ARGS)
 
 bench-worker: $(STAMP)
-	$(BIN)/python -m bench.worker $(BENCH_ARGS)
+	$(BIN)/python -m bench.record worker -- $(BIN)/python -m bench.worker $(BENCH_ARGS)
 
 bench-latency: $(STAMP)
-	$(BIN)/python -m bench.latency $(BENCH_ARGS)
+	$(BIN)/python -m bench.record latency -- $(BIN)/python -m bench.latency $(BENCH_ARGS)
 
 bench-sse: $(STAMP)
-	$(BIN)/python -m bench.sse_fanout $(BENCH_ARGS)
+	$(BIN)/python -m bench.record sse -- $(BIN)/python -m bench.sse_fanout $(BENCH_ARGS)
 
 bench-multipart: $(STAMP)
-	$(BIN)/python -m bench.multipart_rss $(BENCH_ARGS)
+	$(BIN)/python -m bench.record multipart -- $(BIN)/python -m bench.multipart_rss $(BENCH_ARGS)
 
 bench-batch: $(STAMP)
-	$(BIN)/python -m bench.batch_rss $(BENCH_ARGS)
+	$(BIN)/python -m bench.record batch -- $(BIN)/python -m bench.batch_rss $(BENCH_ARGS)
 
 bench-metrics: $(STAMP)
-	$(BIN)/python -m bench.request_metrics $(BENCH_ARGS)
+	$(BIN)/python -m bench.record metrics -- $(BIN)/python -m bench.request_metrics $(BENCH_ARGS)
 
 clean:  ## remove .venv, .mediagate, out and caches
 	rm -rf $(VENV) .mediagate out .pytest_cache .mypy_cache .ruff_cache

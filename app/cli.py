@@ -93,21 +93,17 @@ def api_app() -> Litestar:
 
 GC_THRESHOLDS = (10_000, 50, 100)
 """The API's garbage-collector thresholds (CPython's are 700, 10, 10). An API process holding
-10,000 SSE streams has millions of live objects, and a full collection walks them all: 620-670 ms
-each, with the event loop stopped, every few seconds while events and keep-alives flow (4.8 s of
-6.5 s of collections in one `bench.sse_fanout` run, logged with `gc.callbacks`). With these,
-young collections run a fifteenth as often and no full one ran in the same benchmark (1.2 s of
-collections in all); alternating runs: idle CPU 0.047-0.052 -> 0.026-0.029 cores, fan-out spread
-p50 378 -> 304-343 ms, a submit's CPU unchanged (876 vs 873 us). Cyclic garbage waits a little
-longer to be freed; RSS per stream is the same (21.8-21.9 KiB)."""
+10,000 SSE streams has millions of live objects, and a full collection walks them all with the
+event loop stopped; with these, young collections run a fifteenth as often and no full one runs
+in the SSE benchmark (figures: docs/performance.md, "Measured decisions"). Cyclic garbage waits
+a little longer to be freed."""
 
 
 def _settled(api: Litestar) -> Litestar:
     """The app, its start-up objects (modules, routes, schemas: ~180,000) moved out of the
     garbage collector's reach (`gc.freeze`), and the collector set to run less often
     (`GC_THRESHOLDS`). Without the freeze each full collection walks the start-up objects and
-    stalls every request in flight: the submit benchmark's p99 went from 63-108 ms to 35-53 ms
-    with it (one API process, same run, alternating)."""
+    stalls every request in flight (the submit p99 it saves: docs/performance.md)."""
     import gc
 
     gc.collect()

@@ -45,7 +45,7 @@ async def provide_resources(state: State) -> Resources:
 def event_hub(request: Request[Any, Any, Any]) -> EventHub:
     """The process's event hub. Not a dependency: Litestar resolves sibling dependencies (this
     and `resources`) concurrently in an anyio task group, and that group cost a submit a third
-    of its CPU (bench/submit.py: 1,066-1,797 us a request with it, 803-995 without)."""
+    of its CPU (docs/performance.md, "Measured decisions")."""
     return api_state(request).hub
 
 

@@ -1,9 +1,8 @@
 """Request metrics for every routed request: counts, durations and in-progress by method, route
-template (never a raw id) and status. Litestar's own Prometheus middleware measured at 23-50 us a
-request here (a Request object, label dicts and metric lookups per request;
-bench/request_metrics.py), some 5-8% of a submit's CPU; this one keeps the metric children per
-label set and costs about 10 us. Event streams (they
-last minutes) and `/metrics` itself are left out."""
+template (never a raw id) and status. Litestar's own Prometheus middleware builds a Request
+object, label dicts and metric lookups per request; this one keeps the metric children per
+label set, at a fraction of the cost (bench/request_metrics.py; figures in docs/benchmarks.md).
+Event streams (they last minutes) and `/metrics` itself are left out."""
 
 from __future__ import annotations
 

@@ -116,7 +116,8 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
     SQLAlchemy's (`DataError` for a bad value, `OperationalError` for an outage, with the
     SQLSTATE kept), so callers and the error mapping treat both paths alike."""
     # The pool's own checkout (with its events) and return, without a SQLAlchemy Connection
-    # around it: 17 us instead of 70. No transaction is begun, so nothing is reset on return.
+    # around it (a quarter of the cost: docs/performance.md). No transaction is begun, so
+    # nothing is reset on return.
     dbapi_error: type[Exception] = getattr(engine.dialect.dbapi, "Error", OSError)
     try:
         raw = await engine.raw_connection()

@@ -1,5 +1,6 @@
 """Prometheus metrics: every series mediagate exports, named `mediagate_*` with its unit in the
-name, in one place (the README's table and the Grafana dashboard are tested against `SERIES`).
+name, in one place (the table in docs/operating.md and the Grafana dashboard are tested against
+`SERIES`).
 
 Two kinds:
 - counters, histograms and gauges that the code moves as things happen (prometheus-client; with

@@ -106,7 +106,7 @@ async def open_redis(settings: Settings, role: str = "api") -> ArqRedis:
     The pool is unbounded, as redis-py's is by default: it grows to the commands in flight at
     once, and an SSE stream holds none (one reader serves them all). A bounded, blocking pool
     (50) was tried: every command then takes the pool's lock twice, and the submit p99 doubled
-    (one API process, 32 connections: 110-180 ms against 58-68 ms unbounded, same run)."""
+    (docs/performance.md, "Measured decisions")."""
     connection = redis_settings(settings)
     connection.conn_retries = 2
     connection.conn_timeout = 2

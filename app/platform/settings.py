@@ -425,7 +425,7 @@ def _convert(name: str, raw: str, hint: Any) -> Any:
 
 
 GROUPS: tuple[type, ...] = Settings.__bases__
-"""The concerns, in the order the README's configuration tables list them."""
+"""The concerns, in the order docs/configuration.md lists them."""
 
 
 def group_of(field_name: str) -> type:

@@ -205,9 +205,9 @@ _SAMPLES: dict[type[SQLModel], dict[str, Any]] = {}
 def transient(table: type[T], **values: Any) -> T:
     """A new `table` row object (in no session) with `values` and the table's defaults for the
     rest, built as the ORM builds a row it loads: `Job(...)` sets each of its 26 fields through
-    SQLAlchemy's instrumentation and pydantic and costs ~70 us, more than the INSERT that stores
-    it. Used where rows are made or read thousands of times a second (the one-statement
-    transitions)."""
+    SQLAlchemy's instrumentation and pydantic and costs more than the INSERT that stores it
+    (docs/performance.md). Used where rows are made or read thousands of times a second (the
+    one-statement job store)."""
     defaults = _DEFAULTS.get(table)
     if defaults is None:
         sample = table(**_SAMPLES.get(table, {}))

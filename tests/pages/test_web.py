@@ -333,7 +333,7 @@ def test_only_an_allowed_origin_reads_answers(
 def test_the_example_page_shows_its_result(
     browser: Browser, api: Api, example_port: int, tmp_path: Path
 ) -> None:
-    """examples/web as the README runs it: its server holds the key, its page only the link."""
+    """examples/web as docs/api.md runs it: its server holds the key, its page only the link."""
     _, token = api.key("example")
     env = {**os.environ, "MEDIAGATE_URL": api.url, "MEDIAGATE_API_KEY": token}
     server = subprocess.Popen(

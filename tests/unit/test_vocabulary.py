@@ -1,6 +1,6 @@
 """The closed vocabulary (app/platform/vocabulary.py) is the only spelling of statuses, event
 types, priorities and error codes: code compares against members, never string literals, and
-what the README lists is what the code has."""
+what the docs list is what the code has."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def test_every_error_class_code_is_in_the_vocabulary() -> None:
 
 
 def test_readme_lists_the_job_error_codes() -> None:
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "api.md").read_text()
     sentence = readme.split("A failed job's `error.code` is one of", 1)[1].split("(the list is", 1)[
         0
     ]
@@ -106,7 +106,7 @@ def test_the_scan_bites() -> None:
 
 
 def test_readme_lists_the_event_types() -> None:
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "api.md").read_text()
     sentence = readme.split("`event:` one of", 1)[1].split("and\n`data:`", 1)[0]
     assert re.findall(r"`([a-z_.]+)`", sentence) == [str(event) for event in EventType]
 
@@ -114,7 +114,7 @@ def test_readme_lists_the_event_types() -> None:
 def test_readme_lists_every_metric_series() -> None:
     from app.platform.metrics import SERIES
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "operating.md").read_text()
     table = readme.split("### Metrics", 1)[1].split("\n\n`docker/compose.yaml`", 1)[0]
     listed = re.findall(r"^\| `(mediagate_[a-z0-9_]+)` \|", table, re.M)
     assert sorted(listed) == sorted(SERIES)

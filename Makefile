@@ -20,7 +20,7 @@ $(UV):
 	$(BIN)/pip install --quiet uv==$(UV_VERSION)
 
 $(STAMP): pyproject.toml uv.lock | $(UV)
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --extra dev --inexact --compile-bytecode --quiet
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --extra dev --extra speech --inexact --compile-bytecode --quiet
 	touch $(STAMP)
 
 uv: $(UV)

@@ -1,5 +1,7 @@
-"""The built-in offline provider: real PNG images (Pillow), H.264 MP4 video and speech-like audio
-(PyAV), drawn deterministically from the prompt and seed, with simulated latency and progress."""
+"""The built-in offline provider: real PNG images (Pillow), H.264 MP4 video and audio (PyAV), drawn
+deterministically from the prompt and seed, with simulated latency and progress. Its speech says
+the words when eSpeak NG is installed (the `speech` extra, `providers.espeak`); without it, one
+short voiced tone per letter."""
 
 from __future__ import annotations
 
@@ -10,11 +12,12 @@ import math
 import struct
 from collections.abc import AsyncIterator
 from fractions import Fraction
-from typing import Any
+from typing import Any, Literal
 
 import av
 from PIL import Image, ImageDraw
 
+from providers import espeak
 from providers.base import (
     GeneratedMedia,
     GenerationRequest,
@@ -24,6 +27,7 @@ from providers.base import (
     check_input_image,
     iter_chunks,
 )
+from providers.espeak import Espeak
 
 SPEECH_RATE = 24_000
 AUDIO_CONTAINERS: dict[str, tuple[str, str, str, int]] = {
@@ -146,9 +150,18 @@ def synthesize_pcm(text: str, voice: str, rate: int) -> bytes:
     return struct.pack(f"<{len(samples)}h", *samples)
 
 
-def encode_audio(text: str, voice: str, fmt: str) -> tuple[bytes, str]:
+def encode_audio(
+    text: str, voice: str, fmt: str, speed: float = 1.0, engine: Espeak | None = None
+) -> tuple[bytes, str]:
+    """The speech in `fmt`: said by `engine` when there is one, else the tones."""
     container_name, codec, content_type, rate = AUDIO_CONTAINERS[fmt]
-    pcm = synthesize_pcm(text, voice, rate)
+    if engine is not None:
+        pcm, source_rate = engine.say(text[:4096], voice, speed), engine.rate
+    else:
+        pcm, source_rate = synthesize_pcm(text, voice, rate), rate
+    if not pcm:
+        pcm = bytes(2 * (source_rate // 10))  # nothing to say: a tenth of a second of silence
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
     frame_samples = 1024
     buf = io.BytesIO()
     with av.open(buf, mode="w", format=container_name) as container:
@@ -159,11 +172,14 @@ def encode_audio(text: str, voice: str, fmt: str) -> tuple[bytes, str]:
             chunk = pcm[offset : offset + frame_samples * 2]
             frame = av.AudioFrame(format="s16", layout="mono", samples=len(chunk) // 2)
             frame.planes[0].update(chunk)
-            frame.sample_rate = rate
+            frame.sample_rate = source_rate
             frame.pts = pts
-            frame.time_base = Fraction(1, rate)
+            frame.time_base = Fraction(1, source_rate)
             pts += len(chunk) // 2
-            container.mux(stream.encode(frame))
+            for resampled in resampler.resample(frame):
+                container.mux(stream.encode(resampled))
+        for resampled in resampler.resample(None):
+            container.mux(stream.encode(resampled))
         container.mux(stream.encode(None))
     return buf.getvalue(), content_type
 
@@ -173,9 +189,17 @@ class LocalProvider:
 
     name = "local"
 
-    def __init__(self, *, latency_seconds: float = 0.0, progress_steps: int = 4) -> None:
+    def __init__(
+        self,
+        *,
+        latency_seconds: float = 0.0,
+        progress_steps: int = 4,
+        voice: Espeak | Literal["auto"] | None = "auto",
+    ) -> None:
         self._latency = latency_seconds
         self._steps = max(1, progress_steps)
+        self._voice = espeak.engine() if voice == "auto" else voice
+        """eSpeak NG when the `speech` extra is installed (`auto`); None: the tones."""
 
     async def _simulate(self, hooks: RunHooks, share: float, done: float) -> None:
         for step in range(self._steps):
@@ -215,7 +239,12 @@ class LocalProvider:
             await self._simulate(hooks, 1.0, 0.0)
             fmt = params.get("format", "mp3")
             data, content_type = await asyncio.to_thread(
-                encode_audio, params["input"], params.get("voice") or "alloy", fmt
+                encode_audio,
+                params["input"],
+                params.get("voice") or "alloy",
+                fmt,
+                float(params.get("speed") or 1.0),
+                self._voice,
             )
             yield GeneratedMedia(content_type, fmt, iter_chunks(data))
         else:

@@ -62,10 +62,8 @@ def create_engine(
             # all read the same spend and all pass. A transaction that begins IMMEDIATE takes
             # the database's write lock first (others wait, up to busy_timeout), so transactions
             # run one after another, as the key lock makes them on PostgreSQL. Reads in WAL
-            # mode still see the last commit without waiting outside a transaction. An
-            # AUTOCOMMIT connection runs each statement on its own: nothing to begin.
-            if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # mode still see the last commit without waiting outside a transaction.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     engine = create_async_engine(

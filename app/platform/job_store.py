@@ -96,10 +96,10 @@ class JobStore(Protocol):
         ...
 
     async def hold(self, job_id: str, attempt: int) -> bool:
-        """Renew the attempt's hold on the job (its heartbeat) in one statement outside any
-        transaction, so a worker paused right after it holds no lock on the row (behind
-        PgBouncer, a transaction of its own: see `orm_store`); False if the job no longer runs
-        this attempt."""
+        """Renew the attempt's hold on the job (its heartbeat) in one statement, committed at
+        once: on the one-statement store outside any transaction, so no lock outlives it; on the
+        ORM store a transaction of its own, whose lock lasts to its COMMIT (see `orm_store`).
+        False if the job no longer runs this attempt."""
         ...
 
     async def set_progress(self, job_id: str, attempt: int, progress: int) -> bool:

@@ -1,7 +1,7 @@
 """The job store's contract (app/platform/job_store.py), every scenario against each store a
-process can run on: the ORM store on SQLite, the ORM store on PostgreSQL (as behind PgBouncer:
-each write a transaction of its own) and the one-statement store on PostgreSQL. Keeping the
-stores in step is this suite: a scenario that one store answers differently fails here."""
+process can run on: the ORM store on SQLite, the ORM store on PostgreSQL (as behind PgBouncer)
+and the one-statement store on PostgreSQL. Keeping the stores in step is this suite: a scenario
+that one store answers differently fails here."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ async def case(request: pytest.FixtureRequest, pg_url: str, sqlite_url: str) -> 
         if name == "postgresql-one-statement":
             store = OneStatementJobStore(res.engine, res.sessionmaker)
         else:
-            store = OrmJobStore(res.engine, res.sessionmaker, autocommit=name == "sqlite-orm")
+            store = OrmJobStore(res.engine, res.sessionmaker)
         yield Case(res, store, name)
     drop_namespace(settings.redis_namespace)
 
@@ -131,17 +131,16 @@ def test_each_database_gets_the_store_its_processes_use(pg_url: str, sqlite_url:
     from app.jobs.transitions.store import job_store
     from app.platform.database import create_engine, create_sessionmaker
 
-    for url, pgbouncer, kind, autocommit in [
-        (sqlite_url, False, OrmJobStore, True),
-        (pg_url, True, OrmJobStore, False),
-        (pg_url, False, OneStatementJobStore, True),
+    for url, pgbouncer, kind in [
+        (sqlite_url, False, OrmJobStore),
+        (pg_url, True, OrmJobStore),
+        (pg_url, False, OneStatementJobStore),
     ]:
         engine = create_engine(url)
         store = job_store(
             engine, create_sessionmaker(engine), base_settings(url, database_pgbouncer=pgbouncer)
         )
         assert type(store) is kind
-        assert getattr(store, "autocommit", True) is autocommit
 
 
 # -- the submit's common case ------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The local provider's speech says the words with eSpeak NG (the `speech` extra, installed by
 `make test`), and makes its tones without it: what it says is not a tone (a voice puts energy
-in the bands above 1.5 kHz, a hundred times the tones' share), and takes longer the more there is to say."""
+in the bands above 1.5 kHz, a hundred times the tones' share), and takes longer the more there
+is to say."""
 
 from __future__ import annotations
 

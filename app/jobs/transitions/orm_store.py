@@ -1,11 +1,13 @@
 """The job store on the ORM (`app.platform.job_store`): SQLite, and PostgreSQL behind PgBouncer.
-A write of one row runs as one autocommitted statement, so no lock outlives it, however long
-its worker is paused afterwards; a write of several rows runs in one transaction.
+A write of one row is one UPDATE in a transaction of its own (committed in the next round trip);
+a write of several rows runs in one transaction.
 
-Behind PgBouncer (Debian's 1.18 keeps no prepared statements across server connections), a
-statement outside a transaction could be prepared on one server connection and run on another:
-there each write is a transaction of its own (`autocommit=False`), and a worker paused between
-a hold and its COMMIT keeps the row locked until it wakes or its connection drops."""
+Not autocommit, as the one-statement store is: behind PgBouncer (Debian's 1.18 keeps no prepared
+statements across server connections) a statement outside a transaction could be prepared on one
+server connection and run on another, and on SQLite an autocommit connection is handed back with
+the driver's own deferred BEGIN switched on again (which `database.py` turns off). So a worker
+paused between a hold and its COMMIT keeps the row (on SQLite, the database's write lock) until it
+wakes or its connection drops."""
 
 from __future__ import annotations
 
@@ -57,21 +59,14 @@ def startable(job: Job) -> bool:
 
 
 class OrmJobStore:
-    def __init__(
-        self, engine: AsyncEngine, sessionmaker: SessionMaker, *, autocommit: bool = True
-    ) -> None:
+    def __init__(self, engine: AsyncEngine, sessionmaker: SessionMaker) -> None:
         self.engine = engine
         self.sessionmaker = sessionmaker
-        self.autocommit = autocommit
 
     async def _one(self, statement: Update) -> bool:
-        """Run one UPDATE on its own (autocommit, or a transaction of its own); whether it
-        matched a row."""
-        async with self.engine.connect() as conn:
-            if self.autocommit:
-                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        """Run one UPDATE in a transaction of its own; whether it matched a row."""
+        async with self.engine.begin() as conn:
             result = await conn.execute(statement)
-            await conn.commit()
         return bool(result.rowcount)
 
     async def insert_queued(self, job: Job) -> int | None:

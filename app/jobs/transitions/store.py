@@ -1,7 +1,7 @@
 """Which job store a process uses (`app.platform.job_store`), chosen once where its resources are
 opened: the one-statement store on PostgreSQL; the ORM store on SQLite, and behind PgBouncer,
-where a statement outside a transaction may be prepared on one server connection and run on
-another (so every write there is a transaction)."""
+whose transaction pooling cannot hold the driver connection the single statements run on outside
+a transaction (see `orm_store`)."""
 
 from __future__ import annotations
 
@@ -17,4 +17,4 @@ from app.platform.settings import Settings
 def job_store(engine: AsyncEngine, sessionmaker: SessionMaker, settings: Settings) -> JobStore:
     if engine.dialect.name == "postgresql" and not settings.database_pgbouncer:
         return OneStatementJobStore(engine, sessionmaker)
-    return OrmJobStore(engine, sessionmaker, autocommit=not settings.database_pgbouncer)
+    return OrmJobStore(engine, sessionmaker)

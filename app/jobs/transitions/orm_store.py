@@ -2,7 +2,7 @@
 A write of one row is one UPDATE in a transaction of its own (committed in the next round trip);
 a write of several rows runs in one transaction.
 
-Not autocommit, as the one-statement store is: behind PgBouncer (Debian's 1.18 keeps no prepared
+Unlike the one-statement store, never autocommit: behind PgBouncer (Debian's 1.18 keeps no prepared
 statements across server connections) a statement outside a transaction could be prepared on one
 server connection and run on another, and on SQLite an autocommit connection is handed back with
 the driver's own deferred BEGIN switched on again (which `database.py` turns off). So a worker
@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Update, case, func
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.jobs.queue import FAIR_COUNT_CAP
 from app.keys import spend
@@ -247,7 +248,9 @@ class OrmJobStore:
             return await session.get(Job, job_id, populate_existing=True)
 
 
-async def _charged(session: Any, statement: Update, values: dict[str, object], amount: int) -> bool:
+async def _charged(
+    session: AsyncSession, statement: Update, values: dict[str, object], amount: int
+) -> bool:
     """Run the job's update with `amount` added to its cost, and to its key's spend of the day;
     False if it matched no row (and nothing was charged)."""
     result = await session.exec(

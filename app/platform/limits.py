@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
@@ -45,6 +46,16 @@ return {reset, 0, reset}
 
 _SLIDING_WINDOW_SHA = hashlib.sha1(_SLIDING_WINDOW.encode()).hexdigest()
 
+
+async def _run(redis: Redis, script: str, sha: str, key: str, *args: str) -> Any:
+    """Run a one-key script by its hash, sending its text only when Redis does not know it yet
+    (the first time, or after a restart)."""
+    try:
+        return await redis.evalsha(sha, 1, key, *args)  # type: ignore[misc]
+    except NoScriptError:
+        return await redis.eval(script, 1, key, *args)  # type: ignore[misc]
+
+
 # KEYS[1] the provider's holders; ARGV now_ms, lease_ms, cap, holder. 1 when the holder has (or
 # already had) a slot, else 0.
 _ACQUIRE = """
@@ -57,6 +68,7 @@ if redis.call('ZSCORE', key, ARGV[4]) or redis.call('ZCARD', key) < cap then
 end
 return 0
 """
+_ACQUIRE_SHA = hashlib.sha1(_ACQUIRE.encode()).hexdigest()
 
 
 RATE_LIMIT_HEADERS = [
@@ -94,11 +106,8 @@ async def admit_request(redis: Redis, namespace: str, key_id: str, per_minute: i
     now = int(time.time() * 1000)
     member = f"{now}-{secrets.token_hex(6)}"
     args = (rate_limit_key(namespace, key_id), str(now), "60000", str(per_minute), member)
-    try:
-        # It runs on every request: send the script's hash, not its text.
-        answer = await redis.evalsha(_SLIDING_WINDOW_SHA, 1, *args)  # type: ignore[misc]
-    except NoScriptError:
-        answer = await redis.eval(_SLIDING_WINDOW, 1, *args)  # type: ignore[misc]
+    # It runs on every request: the script's hash goes, not its text.
+    answer = await _run(redis, _SLIDING_WINDOW, _SLIDING_WINDOW_SHA, *args)
     refused_ms, remaining, reset_ms = (int(n) for n in answer)
     return RateWindow(per_minute, remaining, reset_ms, refused_ms)
 
@@ -127,9 +136,10 @@ async def acquire_slot(
     if cap is None:
         return True
     now = int(time.time() * 1000)
-    got = await redis.eval(  # type: ignore[misc]
+    got = await _run(
+        redis,
         _ACQUIRE,
-        1,
+        _ACQUIRE_SHA,
         provider_slots_key(namespace, provider),
         str(now),
         str(lease_seconds * 1000),
@@ -159,6 +169,7 @@ local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('EXPIRE', KEYS[1], 120) end
 return count
 """
+_ATTEMPT_SHA = hashlib.sha1(_ATTEMPT.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +198,7 @@ async def attempt(
     if limit is None:
         return None
     counter = auth_failures_key(namespace, f"{scope}:{address}", int(time.time() // 60))
-    count = await redis.eval(_ATTEMPT, 1, counter)  # type: ignore[misc]
+    count = await _run(redis, _ATTEMPT, _ATTEMPT_SHA, counter)
     if int(count) > limit:
         raise QuotaExceededError(
             f"Too many failed {what} from this address (limit {limit} a minute). Retry in a "

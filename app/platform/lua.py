@@ -43,12 +43,16 @@ class Lua:
         return template.substitute(places)
 
     def values(self, given: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:
-        """KEYS and ARGV, in the declared order, from every declared name's value."""
+        """KEYS and ARGV, in the declared order, from every declared name's value. It runs on
+        every event published, so the names are compared only when the values do not fit."""
+        if len(given) == len(self.keys) + len(self.args):
+            try:
+                return [given[name] for name in self.keys], [given[name] for name in self.args]
+            except KeyError:
+                pass
         missing = [name for name in (*self.keys, *self.args) if name not in given]
         extra = set(given) - {*self.keys, *self.args}
-        if missing or extra:
-            raise ValueError(f"missing {missing}, unknown {sorted(extra)}")
-        return [given[name] for name in self.keys], [given[name] for name in self.args]
+        raise ValueError(f"missing {missing}, unknown {sorted(extra)}")
 
 
 Part = tuple[Lua, Mapping[str, Any]]

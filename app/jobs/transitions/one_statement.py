@@ -166,18 +166,19 @@ class OneStatementJobStore(OrmJobStore):
             key = await conn.fetchrow(_KEY, record["key_id"])
         return Started(job_of(record), transient(VirtualKey, **dict(key)))
 
-    async def hold(self, job_id: str, attempt: int) -> bool:
-        # One statement on the driver connection, in autocommit: the row is locked only while
-        # it runs. (In a transaction, a worker paused between the UPDATE and its COMMIT would
-        # hold the row, and no other worker could take the job over until it woke.)
+    async def _matched(self, statement: str, *args: Any) -> bool:
+        """Run one UPDATE on the driver connection, in autocommit: the row is locked only while
+        it runs. (In a transaction, a worker paused between the UPDATE and its COMMIT would hold
+        the row, and no other worker could take the job over until it woke.)"""
         async with driver_connection(self.engine) as conn:
-            status: str = await conn.execute(_HOLD, job_id, attempt, utcnow())
+            status: str = await conn.execute(statement, *args)
         return status != "UPDATE 0"
 
+    async def hold(self, job_id: str, attempt: int) -> bool:
+        return await self._matched(_HOLD, job_id, attempt, utcnow())
+
     async def set_progress(self, job_id: str, attempt: int, progress: int) -> bool:
-        async with driver_connection(self.engine) as conn:
-            status: str = await conn.execute(_SET_PROGRESS, job_id, attempt, progress)
-        return status != "UPDATE 0"
+        return await self._matched(_SET_PROGRESS, job_id, attempt, progress)
 
     async def record_output(self, output: Output) -> Recorded:
         """The new output in one statement; anything else (a key with a quota, a deleted key, a

@@ -48,6 +48,13 @@ def mine(job_id: str, attempt: int) -> tuple[Any, ...]:
     )
 
 
+def held(job_id: str, attempt: int) -> Update:
+    """The attempt's hold: its heartbeat renewed, fenced. Inside a transaction it is also the
+    attempt's lock on the row until commit, so what is recorded next cannot interleave with a
+    takeover (which locks the same row)."""
+    return update(Job).where(*mine(job_id, attempt)).values(heartbeat_at=utcnow())
+
+
 def startable(job: Job) -> bool:
     """A job a new attempt may start: queued and not past its deadline, or running (its last
     attempt's worker was lost)."""
@@ -122,9 +129,7 @@ class OrmJobStore:
             return await session.get(Job, job_id)
 
     async def hold(self, job_id: str, attempt: int) -> bool:
-        return await self._one(
-            update(Job).where(*mine(job_id, attempt)).values(heartbeat_at=utcnow())
-        )
+        return await self._one(held(job_id, attempt))
 
     async def set_progress(self, job_id: str, attempt: int, progress: int) -> bool:
         raised = case((col(Job.progress) < progress, progress), else_=col(Job.progress))
@@ -157,14 +162,7 @@ class OrmJobStore:
                 owner = await lock_key(session, output.key_id, allow_revoked=True)
             except AuthenticationError:
                 raise KeyGone from None
-            # The attempt's hold on the job's row, until commit: a takeover (which locks the
-            # same row) cannot interleave with what is recorded next.
-            held = await session.exec(
-                update(Job)
-                .where(*mine(output.job_id, output.attempt))
-                .values(heartbeat_at=utcnow())
-            )
-            if not held.rowcount:
+            if not (await session.exec(held(output.job_id, output.attempt))).rowcount:
                 raise NotThisAttempt
             # Concurrent jobs of the key: the quota is checked again under the key's row lock.
             if await usage.output_over_quota(
@@ -188,10 +186,7 @@ class OrmJobStore:
 
     async def discard_outputs(self, job_id: str, attempt: int, reason: str) -> list[str] | None:
         async with self.sessionmaker() as session:
-            held = await session.exec(
-                update(Job).where(*mine(job_id, attempt)).values(heartbeat_at=utcnow())
-            )
-            if not held.rowcount:
+            if not (await session.exec(held(job_id, attempt))).rowcount:
                 return None
             storage_keys: Sequence[str] = await mark_job_media_deleted(session, job_id, reason)
             await session.commit()

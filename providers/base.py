@@ -6,7 +6,8 @@
      └── ProviderRejectedError       retrying cannot help
           ├── ContentPolicyError     the prompt or output was refused
           ├── ProviderInvalidRequestError
-          └── ProviderAuthError      our upstream credentials were refused
+          ├── ProviderAuthError      our upstream credentials were refused
+          └── ProviderQuotaError     our upstream account has used up its quota or balance
 
 Providers say whether an error is retryable; the worker decides what a retry means.
 """
@@ -96,6 +97,11 @@ class ProviderInvalidRequestError(ProviderRejectedError):
 class ProviderAuthError(ProviderRejectedError):
     code = "provider_auth_failed"
     generic = "The provider refused this deployment's credentials; tell its operator."
+
+
+class ProviderQuotaError(ProviderRejectedError):
+    code = "provider_quota_exceeded"
+    generic = "The provider account's quota is used up; tell this deployment's operator."
 
 
 MAX_INPUT_PIXELS = 40_000_000
@@ -191,6 +197,10 @@ class GenerationRequest:
     """The upstream task an earlier attempt started, to resume instead of starting another."""
     files: Mapping[str, InputFile] = field(default_factory=dict)
     """Input files by parameter name (`image`, `mask`, `input_reference`)."""
+    priority: str = "normal"
+    """The job's priority (`high`, `normal`, `low`), for upstreams with a queue of their own."""
+    deadline_seconds: float | None = None
+    """Seconds left before the job's time limit, for upstreams that take a deadline."""
 
 
 @dataclass(frozen=True, slots=True)

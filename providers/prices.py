@@ -142,6 +142,8 @@ OPENAI_CHECKED = "2025-10-06"
 MINIMAX_PRICES = "https://www.minimax.io/price"
 MINIMAX_CHECKED = "2025-09-01"
 REPLICATE_CHECKED = "2025-09-01"
+ELEVENLABS_PRICES = "https://elevenlabs.io/pricing/api"
+ELEVENLABS_CHECKED = "2026-06-01"
 
 BUILTIN_PRICES: Mapping[str, Price] = {
     # Runs on this machine: nothing to pay a provider.
@@ -229,6 +231,22 @@ BUILTIN_PRICES: Mapping[str, Price] = {
         "https://replicate.com/minimax/speech-02-turbo",
         {"*": "0.06"},
     ),
+    **{
+        f"elevenlabs/{model}": _rates(
+            "1k_chars",
+            ELEVENLABS_CHECKED,
+            ELEVENLABS_PRICES,
+            {"*": rate},
+            notes="ElevenLabs' API list price per 1,000 characters (Multilingual v2/v3 $0.10, "
+            "Flash/Turbo $0.05); plans bundle credits, the per-character rate is the same.",
+        )
+        for model, rate in (
+            ("eleven_multilingual_v2", "0.10"),
+            ("eleven_v3", "0.10"),
+            ("eleven_flash_v2_5", "0.05"),
+            ("eleven_turbo_v2_5", "0.05"),
+        )
+    },
 }
 """The built-in models' list prices in USD, each with the day it was checked. Prices change:
 the models file's `prices` section overrides any of them."""

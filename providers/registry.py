@@ -59,6 +59,9 @@ class ModelSpec:
     fps: tuple[int, ...] = ()
     formats: tuple[str, ...] = ()
     voices: tuple[str, ...] = ()
+    open_voices: bool = False
+    """Any voice the provider knows (its own names or ids) besides `voices`, which lists the
+    common ones and whose first is the default: the provider resolves it."""
     qualities: tuple[str, ...] = ()
     styles: tuple[str, ...] = ()
     aspect_ratios: tuple[str, ...] = ()
@@ -244,7 +247,42 @@ REPLICATE_MODELS: tuple[ModelSpec, ...] = (
     ),
 )
 
-BUILTIN_MODELS = LOCAL_MODELS + OPENAI_MODELS + MINIMAX_MODELS + REPLICATE_MODELS
+ELEVENLABS_VOICES = (
+    "Rachel",
+    "Adam",
+    "Antoni",
+    "Bella",
+    "Domi",
+    "Elli",
+    "Josh",
+    "Arnold",
+    "Sam",
+)
+"""ElevenLabs' premade voices (the first is the default); any of the account's voices may be
+named too, by name or id."""
+
+ELEVENLABS_MODELS: tuple[ModelSpec, ...] = tuple(
+    ModelSpec(
+        name=f"elevenlabs/{model}",
+        type=MediaType.SPEECH,
+        provider="elevenlabs",
+        provider_model=model,
+        formats=("mp3", "opus", "pcm", "wav"),
+        voices=ELEVENLABS_VOICES,
+        open_voices=True,
+        max_input_chars=chars,
+    )
+    for model, chars in (
+        ("eleven_multilingual_v2", 10_000),
+        ("eleven_v3", 5_000),
+        ("eleven_flash_v2_5", 40_000),
+        ("eleven_turbo_v2_5", 40_000),
+    )
+)
+
+BUILTIN_MODELS = (
+    LOCAL_MODELS + OPENAI_MODELS + MINIMAX_MODELS + REPLICATE_MODELS + ELEVENLABS_MODELS
+)
 
 
 class CatalogError(ValueError):

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.emulators.base import serve
+from tests.emulators.elevenlabs import ElevenLabsEmulator
 from tests.emulators.minimax import MiniMaxEmulator
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.receiver import Receiver
@@ -96,13 +98,19 @@ def tmp_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def emulators() -> Iterator[dict[str, Any]]:
-    """The three upstream APIs, emulated on loopback ports for the whole run."""
+    """The upstream APIs, emulated on loopback ports for the whole run."""
     with (
         serve(OpenAIEmulator()) as openai,
         serve(MiniMaxEmulator()) as minimax,
         serve(ReplicateEmulator()) as replicate,
+        serve(ElevenLabsEmulator()) as elevenlabs,
     ):
-        yield {"openai": openai, "minimax": minimax, "replicate": replicate}
+        yield {
+            "openai": openai,
+            "minimax": minimax,
+            "replicate": replicate,
+            "elevenlabs": elevenlabs,
+        }
 
 
 @pytest.fixture(scope="session")
@@ -135,6 +143,13 @@ def hooks(receiver: Receiver) -> Receiver:
         receiver.paths.clear()
         receiver.planned.clear()
     return receiver
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    """A client for calling providers directly against their emulators."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield client
 
 
 @pytest.fixture

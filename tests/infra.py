@@ -153,6 +153,8 @@ def upstream_settings(
         minimax_base_url=emulators["minimax"].url,
         replicate_api_token=UPSTREAM_KEY,
         replicate_base_url=emulators["replicate"].url + "/v1",
+        elevenlabs_api_key=UPSTREAM_KEY,
+        elevenlabs_base_url=emulators["elevenlabs"].url,
         models_file=str(models_file),
         allow_private_urls=True,
         **{**defaults, **changes},

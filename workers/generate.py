@@ -254,7 +254,14 @@ async def _generate(run: JobRun, provider: Provider) -> int:
     files = await load_files(res, job)
     media_type: MediaType = job.type
     request = GenerationRequest(
-        job.id, media_type, job.provider_model, job.input, job.provider_task_id, files
+        job.id,
+        media_type,
+        job.provider_model,
+        job.input,
+        job.provider_task_id,
+        files,
+        priority=str(job.priority),
+        deadline_seconds=max(0.0, _remaining_seconds(res, job)),
     )
     index = 0
     labels = (str(job.type), job.provider, job.model)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from app.platform.errors import InvalidRequestError
 from providers.registry import ModelSpec
+
+VOICE_NAME = re.compile(r"[\w][\w .'-]{0,99}")
+"""A voice by name or id, for providers whose voices are open-ended (ElevenLabs)."""
 
 
 def _err(message: str, param: str) -> InvalidRequestError:
@@ -123,7 +127,14 @@ def validate_video(spec: ModelSpec, params: Mapping[str, Any]) -> dict[str, Any]
 def validate_speech(spec: ModelSpec, params: Mapping[str, Any]) -> dict[str, Any]:
     _allowed(spec, params, {"input", "voice", "format", "speed", "instructions"})
     voice = params.get("voice", spec.voices[0] if spec.voices else None)
-    if spec.voices and voice not in spec.voices:
+    if spec.open_voices:
+        if not isinstance(voice, str) or not VOICE_NAME.fullmatch(voice):
+            raise _err(
+                "voice must be a voice's name or id (letters, digits, spaces, . _ ' -; "
+                f"at most 100 characters); got {voice!r}",
+                "voice",
+            )
+    elif spec.voices and voice not in spec.voices:
         raise _err(f"voice must be one of {', '.join(spec.voices)}; got {voice!r}", "voice")
     speed = params.get("speed")
     if speed is not None:

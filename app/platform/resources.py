@@ -21,6 +21,7 @@ from app.platform.settings import Settings
 from app.platform.tasks import deserialize, serialize
 from app.platform.tenant_urls import open_tenant_client
 from providers.base import Provider
+from providers.elevenlabs import ElevenLabsProvider
 from providers.local import LocalProvider
 from providers.minimax import MiniMaxProvider
 from providers.openai import OpenAIProvider
@@ -155,6 +156,7 @@ def open_http_client(settings: Settings) -> httpx.AsyncClient:
         httpx.URL(settings.openai_base_url).netloc.decode(): "openai",
         httpx.URL(settings.minimax_base_url).netloc.decode(): "minimax",
         httpx.URL(settings.replicate_base_url).netloc.decode(): "replicate",
+        httpx.URL(settings.elevenlabs_base_url).netloc.decode(): "elevenlabs",
     }
     return httpx.AsyncClient(
         transport=MeteredTransport(httpx.AsyncHTTPTransport(limits=limits), hosts),
@@ -187,6 +189,13 @@ def build_providers(settings: Settings, http: httpx.AsyncClient) -> dict[str, Pr
             settings.replicate_api_token, settings.replicate_base_url, **polling
         )
         providers["replicate"] = ReplicateProvider(http, config)
+    if settings.elevenlabs_api_key:
+        config = UpstreamConfig(
+            settings.elevenlabs_api_key, settings.elevenlabs_base_url, **polling
+        )
+        providers["elevenlabs"] = ElevenLabsProvider(
+            http, config, concurrency=settings.elevenlabs_concurrency
+        )
     return providers
 
 

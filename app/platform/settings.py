@@ -240,6 +240,15 @@ class ProviderSettings:
     minimax_base_url: str = "https://api.minimax.io"
     replicate_api_token: str | None = None
     replicate_base_url: str = "https://api.replicate.com/v1"
+    fal_api_key: str | None = None
+    fal_base_url: str = "https://queue.fal.run"
+    google_api_key: str | None = None
+    google_base_url: str = "https://generativelanguage.googleapis.com/v1beta"
+    elevenlabs_api_key: str | None = None
+    elevenlabs_base_url: str = "https://api.elevenlabs.io"
+    elevenlabs_concurrency: int | None = at_least(1, None)
+    """Calls at once per process to ElevenLabs before its `maximum-concurrent-requests` answer
+    says; unset: learned from that header."""
     provider_request_timeout_seconds: float = above(0, 60.0)
     poll_initial_seconds: float = above(0, 2.0)
     """First wait between polls of an upstream task; it grows by half each poll."""

@@ -170,7 +170,7 @@ class Job(SQLModel, table=True):
     targets: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     """Catalog names of the models that may serve the job, in order (an alias's targets)."""
     target_index: int = 0
-    provider_task_id: str | None = Field(default=None, max_length=200)
+    provider_task_id: str | None = Field(default=None, max_length=1000)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     started_at: datetime | None = _ts(nullable=True)
     finished_at: datetime | None = _ts(nullable=True)

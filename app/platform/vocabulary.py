@@ -124,6 +124,7 @@ class ErrorCode(StrEnum):
     # how a job ended without output
     CONTENT_POLICY_VIOLATION = "content_policy_violation"
     PROVIDER_AUTH_FAILED = "provider_auth_failed"
+    PROVIDER_QUOTA_EXCEEDED = "provider_quota_exceeded"
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     PROVIDER_ERROR = "provider_error"
     TIMEOUT = "timeout"
@@ -140,6 +141,7 @@ JOB_ERROR_CODES = (
     ErrorCode.CONTENT_POLICY_VIOLATION,
     ErrorCode.INVALID_REQUEST,
     ErrorCode.PROVIDER_AUTH_FAILED,
+    ErrorCode.PROVIDER_QUOTA_EXCEEDED,
     ErrorCode.PROVIDER_UNAVAILABLE,
     ErrorCode.PROVIDER_ERROR,
     ErrorCode.TIMEOUT,

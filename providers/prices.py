@@ -144,6 +144,8 @@ MINIMAX_CHECKED = "2025-09-01"
 REPLICATE_CHECKED = "2025-09-01"
 ELEVENLABS_PRICES = "https://elevenlabs.io/pricing/api"
 ELEVENLABS_CHECKED = "2026-06-01"
+GOOGLE_PRICES = "https://ai.google.dev/gemini-api/docs/pricing"
+GOOGLE_CHECKED = "2025-09-26"
 
 BUILTIN_PRICES: Mapping[str, Price] = {
     # Runs on this machine: nothing to pay a provider.
@@ -245,6 +247,23 @@ BUILTIN_PRICES: Mapping[str, Price] = {
             ("eleven_v3", "0.10"),
             ("eleven_flash_v2_5", "0.05"),
             ("eleven_turbo_v2_5", "0.05"),
+        )
+    },
+    **{
+        f"google/{model}": _rates("image", GOOGLE_CHECKED, GOOGLE_PRICES, {"*": rate})
+        for model, rate in (
+            ("imagen-4.0-generate-001", "0.04"),
+            ("imagen-4.0-fast-generate-001", "0.02"),
+            ("imagen-4.0-ultra-generate-001", "0.06"),
+        )
+    },
+    # Veo is priced per second of video made; a filtered video is not charged.
+    **{
+        f"google/{model}": _rates("second", GOOGLE_CHECKED, GOOGLE_PRICES, {"*": rate})
+        for model, rate in (
+            ("veo-3.0-generate-001", "0.40"),
+            ("veo-3.0-fast-generate-001", "0.15"),
+            ("veo-2.0-generate-001", "0.35"),
         )
     },
 }

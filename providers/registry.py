@@ -280,8 +280,53 @@ ELEVENLABS_MODELS: tuple[ModelSpec, ...] = tuple(
     )
 )
 
+IMAGEN_SIZES = ("1024x1024", "896x1280", "1280x896", "768x1408", "1408x768")
+"""Imagen's aspect ratios (1:1, 3:4, 4:3, 9:16, 16:9) at its sizes."""
+
+GOOGLE_MODELS: tuple[ModelSpec, ...] = (
+    *(
+        ModelSpec(
+            name=f"google/{model}",
+            type=MediaType.IMAGE,
+            provider="google",
+            provider_model=model,
+            sizes=IMAGEN_SIZES,
+            default_size="1024x1024",
+            max_n=4,
+            max_prompt_chars=1920,  # 480 tokens
+        )
+        for model in (
+            "imagen-4.0-generate-001",
+            "imagen-4.0-fast-generate-001",
+            "imagen-4.0-ultra-generate-001",
+        )
+    ),
+    *(
+        ModelSpec(
+            name=f"google/{model}",
+            type=MediaType.VIDEO,
+            provider="google",
+            provider_model=model,
+            sizes=sizes,
+            default_size="1280x720",
+            seconds=seconds,
+            edits=True,
+        )
+        for model, sizes, seconds in (
+            ("veo-3.0-generate-001", ("1280x720", "1920x1080"), (8,)),
+            ("veo-3.0-fast-generate-001", ("1280x720", "1920x1080"), (8,)),
+            ("veo-2.0-generate-001", ("1280x720", "720x1280"), (5, 6, 7, 8)),
+        )
+    ),
+)
+
 BUILTIN_MODELS = (
-    LOCAL_MODELS + OPENAI_MODELS + MINIMAX_MODELS + REPLICATE_MODELS + ELEVENLABS_MODELS
+    LOCAL_MODELS
+    + OPENAI_MODELS
+    + MINIMAX_MODELS
+    + REPLICATE_MODELS
+    + ELEVENLABS_MODELS
+    + GOOGLE_MODELS
 )
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from tests.emulators.base import serve
 from tests.emulators.elevenlabs import ElevenLabsEmulator
+from tests.emulators.google import GoogleEmulator
 from tests.emulators.minimax import MiniMaxEmulator
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.receiver import Receiver
@@ -104,12 +105,14 @@ def emulators() -> Iterator[dict[str, Any]]:
         serve(MiniMaxEmulator()) as minimax,
         serve(ReplicateEmulator()) as replicate,
         serve(ElevenLabsEmulator()) as elevenlabs,
+        serve(GoogleEmulator()) as google,
     ):
         yield {
             "openai": openai,
             "minimax": minimax,
             "replicate": replicate,
             "elevenlabs": elevenlabs,
+            "google": google,
         }
 
 

@@ -155,6 +155,8 @@ def upstream_settings(
         replicate_base_url=emulators["replicate"].url + "/v1",
         elevenlabs_api_key=UPSTREAM_KEY,
         elevenlabs_base_url=emulators["elevenlabs"].url,
+        google_api_key=UPSTREAM_KEY,
+        google_base_url=emulators["google"].url + "/v1beta",
         models_file=str(models_file),
         allow_private_urls=True,
         **{**defaults, **changes},

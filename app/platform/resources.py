@@ -22,6 +22,7 @@ from app.platform.tasks import deserialize, serialize
 from app.platform.tenant_urls import open_tenant_client
 from providers.base import Provider
 from providers.elevenlabs import ElevenLabsProvider
+from providers.google import GoogleProvider
 from providers.local import LocalProvider
 from providers.minimax import MiniMaxProvider
 from providers.openai import OpenAIProvider
@@ -157,6 +158,7 @@ def open_http_client(settings: Settings) -> httpx.AsyncClient:
         httpx.URL(settings.minimax_base_url).netloc.decode(): "minimax",
         httpx.URL(settings.replicate_base_url).netloc.decode(): "replicate",
         httpx.URL(settings.elevenlabs_base_url).netloc.decode(): "elevenlabs",
+        httpx.URL(settings.google_base_url).netloc.decode(): "google",
     }
     return httpx.AsyncClient(
         transport=MeteredTransport(httpx.AsyncHTTPTransport(limits=limits), hosts),
@@ -196,6 +198,9 @@ def build_providers(settings: Settings, http: httpx.AsyncClient) -> dict[str, Pr
         providers["elevenlabs"] = ElevenLabsProvider(
             http, config, concurrency=settings.elevenlabs_concurrency
         )
+    if settings.google_api_key:
+        config = UpstreamConfig(settings.google_api_key, settings.google_base_url, **polling)
+        providers["google"] = GoogleProvider(http, config)
     return providers
 
 

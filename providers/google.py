@@ -34,13 +34,12 @@ from providers.base import (
 )
 from providers.upstream import (
     HTTPProvider,
+    Makers,
     PollSchedule,
     UpstreamConfig,
     download,
     json_body,
     parse_retry_after,
-    send,
-    stream_media,
 )
 
 NAME = "google"
@@ -114,22 +113,12 @@ class GoogleProvider(HTTPProvider):
     def __init__(self, client: httpx.AsyncClient, config: UpstreamConfig) -> None:
         super().__init__(client, config)
         self._auth = {"x-goog-api-key": config.api_key}
-        self._host = httpx.URL(config.base_url).host
 
     def error_from(self, response: httpx.Response) -> ProviderError:
         return google_error(response)
 
-    async def generate(
-        self, request: GenerationRequest, hooks: RunHooks
-    ) -> AsyncIterator[GeneratedMedia]:
-        if request.type == "image":
-            outputs = self._imagen(request, hooks)
-        elif request.type == "video":
-            outputs = self._veo(request, hooks)
-        else:
-            raise ProviderInvalidRequestError(f"google cannot make {request.type}")
-        async for media in outputs:
-            yield media
+    def makers(self) -> Makers:
+        return {"image": self._imagen, "video": self._veo}
 
     async def _imagen(
         self, request: GenerationRequest, hooks: RunHooks
@@ -214,25 +203,10 @@ class GoogleProvider(HTTPProvider):
             raise ProviderRetryableError("google finished the video with no sample")
         await hooks.progress(95)
         for uri in uris:
-            yield await self._download(uri)
-
-    async def _download(self, uri: str) -> GeneratedMedia:
-        """The file from Google's host with the key; wherever that redirects, without it."""
-        if httpx.URL(uri).host != self._host:
-            return await download(self._client, NAME, uri, fallback_type="video/mp4")
-        response = await send(self._client, NAME, "GET", uri, headers=self._auth, stream=True)
-        if response.is_redirect:
-            await response.aclose()
-            location = response.headers.get("location", "")
-            signed = str(response.url.join(location))
-            return await download(self._client, NAME, signed, fallback_type="video/mp4")
-        if response.status_code >= 400:
-            await response.aread()
-            await response.aclose()
-            raise ProviderRetryableError(
-                f"google: the video download failed ({response.status_code})"
+            # The key to Google's link alone, never to the signed storage it redirects to.
+            yield await download(
+                self._client, NAME, uri, fallback_type="video/mp4", first_hop_headers=self._auth
             )
-        return await stream_media(NAME, response, "video/mp4")
 
     async def cancel(self, task_id: str) -> None:
         return None  # the Gemini API offers no cancel for a Veo operation

@@ -26,6 +26,7 @@ from providers.base import (
 )
 from providers.upstream import (
     HTTPProvider,
+    Makers,
     PollSchedule,
     download,
     error_for_status,
@@ -84,17 +85,8 @@ class MiniMaxProvider(HTTPProvider):
         if error is not None:
             raise error
 
-    async def generate(
-        self, request: GenerationRequest, hooks: RunHooks
-    ) -> AsyncIterator[GeneratedMedia]:
-        if request.type == "image":
-            outputs = self._image(request, hooks)
-        elif request.type == "video":
-            outputs = self._video(request, hooks)
-        else:
-            raise ProviderInvalidRequestError(f"minimax cannot make {request.type}")
-        async for media in outputs:
-            yield media
+    def makers(self) -> Makers:
+        return {"image": self._image, "video": self._video}
 
     async def _image(
         self, request: GenerationRequest, hooks: RunHooks

@@ -24,6 +24,7 @@ from providers.base import (
 )
 from providers.upstream import (
     HTTPProvider,
+    Makers,
     PollSchedule,
     download,
     error_for_status,
@@ -70,17 +71,8 @@ class OpenAIProvider(HTTPProvider):
     def error_from(self, response: httpx.Response) -> ProviderError:
         return openai_error(response)
 
-    async def generate(
-        self, request: GenerationRequest, hooks: RunHooks
-    ) -> AsyncIterator[GeneratedMedia]:
-        if request.type == "image":
-            outputs = self._image(request, hooks)
-        elif request.type == "video":
-            outputs = self._video(request, hooks)
-        else:
-            outputs = self._speech(request, hooks)
-        async for media in outputs:
-            yield media
+    def makers(self) -> Makers:
+        return {"image": self._image, "video": self._video, "speech": self._speech}
 
     async def _image(
         self, request: GenerationRequest, hooks: RunHooks

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,16 +16,21 @@ import orjson
 
 from providers.base import (
     GeneratedMedia,
+    GenerationRequest,
     ProviderAuthError,
     ProviderError,
     ProviderInvalidRequestError,
     ProviderRetryableError,
     ProviderTimeoutError,
+    RunHooks,
     extension_for,
     sniffed,
 )
 
 DOWNLOAD_CHUNK = 256 * 1024
+
+Makers = Mapping[str, Callable[[GenerationRequest, RunHooks], AsyncIterator[GeneratedMedia]]]
+"""A provider's media types and, for each, the method that makes it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,11 +154,25 @@ async def download(
     *,
     fallback_type: str,
     headers: Mapping[str, str] | None = None,
+    first_hop_headers: Mapping[str, str] | None = None,
 ) -> GeneratedMedia:
-    """Stream an output file down from the provider (its URLs expire, ours must not)."""
+    """Stream an output file down from the provider (its URLs expire, ours must not).
+    `first_hop_headers` (a key) go to `url` alone; a redirect from it is followed without them,
+    since it leads to someone else's storage."""
+    if first_hop_headers:
+        first = await send(client, provider, "GET", url, stream=True, headers=first_hop_headers)
+        if first.is_redirect:
+            await first.aclose()
+            url = str(first.url.join(first.headers.get("location", "")))
+        else:
+            return await _checked(provider, first, fallback_type)
     response = await send(
         client, provider, "GET", url, stream=True, follow_redirects=True, headers=headers
     )
+    return await _checked(provider, response, fallback_type)
+
+
+async def _checked(provider: str, response: httpx.Response, fallback_type: str) -> GeneratedMedia:
     if response.status_code >= 400:
         await response.aread()
         await response.aclose()
@@ -182,6 +201,19 @@ class HTTPProvider:
 
     def check(self, body: dict[str, Any]) -> None:
         """Raise the error a successful (2xx) answer may still report."""
+
+    def makers(self) -> Makers:
+        """What this API makes, by media type: the method that makes it."""
+        return {}
+
+    async def generate(
+        self, request: GenerationRequest, hooks: RunHooks
+    ) -> AsyncIterator[GeneratedMedia]:
+        make = self.makers().get(request.type)
+        if make is None:
+            raise ProviderInvalidRequestError(f"{self.name} cannot make {request.type}")
+        async for media in make(request, hooks):
+            yield media
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         response = await send(

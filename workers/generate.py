@@ -214,7 +214,7 @@ async def _execute(run: JobRun, started: float) -> Outcome:
         return await _timed_out(run)
     try:
         async with asyncio.timeout(remaining):
-            stored = await _generate(run, provider)
+            stored = await _generate(run, provider, remaining)
     except Stopped:
         raise  # Superseded too: `_attempt` decides what a stop means
     except InputGone as exc:
@@ -248,8 +248,9 @@ async def _execute(run: JobRun, started: float) -> Outcome:
     return Outcome.SUCCEEDED
 
 
-async def _generate(run: JobRun, provider: Provider) -> int:
-    """Call the provider and store each output as it arrives; how many it returned."""
+async def _generate(run: JobRun, provider: Provider, remaining: float) -> int:
+    """Call the provider and store each output as it arrives; how many it returned. `remaining`:
+    seconds left before the job's time limit."""
     res, job = run.res, run.job
     files = await load_files(res, job)
     media_type: MediaType = job.type
@@ -261,7 +262,7 @@ async def _generate(run: JobRun, provider: Provider) -> int:
         job.provider_task_id,
         files,
         priority=str(job.priority),
-        deadline_seconds=max(0.0, _remaining_seconds(res, job)),
+        deadline_seconds=remaining,
     )
     index = 0
     labels = (str(job.type), job.provider, job.model)

@@ -146,6 +146,7 @@ ELEVENLABS_PRICES = "https://elevenlabs.io/pricing/api"
 ELEVENLABS_CHECKED = "2026-06-01"
 GOOGLE_PRICES = "https://ai.google.dev/gemini-api/docs/pricing"
 GOOGLE_CHECKED = "2025-09-26"
+FAL_CHECKED = "2025-10-11"
 
 BUILTIN_PRICES: Mapping[str, Price] = {
     # Runs on this machine: nothing to pay a provider.
@@ -266,6 +267,34 @@ BUILTIN_PRICES: Mapping[str, Price] = {
             ("veo-2.0-generate-001", "0.35"),
         )
     },
+    # fal bills FLUX per megapixel; our FLUX sizes are about one megapixel each.
+    **{
+        f"fal/{model}": _rates(
+            "image",
+            FAL_CHECKED,
+            f"https://fal.ai/models/{model}",
+            {"*": rate},
+            notes="fal's price per megapixel (FLUX [schnell] $0.003, [dev] $0.025, "
+            "FLUX1.1 [pro] $0.04): about one megapixel at our sizes.",
+        )
+        for model, rate in (
+            ("fal-ai/flux/schnell", "0.003"),
+            ("fal-ai/flux/dev", "0.025"),
+            ("fal-ai/flux-pro/v1.1", "0.04"),
+        )
+    },
+    "fal/fal-ai/kling-video/v2.1/master/text-to-video": _rates(
+        "second",
+        FAL_CHECKED,
+        "https://fal.ai/models/fal-ai/kling-video/v2.1/master/text-to-video",
+        {"*": "0.28"},
+    ),
+    "fal/fal-ai/kokoro/american-english": _rates(
+        "1k_chars",
+        FAL_CHECKED,
+        "https://fal.ai/models/fal-ai/kokoro/american-english",
+        {"*": "0.02"},
+    ),
 }
 """The built-in models' list prices in USD, each with the day it was checked. Prices change:
 the models file's `prices` section overrides any of them."""

@@ -320,6 +320,45 @@ GOOGLE_MODELS: tuple[ModelSpec, ...] = (
     ),
 )
 
+FLUX_SIZES = ("512x512", "1024x1024", "1024x768", "768x1024", "1344x768", "768x1344")
+KOKORO_VOICES = ("af_heart", "af_bella", "am_adam", "am_michael", "bf_emma", "bm_george")
+
+FAL_MODELS: tuple[ModelSpec, ...] = (
+    *(
+        ModelSpec(
+            name=f"fal/{model}",
+            type=MediaType.IMAGE,
+            provider="fal",
+            provider_model=model,
+            sizes=FLUX_SIZES,
+            default_size="1024x1024",
+            max_n=4,
+        )
+        for model in ("fal-ai/flux/schnell", "fal-ai/flux/dev", "fal-ai/flux-pro/v1.1")
+    ),
+    ModelSpec(
+        name="fal/fal-ai/kling-video/v2.1/master/text-to-video",
+        type=MediaType.VIDEO,
+        provider="fal",
+        provider_model="fal-ai/kling-video/v2.1/master/text-to-video",
+        sizes=("1280x720", "720x1280", "1080x1080"),
+        default_size="1280x720",
+        seconds=(5, 10),
+        max_prompt_chars=2500,
+    ),
+    ModelSpec(
+        name="fal/fal-ai/kokoro/american-english",
+        type=MediaType.SPEECH,
+        provider="fal",
+        provider_model="fal-ai/kokoro/american-english",
+        formats=("wav",),
+        voices=KOKORO_VOICES,
+        speed=True,
+    ),
+)
+"""A few of fal's media models; any other is one models-file entry away (provider `fal`,
+provider_model its id): our parameters go in the names fal's models share."""
+
 BUILTIN_MODELS = (
     LOCAL_MODELS
     + OPENAI_MODELS
@@ -327,6 +366,7 @@ BUILTIN_MODELS = (
     + REPLICATE_MODELS
     + ELEVENLABS_MODELS
     + GOOGLE_MODELS
+    + FAL_MODELS
 )
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from tests.emulators.base import serve
 from tests.emulators.elevenlabs import ElevenLabsEmulator
+from tests.emulators.fal import FalEmulator
 from tests.emulators.google import GoogleEmulator
 from tests.emulators.minimax import MiniMaxEmulator
 from tests.emulators.openai import OpenAIEmulator
@@ -106,6 +107,7 @@ def emulators() -> Iterator[dict[str, Any]]:
         serve(ReplicateEmulator()) as replicate,
         serve(ElevenLabsEmulator()) as elevenlabs,
         serve(GoogleEmulator()) as google,
+        serve(FalEmulator()) as fal,
     ):
         yield {
             "openai": openai,
@@ -113,6 +115,7 @@ def emulators() -> Iterator[dict[str, Any]]:
             "replicate": replicate,
             "elevenlabs": elevenlabs,
             "google": google,
+            "fal": fal,
         }
 
 

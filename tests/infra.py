@@ -157,6 +157,8 @@ def upstream_settings(
         elevenlabs_base_url=emulators["elevenlabs"].url,
         google_api_key=UPSTREAM_KEY,
         google_base_url=emulators["google"].url + "/v1beta",
+        fal_api_key=UPSTREAM_KEY,
+        fal_base_url=emulators["fal"].url,
         models_file=str(models_file),
         allow_private_urls=True,
         **{**defaults, **changes},

@@ -22,6 +22,7 @@ from app.platform.tasks import deserialize, serialize
 from app.platform.tenant_urls import open_tenant_client
 from providers.base import Provider
 from providers.elevenlabs import ElevenLabsProvider
+from providers.fal import FalProvider
 from providers.google import GoogleProvider
 from providers.local import LocalProvider
 from providers.minimax import MiniMaxProvider
@@ -159,6 +160,7 @@ def open_http_client(settings: Settings) -> httpx.AsyncClient:
         httpx.URL(settings.replicate_base_url).netloc.decode(): "replicate",
         httpx.URL(settings.elevenlabs_base_url).netloc.decode(): "elevenlabs",
         httpx.URL(settings.google_base_url).netloc.decode(): "google",
+        httpx.URL(settings.fal_base_url).netloc.decode(): "fal",
     }
     return httpx.AsyncClient(
         transport=MeteredTransport(httpx.AsyncHTTPTransport(limits=limits), hosts),
@@ -201,6 +203,9 @@ def build_providers(settings: Settings, http: httpx.AsyncClient) -> dict[str, Pr
     if settings.google_api_key:
         config = UpstreamConfig(settings.google_api_key, settings.google_base_url, **polling)
         providers["google"] = GoogleProvider(http, config)
+    if settings.fal_api_key:
+        config = UpstreamConfig(settings.fal_api_key, settings.fal_base_url, **polling)
+        providers["fal"] = FalProvider(http, config)
     return providers
 
 

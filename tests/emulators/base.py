@@ -131,7 +131,8 @@ class Emulator:
 
             return handler
 
-        declared = [*self.routes(), Route("/files/{file_id}", self._file, methods=["GET"])]
+        # The files first: an emulator may end its routes with a catch-all path.
+        declared = [Route("/files/{file_id}", self._file, methods=["GET"]), *self.routes()]
         return Starlette(
             routes=[
                 Route(r.path, wrap(r.endpoint), methods=list(r.methods or ["GET"]))

@@ -78,3 +78,22 @@ def test_models_file(tmp_path: Path) -> None:
         load_models_file(str(bad))
     with pytest.raises(SettingsError, match="cannot be read"):
         load_models_file(str(tmp_path / "missing.yaml"))
+
+
+def test_every_models_file_example_in_the_docs_loads(tmp_path: Path) -> None:
+    """The YAML examples operators copy from the README and docs/api.md are models files that
+    load as they stand."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    examples = [
+        block
+        for page in (root / "README.md", root / "docs" / "api.md")
+        for block in re.findall(r"```yaml\n(.*?)```", page.read_text(), re.S)
+    ]
+    assert any("provider: fal" in block for block in examples)
+    for n, block in enumerate(examples):
+        path = tmp_path / f"example{n}.yaml"
+        path.write_text(block)
+        loaded = load_models_file(str(path))
+        assert loaded.models or loaded.aliases or loaded.prices

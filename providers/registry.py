@@ -69,6 +69,10 @@ class ModelSpec:
     """Takes an input `image` (image models) or `input_reference` (video models)."""
     speed: bool = False
     instructions: bool = False
+    negative_prompt: bool = False
+    """Takes a `negative_prompt` (what the image should not show)."""
+    max_steps: int = 0
+    """Takes `steps` (sampling steps) up to this many; 0: does not."""
     max_input_chars: int = 4096
     max_prompt_chars: int = 4000
     created: int = 1_767_225_600  # 2026-01-01, for OpenAI's model list shape

@@ -79,9 +79,26 @@ def _drop_none(values: dict[str, Any], *names: str) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None or k not in names}
 
 
+def _sampling(spec: ModelSpec, params: Mapping[str, Any]) -> dict[str, Any]:
+    """A negative prompt and sampling steps, for the models that take them (ComfyUI's)."""
+    values: dict[str, Any] = {}
+    if params.get("negative_prompt") is not None:
+        if not spec.negative_prompt:
+            raise _err(f"model {spec.name!r} does not take negative_prompt", "negative_prompt")
+        values["negative_prompt"] = _text(params, "negative_prompt", spec.max_prompt_chars)
+    if params.get("steps") is not None:
+        if not spec.max_steps:
+            raise _err(f"model {spec.name!r} does not take steps", "steps")
+        values["steps"] = _int(params, "steps", None, 1, spec.max_steps)
+    return values
+
+
 def validate_image(spec: ModelSpec, params: Mapping[str, Any]) -> dict[str, Any]:
     _allowed(
-        spec, params, {"prompt", "n", "size", "seed", "quality", "style", "aspect_ratio", "image"}
+        spec,
+        params,
+        {"prompt", "n", "size", "seed", "quality", "style", "aspect_ratio", "image"}
+        | {"negative_prompt", "steps"},
     )
     values = {
         "prompt": _text(params, "prompt", spec.max_prompt_chars),
@@ -92,12 +109,17 @@ def validate_image(spec: ModelSpec, params: Mapping[str, Any]) -> dict[str, Any]
         "style": _optional_choice(params, "style", spec.styles),
         "aspect_ratio": _optional_choice(params, "aspect_ratio", spec.aspect_ratios),
         "image": _reference(spec, params, "image"),
+        **_sampling(spec, params),
     }
     return _drop_none(values, "quality", "style", "aspect_ratio", "image")
 
 
 def validate_video(spec: ModelSpec, params: Mapping[str, Any]) -> dict[str, Any]:
-    _allowed(spec, params, {"prompt", "seconds", "size", "fps", "seed", "input_reference"})
+    _allowed(
+        spec,
+        params,
+        {"prompt", "seconds", "size", "fps", "seed", "input_reference", "negative_prompt", "steps"},
+    )
     default_fps = spec.fps[1] if len(spec.fps) > 1 else (spec.fps[0] if spec.fps else None)
     fps = params.get("fps", default_fps)
     if spec.fps and fps not in spec.fps:
@@ -120,6 +142,7 @@ def validate_video(spec: ModelSpec, params: Mapping[str, Any]) -> dict[str, Any]
         "fps": fps,
         "seed": _int(params, "seed", None, 0, 2**31 - 1),
         "input_reference": _reference(spec, params, "input_reference"),
+        **_sampling(spec, params),
     }
     return _drop_none(values, "input_reference", "fps")
 

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.platform.database import SessionMaker, create_engine, create_sessionmaker
 from app.platform.events import EventBus
+from app.platform.gpu_slots import RedisSlots
 from app.platform.job_store import JobStore, JobStoreFactory
 from app.platform.metrics import PROVIDER_REQUESTS
 from app.platform.models_file import ModelsFile, load_models_file
@@ -21,6 +22,9 @@ from app.platform.settings import Settings
 from app.platform.tasks import deserialize, serialize
 from app.platform.tenant_urls import open_tenant_client
 from providers.base import Provider
+from providers.comfyui import ComfyUIProvider
+from providers.comfyui_pool import ComfyPool, LocalSlots, Slots
+from providers.comfyui_workflows import ComfyConfig
 from providers.elevenlabs import ElevenLabsProvider
 from providers.fal import FalProvider
 from providers.google import GoogleProvider
@@ -150,7 +154,7 @@ class MeteredTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-def open_http_client(settings: Settings) -> httpx.AsyncClient:
+def open_http_client(settings: Settings, comfyui: ComfyConfig | None = None) -> httpx.AsyncClient:
     """The one client every upstream provider shares (one connection pool per process)."""
     timeout = settings.provider_request_timeout_seconds
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=40)
@@ -161,6 +165,10 @@ def open_http_client(settings: Settings) -> httpx.AsyncClient:
         httpx.URL(settings.elevenlabs_base_url).netloc.decode(): "elevenlabs",
         httpx.URL(settings.google_base_url).netloc.decode(): "google",
         httpx.URL(settings.fal_base_url).netloc.decode(): "fal",
+        **{
+            httpx.URL(s.url).netloc.decode(): "comfyui"
+            for s in (comfyui.servers if comfyui else ())
+        },
     }
     return httpx.AsyncClient(
         transport=MeteredTransport(httpx.AsyncHTTPTransport(limits=limits), hosts),
@@ -170,8 +178,14 @@ def open_http_client(settings: Settings) -> httpx.AsyncClient:
     )
 
 
-def build_providers(settings: Settings, http: httpx.AsyncClient) -> dict[str, Provider]:
-    """The local provider, and each upstream whose credentials are configured."""
+def build_providers(
+    settings: Settings,
+    http: httpx.AsyncClient,
+    comfyui: ComfyConfig | None = None,
+    slots: Slots | None = None,
+) -> dict[str, Provider]:
+    """The local provider, each upstream whose credentials are configured, and the ComfyUI pool
+    when the models file lists one (its slots counted by `slots`, Redis in production)."""
     providers: dict[str, Provider] = {
         "local": LocalProvider(
             latency_seconds=settings.local_latency_seconds,
@@ -206,6 +220,11 @@ def build_providers(settings: Settings, http: httpx.AsyncClient) -> dict[str, Pr
     if settings.fal_api_key:
         config = UpstreamConfig(settings.fal_api_key, settings.fal_base_url, **polling)
         providers["fal"] = FalProvider(http, config)
+    if comfyui is not None and comfyui.servers:
+        pool = ComfyPool(
+            http, comfyui.servers, slots or LocalSlots(), health_seconds=comfyui.health_seconds
+        )
+        providers["comfyui"] = ComfyUIProvider(http, comfyui, pool, **polling)
     return providers
 
 
@@ -235,14 +254,15 @@ async def open_resources(
             store = await open_store(settings)
             stack.push_async_callback(store.close)
         models_file = load_models_file(settings.models_file)
-        http = open_http_client(settings)
+        http = open_http_client(settings, models_file.comfyui)
         stack.push_async_callback(http.aclose)
         tenant_http = open_tenant_client(
             allow_private=settings.allow_private_urls,
             timeout=max(settings.input_url_timeout_seconds, settings.webhook_timeout_seconds),
         )
         stack.push_async_callback(tenant_http.aclose)
-        providers = build_providers(settings, http)
+        slots = RedisSlots(redis, settings.redis_namespace)
+        providers = build_providers(settings, http, models_file.comfyui, slots)
         for provider in providers.values():
             stack.push_async_callback(provider.aclose)
         sessionmaker = create_sessionmaker(engine)

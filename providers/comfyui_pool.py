@@ -39,10 +39,9 @@ class Slots(Protocol):
 
     async def acquire(self, server: str, capacity: int, holder: str, ttl: float) -> bool:
         """Claim one of the server's `capacity` slots for `holder` (True), or find none free. A
-        holder that has a claim already keeps it (a retry of the same job)."""
+        holder that has a claim already keeps it, renewed (a retry of the same job, or the
+        holder renewing its claim)."""
         ...
-
-    async def renew(self, server: str, holder: str, ttl: float) -> None: ...
 
     async def release(self, server: str, holder: str) -> None: ...
 
@@ -66,11 +65,6 @@ class LocalSlots:
             return False
         claims[holder] = time.monotonic() + ttl
         return True
-
-    async def renew(self, server: str, holder: str, ttl: float) -> None:
-        claims = self._live(server)
-        if holder in claims:
-            claims[holder] = time.monotonic() + ttl
 
     async def release(self, server: str, holder: str) -> None:
         self._live(server).pop(holder, None)
@@ -158,4 +152,4 @@ class ComfyPool:
         while True:
             await asyncio.sleep(SLOT_TTL_SECONDS / 3)
             with contextlib.suppress(Exception):
-                await self._slots.renew(server.url, holder, SLOT_TTL_SECONDS)
+                await self._slots.acquire(server.url, server.slots, holder, SLOT_TTL_SECONDS)

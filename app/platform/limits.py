@@ -153,6 +153,23 @@ async def release_slot(redis: Redis, namespace: str, provider: str, holder: str)
     await redis.zrem(provider_slots_key(namespace, provider), holder)
 
 
+class ServerSlots:
+    """The ComfyUI pool's slots per server (`providers.comfyui_pool.Slots`), counted across
+    every worker process as the providers' slots are: a server is given no more jobs at once
+    than it has slots, and a crashed worker's claim lapses by itself."""
+
+    def __init__(self, redis: Redis, namespace: str) -> None:
+        self._redis = redis
+        self._ns = namespace
+
+    async def acquire(self, server: str, capacity: int, holder: str, ttl: float) -> bool:
+        name = f"comfyui:{server}"
+        return await acquire_slot(self._redis, self._ns, {name: capacity}, name, holder, int(ttl))
+
+    async def release(self, server: str, holder: str) -> None:
+        await release_slot(self._redis, self._ns, f"comfyui:{server}", holder)
+
+
 class SignIn(StrEnum):
     """Who is being guessed at: each is counted apart, so tenants' failures never lock the
     operator's dashboard sign-in, nor the other way round."""

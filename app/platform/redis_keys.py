@@ -66,8 +66,3 @@ def workers_key(namespace: str) -> str:
 def worker_key(namespace: str, worker_id: str) -> str:
     """One worker's heartbeat (a hash that expires unless renewed)."""
     return f"{namespace}:worker:{worker_id}"
-
-
-def gpu_slots_key(namespace: str, server: str) -> str:
-    """The claims on one self-hosted server's job slots (a sorted set: holder -> expiry)."""
-    return f"{namespace}:gpu-slots:{server}"

@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.platform.database import SessionMaker, create_engine, create_sessionmaker
 from app.platform.events import EventBus
-from app.platform.gpu_slots import RedisSlots
 from app.platform.job_store import JobStore, JobStoreFactory
+from app.platform.limits import ServerSlots
 from app.platform.metrics import PROVIDER_REQUESTS
 from app.platform.models_file import ModelsFile, load_models_file
 from app.platform.redis_keys import connection_name, queue_name
@@ -261,7 +261,7 @@ async def open_resources(
             timeout=max(settings.input_url_timeout_seconds, settings.webhook_timeout_seconds),
         )
         stack.push_async_callback(tenant_http.aclose)
-        slots = RedisSlots(redis, settings.redis_namespace)
+        slots = ServerSlots(redis, settings.redis_namespace)
         providers = build_providers(settings, http, models_file.comfyui, slots)
         for provider in providers.values():
             stack.push_async_callback(provider.aclose)

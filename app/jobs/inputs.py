@@ -17,7 +17,17 @@ def _err(message: str, param: str) -> InvalidRequestError:
     return InvalidRequestError(message, param=f"input.{param}")
 
 
-def _allowed(spec: ModelSpec, params: Mapping[str, Any], allowed: set[str]) -> None:
+IMAGE_FIELDS = frozenset(
+    {"prompt", "n", "size", "seed", "quality", "style", "aspect_ratio", "image"}
+    | {"negative_prompt", "steps"}
+)
+SPEECH_FIELDS = frozenset({"input", "voice", "format", "speed", "instructions"})
+VIDEO_FIELDS = frozenset(
+    {"prompt", "seconds", "size", "fps", "seed", "input_reference", "negative_prompt", "steps"}
+)
+
+
+def _allowed(spec: ModelSpec, params: Mapping[str, Any], allowed: frozenset[str]) -> None:
     for name in params:
         if name not in allowed:
             raise _err(f"unknown field {name!r} for a {spec.type} job", name)
@@ -94,12 +104,7 @@ def _sampling(spec: ModelSpec, params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def validate_image(spec: ModelSpec, params: Mapping[str, Any]) -> dict[str, Any]:
-    _allowed(
-        spec,
-        params,
-        {"prompt", "n", "size", "seed", "quality", "style", "aspect_ratio", "image"}
-        | {"negative_prompt", "steps"},
-    )
+    _allowed(spec, params, IMAGE_FIELDS)
     values = {
         "prompt": _text(params, "prompt", spec.max_prompt_chars),
         "n": _int(params, "n", 1, 1, spec.max_n),
@@ -115,11 +120,7 @@ def validate_image(spec: ModelSpec, params: Mapping[str, Any]) -> dict[str, Any]
 
 
 def validate_video(spec: ModelSpec, params: Mapping[str, Any]) -> dict[str, Any]:
-    _allowed(
-        spec,
-        params,
-        {"prompt", "seconds", "size", "fps", "seed", "input_reference", "negative_prompt", "steps"},
-    )
+    _allowed(spec, params, VIDEO_FIELDS)
     default_fps = spec.fps[1] if len(spec.fps) > 1 else (spec.fps[0] if spec.fps else None)
     fps = params.get("fps", default_fps)
     if spec.fps and fps not in spec.fps:
@@ -148,7 +149,7 @@ def validate_video(spec: ModelSpec, params: Mapping[str, Any]) -> dict[str, Any]
 
 
 def validate_speech(spec: ModelSpec, params: Mapping[str, Any]) -> dict[str, Any]:
-    _allowed(spec, params, {"input", "voice", "format", "speed", "instructions"})
+    _allowed(spec, params, SPEECH_FIELDS)
     voice = params.get("voice", spec.voices[0] if spec.voices else None)
     if spec.open_voices:
         if not isinstance(voice, str) or not VOICE_NAME.fullmatch(voice):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,8 +93,30 @@ def test_every_models_file_example_in_the_docs_loads(tmp_path: Path) -> None:
         for block in re.findall(r"```yaml\n(.*?)```", page.read_text(), re.S)
     ]
     assert any("provider: fal" in block for block in examples)
+    assert any("comfyui:" in block for block in examples)
     for n, block in enumerate(examples):
+        _write_graphs(block, tmp_path)
         path = tmp_path / f"example{n}.yaml"
         path.write_text(block)
         loaded = load_models_file(str(path))
         assert loaded.models or loaded.aliases or loaded.prices
+
+
+def _write_graphs(block: str, folder: Path) -> None:
+    """The exported graphs an example names, as far as it uses them: each node it maps, with
+    the inputs it maps (the exports themselves are the operator's)."""
+    import orjson
+    import yaml
+
+    for workflow in (
+        ((yaml.safe_load(block) or {}).get("comfyui") or {}).get("workflows", {}).values()
+    ):
+        if not isinstance(workflow.get("graph"), str):
+            continue
+        graph: dict[str, dict[str, Any]] = {}
+        for target in workflow["inputs"].values():
+            node, _, name = target.partition(".")
+            graph.setdefault(node, {"class_type": "Stub", "inputs": {}})["inputs"][name] = 0
+        if workflow.get("output_node"):
+            graph.setdefault(str(workflow["output_node"]), {"class_type": "Stub", "inputs": {}})
+        (folder / workflow["graph"]).write_bytes(orjson.dumps(graph))

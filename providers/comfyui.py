@@ -30,6 +30,7 @@ from providers.base import (
     ProviderRejectedError,
     ProviderRetryableError,
     RunHooks,
+    extension_for,
 )
 from providers.comfyui_pool import ComfyPool, ComfyServer
 from providers.comfyui_workflows import ComfyConfig, ComfyWorkflow, fill, output_files
@@ -63,9 +64,9 @@ def node_error(body: dict[str, Any]) -> ProviderError:
         if kind == "value_not_in_list":
             public = f"{where} names a {field_name} the ComfyUI server does not have (a model?)."
         else:
-            public = f"{where} refused its input {field_name}: {str(first.get('message'))[:120]}."
-        detail = str(first.get("details") or "")[:300]
-        return ProviderInvalidRequestError(f"comfyui: {public} {kind}: {detail}", public=public)
+            public = f"{where} refused its input {field_name} ({kind})."
+        detail = f"{str(first.get('message'))[:120]}: {str(first.get('details') or '')[:300]}"
+        return ProviderInvalidRequestError(f"comfyui: {public} {detail}", public=public)
     kind = str(error.get("type") or "invalid_prompt")
     return ProviderInvalidRequestError(
         f"comfyui refused the graph: {kind}: {str(error.get('message'))[:200]}",
@@ -194,8 +195,8 @@ class ComfyUIProvider:
         file = request.files.get("image") or request.files.get("input_reference")
         if file is None:
             return None
-        ext = file.filename.rpartition(".")[2] if "." in file.filename else "png"
-        name = f"mediagate-{request.job_id}.{ext}"
+        # Named by us (the tenant's file name goes nowhere near the server's input folder).
+        name = f"mediagate-{request.job_id}.{extension_for(file.content_type)}"
         answer = await self._call(
             server,
             "POST",

@@ -224,7 +224,14 @@ def build_providers(
         pool = ComfyPool(
             http, comfyui.servers, slots or LocalSlots(), health_seconds=comfyui.health_seconds
         )
-        providers["comfyui"] = ComfyUIProvider(http, comfyui, pool, **polling)
+        # On the operator's own network: a poll without /ws progress need not wait 30 s.
+        providers["comfyui"] = ComfyUIProvider(
+            http,
+            comfyui,
+            pool,
+            poll_initial_seconds=settings.poll_initial_seconds,
+            poll_max_seconds=min(5.0, settings.poll_max_seconds),
+        )
     return providers
 
 

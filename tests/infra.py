@@ -353,3 +353,29 @@ async def wait_for_job(
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s")
         await asyncio.sleep(0.05)
+
+
+async def until(condition: Any, seconds: float = 10) -> None:
+    """Until `condition()` is true; fails after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def media_rows(database_url: str, job_id: str) -> int:
+    """How many media rows the job has (outputs stored)."""
+    from sqlalchemy import func, select
+
+    from app.platform.database import create_engine, create_sessionmaker
+    from app.platform.tables import MediaObject
+
+    engine = create_engine(database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            result = await session.exec(
+                select(func.count()).select_from(MediaObject).where(MediaObject.job_id == job_id)
+            )
+            return int(result.one()[0])
+    finally:
+        await engine.dispose()

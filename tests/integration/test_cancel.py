@@ -4,27 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import func, select
-
 from app.platform.database import create_engine, create_sessionmaker
-from app.platform.tables import MediaObject
 from tests.builders import image_job
-from tests.infra import Stack, wait_for_job
+from tests.infra import Stack, media_rows, wait_for_job
 from workers.worker import build_worker
 
 IMAGE = image_job("c")
-
-
-async def _media_rows(database_url: str, job_id: str) -> int:
-    engine = create_engine(database_url)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            result = await session.exec(
-                select(func.count()).select_from(MediaObject).where(MediaObject.job_id == job_id)
-            )
-            return int(result.one()[0])
-    finally:
-        await engine.dispose()
 
 
 async def test_cancel_queued_job_never_runs(api_only_stack: Stack) -> None:
@@ -55,7 +40,7 @@ async def test_cancel_running_job_stops_it(slow_stack: Stack) -> None:
         after = (await client.get(f"/v1/jobs/{job['id']}")).json()
         history = await client.get(f"/v1/jobs/{job['id']}/events")
     assert after["status"] == "canceled" and after["outputs"] == []
-    assert await _media_rows(slow_stack.settings.database_url, job["id"]) == 0
+    assert await media_rows(slow_stack.settings.database_url, job["id"]) == 0
     assert history.text.rstrip().split("event: ")[-1].startswith("job.canceled")
     assert "job.succeeded" not in history.text
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from sqlalchemy import func, select
 
-from app.platform.database import create_engine, create_sessionmaker
-from app.platform.tables import MediaObject
 from providers.base import GenerationRequest, InputFile
 from providers.comfyui import ComfyUIProvider
 from providers.comfyui_pool import ComfyPool, LocalSlots
@@ -29,7 +25,7 @@ from tests.builders import openai_client
 from tests.comfy_workflows import comfyui_section, models_file_text
 from tests.emulators.base import png_bytes, serve
 from tests.emulators.comfyui import ComfyUIEmulator
-from tests.infra import Stack, base_settings, running_stack, wait_for_job
+from tests.infra import Stack, base_settings, media_rows, running_stack, until, wait_for_job
 from tests.media_checks import mp4_facts, png_size
 from tests.provider_calls import Hooks, outputs, resumed
 
@@ -97,13 +93,6 @@ async def _run(stack: Stack, body: dict[str, Any]) -> dict[str, Any]:
         return await wait_for_job(client, resp.json()["id"], timeout=30)
 
 
-async def _until(condition: Any, seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
 def test_images_through_the_openai_sdk(comfy_stack: Stack, comfy: list[ComfyUIEmulator]) -> None:
     client = openai_client(comfy_stack, comfy_stack.new_key())
     images = client.images.generate(model=SDXL, prompt="a red fox", n=2, size="1152x896")
@@ -169,7 +158,7 @@ async def test_a_retry_finds_its_prompt_instead_of_running_it_twice(
     server.hold()
     hooks = Hooks()
     first = asyncio.create_task(outputs(_provider(http, [server.url]), _image(), hooks))
-    await _until(lambda: bool(server.created))
+    await until(lambda: bool(server.created))
     first.cancel()  # the worker died with the prompt running
     with pytest.raises(asyncio.CancelledError):
         await first
@@ -224,7 +213,7 @@ async def test_cancel_stops_exactly_that_prompt(
     await provider.cancel(f"{server.url}|running-1")
     assert server.canceled == ["pending-1"] and server.interrupted == ["running-1"]
     server.release()
-    await _until(lambda: "pending-2" in server.history)
+    await until(lambda: "pending-2" in server.history)
     assert server.history["running-1"]["status"]["status_str"] == "error"
     assert server.history["pending-2"]["status"]["status_str"] == "success"
 
@@ -239,9 +228,9 @@ async def test_a_running_job_canceled_through_the_api(
             "/v1/jobs", json={"type": "image", "model": SDXL, "input": {"prompt": "x"}}
         )
         job_id = resp.json()["id"]
-        await _until(lambda: any(s.created for s in comfy))
+        await until(lambda: any(s.created for s in comfy))
         assert (await client.post(f"/v1/jobs/{job_id}/cancel")).status_code == 200
-        await _until(lambda: any(s.interrupted for s in comfy))
+        await until(lambda: any(s.interrupted for s in comfy))
         job = (await client.get(f"/v1/jobs/{job_id}")).json()
     assert [p for s in comfy for p in s.interrupted] == [p for s in comfy for p in s.created]
     assert job["status"] == "canceled"
@@ -290,18 +279,6 @@ async def test_a_server_that_is_down_is_taken_out_and_put_back(
     assert len(comfy[0].created) == 1
 
 
-async def _media_rows(database_url: str, job_id: str) -> int:
-    engine = create_engine(database_url)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            result = await session.exec(
-                select(func.count()).select_from(MediaObject).where(MediaObject.job_id == job_id)
-            )
-            return int(result.one()[0])
-    finally:
-        await engine.dispose()
-
-
 async def test_a_server_killed_mid_job_and_the_job_retried_on_the_other(
     pg_url: str, tmp_path: Path
 ) -> None:
@@ -316,7 +293,7 @@ async def test_a_server_killed_mid_job_and_the_job_retried_on_the_other(
             async with stack.client(stack.new_key()) as client:
                 body = {"type": "image", "model": SDXL, "input": {"prompt": "a fox", "n": 2}}
                 job_id = (await client.post("/v1/jobs", json=body)).json()["id"]
-                await _until(lambda: bool(a.created or b.created))
+                await until(lambda: bool(a.created or b.created))
                 doomed, survivor = (a_alive, b) if a.created else (b_alive, a)
                 doomed.close()  # the server dies with the prompt running on it
                 survivor.release()
@@ -324,7 +301,7 @@ async def test_a_server_killed_mid_job_and_the_job_retried_on_the_other(
             assert job["status"] == "succeeded", job["error"]
             assert job["attempts"] == 2
             assert len(survivor.created) == 1 and len(job["outputs"]) == 2
-            assert await _media_rows(settings.database_url, job_id) == 2  # nothing stored twice
+            assert await media_rows(settings.database_url, job_id) == 2  # nothing stored twice
     finally:
         a_alive.close()
         b_alive.close()

@@ -4,7 +4,6 @@ stack: success for each media type, polling through every upstream status, 429 w
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 from typing import Any
@@ -14,7 +13,7 @@ import openai
 import pytest
 
 from tests.builders import openai_client
-from tests.infra import Stack, wait_for_job
+from tests.infra import Stack, until, wait_for_job
 from tests.media_checks import audio_samples, mp4_facts, png_size
 
 
@@ -23,13 +22,6 @@ async def _run(stack: Stack, key: str, body: dict[str, Any]) -> dict[str, Any]:
         resp = await client.post("/v1/jobs", json=body)
         assert resp.status_code == 202, resp.text
         return await wait_for_job(client, resp.json()["id"], timeout=30)
-
-
-async def _until(condition: Any, seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def _bytes(url: str) -> bytes:
@@ -250,7 +242,7 @@ async def test_cancel_reaches_replicate(upstream_stack: Stack, emu: dict[str, An
         job_id = resp.json()["id"]
         await wait_for_job(client, job_id, predicate=lambda j: j["progress"] >= 50)
         assert (await client.post(f"/v1/jobs/{job_id}/cancel")).status_code == 200
-        await _until(lambda: bool(emu["replicate"].canceled))
+        await until(lambda: bool(emu["replicate"].canceled))
         job = (await client.get(f"/v1/jobs/{job_id}")).json()
     assert emu["replicate"].canceled == emu["replicate"].created  # that very prediction
     assert job["status"] == "canceled" and job["outputs"] == []

@@ -108,6 +108,18 @@ def test_images_through_the_openai_sdk(comfy_stack: Stack, comfy: list[ComfyUIEm
     assert graph["3"]["inputs"]["seed"] != 0  # a seed of the job's own
 
 
+def test_a_video_through_the_openai_sdk(comfy_stack: Stack, comfy: list[ComfyUIEmulator]) -> None:
+    client = openai_client(comfy_stack, comfy_stack.new_key())
+    video = client.videos.create_and_poll(
+        model="comfyui/hunyuan", prompt="waves", seconds="4", size="848x480"
+    )
+    assert video.status == "completed", video.error
+    _, width, height, codec = mp4_facts(client.videos.download_content(video.id).read())
+    assert (width, height, codec) == (320, 180, "h264")
+    (graph,) = _graphs(comfy)
+    assert graph["5"]["inputs"]["length"] == 4 * 24  # seconds times the default fps
+
+
 async def test_parameters_and_seeds(comfy_stack: Stack, comfy: list[ComfyUIEmulator]) -> None:
     body = {
         "type": "image",

@@ -219,7 +219,8 @@ class FalProvider(HTTPProvider):
         """The completed request's answer. An error fal wrote there (a model's failure or
         refusal, `detail` in its body) ends the request upstream, so the task is forgotten and a
         retry submits anew (fal does not bill a 5xx); a 429, a bare gateway error or a transport
-        failure keeps it, to fetch the result again."""
+        failure keeps it, to fetch the result again. So does success, until the outputs are
+        stored."""
         response = await send(self._client, NAME, "GET", task["response_url"], headers=self._auth)
         if response.status_code >= 400:
             error = self.error_from(response)
@@ -228,7 +229,6 @@ class FalProvider(HTTPProvider):
             ):
                 await hooks.task_started(None)
             raise error
-        await hooks.task_started(None)
         return json_body(response)
 
     async def _progressed(self, status: dict[str, Any], hooks: RunHooks) -> bool:
@@ -277,6 +277,9 @@ class FalProvider(HTTPProvider):
             yield await download(
                 self._client, NAME, url, fallback_type=FALLBACK_TYPES[request.type]
             )
+        # Every output is stored: nothing is left upstream. Until then a retry (a download that
+        # broke off) fetches the same result again instead of paying for a second request.
+        await hooks.task_started(None)
 
     async def cancel(self, task_id: str) -> None:
         task = _task(task_id)

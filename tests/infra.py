@@ -365,7 +365,7 @@ async def until(condition: Any, seconds: float = 10) -> None:
 
 async def media_rows(database_url: str, job_id: str) -> int:
     """How many media rows the job has (outputs stored)."""
-    from sqlalchemy import func, select
+    from sqlmodel import col, func, select
 
     from app.platform.database import create_engine, create_sessionmaker
     from app.platform.tables import MediaObject
@@ -373,9 +373,8 @@ async def media_rows(database_url: str, job_id: str) -> int:
     engine = create_engine(database_url)
     try:
         async with create_sessionmaker(engine)() as session:
-            result = await session.exec(
-                select(func.count()).select_from(MediaObject).where(MediaObject.job_id == job_id)
-            )
-            return int(result.one()[0])
+            counted = select(func.count()).select_from(MediaObject)
+            result = await session.exec(counted.where(col(MediaObject.job_id) == job_id))
+            return int(result.one())
     finally:
         await engine.dispose()

@@ -226,3 +226,13 @@ def test_the_emulator_validates_as_documented(emu: dict[str, Any]) -> None:
     assert early.status_code == 400
     rebuilt = submitted["status_url"].replace("/fal-ai/flux/", "/fal-ai/flux/dev/")
     assert httpx.get(rebuilt, headers=auth).status_code == 404
+
+
+async def test_a_broken_download_fetches_the_same_result_again(
+    upstream_stack: Stack, emu: dict[str, Any]
+) -> None:
+    emu["fal"].fail("/files/", 502, {"detail": "Bad Gateway"})  # fal's CDN, once
+    job = await _run(upstream_stack, {"type": "image", "model": SCHNELL, "input": {"prompt": "x"}})
+    assert job["status"] == "succeeded", job["error"]
+    assert job["attempts"] == 2
+    assert len(emu["fal"].created) == 1  # the retry followed the same request: paid once

@@ -117,9 +117,10 @@ class ProgressSocket:
                     if isinstance(message, bytes):
                         continue  # a preview image
                     body = orjson.loads(message)
-                    kind, data = body.get("type"), body.get("data") or {}
-                    if data.get("prompt_id", prompt_id) != prompt_id:
-                        continue
+                    data = body.get("data") if isinstance(body, dict) else None
+                    if not isinstance(data, dict) or data.get("prompt_id", prompt_id) != prompt_id:
+                        continue  # not a message about our prompt
+                    kind = body.get("type")
                     if kind == "progress" and data.get("max"):
                         await hooks.progress(10 + int(80 * data["value"] / data["max"]))
                     elif kind in ENDINGS or (kind == "executing" and data.get("node") is None):
@@ -127,7 +128,7 @@ class ProgressSocket:
                 self.closed = True
         except TimeoutError:
             return
-        except (OSError, WebSocketException, orjson.JSONDecodeError, AttributeError):
+        except (OSError, WebSocketException, orjson.JSONDecodeError):
             self.closed = True
 
     async def close(self) -> None:
@@ -157,10 +158,19 @@ class ComfyUIProvider:
         self._pool = pool
         self._poll = (poll_initial_seconds, poll_max_seconds)
 
-    async def _call(self, server: ComfyServer, method: str, path: str, **kwargs: Any) -> Any:
+    async def _call(
+        self,
+        server: ComfyServer,
+        method: str,
+        path: str,
+        *,
+        refused: Callable[[dict[str, Any]], ProviderError] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """One call and its JSON answer; `refused` reads a 400's body (else the status says)."""
         response = await send(self._client, NAME, method, server.url + path, **kwargs)
-        if response.status_code == 400 and path == "/prompt":
-            raise node_error(json_body(response))
+        if response.status_code == 400 and refused is not None:
+            raise refused(json_body(response))
         if response.status_code >= 400:
             raise error_for_status(NAME, response, "")
         return orjson.loads(response.content) if response.content else {}
@@ -218,7 +228,10 @@ class ComfyUIProvider:
     ) -> None:
         graph = fill(workflow, request, await self._upload(server, request))
         body = {"prompt": graph, "prompt_id": prompt_id, "client_id": client_id}
-        await self._guarded(server, lambda: self._call(server, "POST", "/prompt", json=body))
+        await self._guarded(
+            server,
+            lambda: self._call(server, "POST", "/prompt", json=body, refused=node_error),
+        )
 
     async def _follow(
         self, server: ComfyServer, prompt_id: str, socket: ProgressSocket | None, hooks: RunHooks

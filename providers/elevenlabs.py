@@ -34,7 +34,6 @@ from providers.upstream import (
     error_for_status,
     json_body,
     parse_retry_after,
-    send,
     stream_media,
 )
 
@@ -136,10 +135,12 @@ class ElevenLabsProvider(HTTPProvider):
         slot_wait_seconds: float = 1.0,
     ) -> None:
         super().__init__(client, config)
-        self._auth = {"xi-api-key": config.api_key}
         self.gate = ConcurrencyGate(concurrency)
         self._slot_wait = slot_wait_seconds
         self._voices: dict[str, str] = {}
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"xi-api-key": api_key}
 
     def error_from(self, response: httpx.Response) -> ProviderError:
         return elevenlabs_error(response)
@@ -187,13 +188,10 @@ class ElevenLabsProvider(HTTPProvider):
         deadline = time.monotonic() + (request.deadline_seconds or 60.0)
         while True:
             async with self.gate.slot():
-                response = await send(
-                    self._client,
-                    NAME,
+                response = await self._send(
                     "POST",
                     self._config.url(f"/v1/text-to-speech/{voice}"),
                     params={"output_format": output_format},
-                    headers=self._auth,
                     json=body,
                     stream=True,
                 )
@@ -232,13 +230,8 @@ class ElevenLabsProvider(HTTPProvider):
         return None
 
     async def _history_audio(self, history_id: str, content_type: str) -> GeneratedMedia:
-        response = await send(
-            self._client,
-            NAME,
-            "GET",
-            self._config.url(f"/v1/history/{history_id}/audio"),
-            headers=self._auth,
-            stream=True,
+        response = await self._send(
+            "GET", self._config.url(f"/v1/history/{history_id}/audio"), stream=True
         )
         if response.status_code >= 400:
             await response.aread()

@@ -40,7 +40,6 @@ from providers.upstream import (
     download,
     error_for_status,
     json_body,
-    send,
 )
 
 NAME = "fal"
@@ -161,8 +160,10 @@ class FalProvider(HTTPProvider):
 
     def __init__(self, client: httpx.AsyncClient, config: UpstreamConfig) -> None:
         super().__init__(client, config)
-        self._auth = {"Authorization": f"Key {config.api_key}"}
         self._origin = httpx.URL(config.base_url).copy_with(path="/", query=None)
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"Authorization": f"Key {api_key}"}
 
     def error_from(self, response: httpx.Response) -> ProviderError:
         return fal_error(response)
@@ -175,20 +176,12 @@ class FalProvider(HTTPProvider):
         return url
 
     async def _submit(self, request: GenerationRequest) -> dict[str, str]:
-        headers = {
-            **self._auth,
-            "X-Fal-Queue-Priority": QUEUE_PRIORITY.get(request.priority, "normal"),
-        }
+        headers = {"X-Fal-Queue-Priority": QUEUE_PRIORITY.get(request.priority, "normal")}
         if request.deadline_seconds is not None:
             # fal's start deadline: past it, fal drops the request instead of starting it late.
             headers["X-Fal-Request-Timeout"] = str(max(1, int(request.deadline_seconds)))
-        response = await send(
-            self._client,
-            NAME,
-            "POST",
-            self._config.url(f"/{request.model}"),
-            headers=headers,
-            json=arguments(request),
+        response = await self._send(
+            "POST", self._config.url(f"/{request.model}"), headers=headers, json=arguments(request)
         )
         if response.status_code >= 400:
             raise self.error_from(response)
@@ -203,7 +196,7 @@ class FalProvider(HTTPProvider):
         is followed by a poll after the usual wait, and opened again."""
         schedule = PollSchedule(self._config.poll_initial_seconds, self._config.poll_max_seconds)
         while True:
-            response = await send(self._client, NAME, "GET", task["status_url"], headers=self._auth)
+            response = await self._send("GET", task["status_url"])
             if response.status_code == 404:
                 await hooks.task_started(None)  # expired or never made: a retry submits anew
                 raise ProviderRetryableError("fal does not know the request")
@@ -221,7 +214,7 @@ class FalProvider(HTTPProvider):
         retry submits anew (fal does not bill a 5xx); a 429, a bare gateway error or a transport
         failure keeps it, to fetch the result again. So does success, until the outputs are
         stored."""
-        response = await send(self._client, NAME, "GET", task["response_url"], headers=self._auth)
+        response = await self._send("GET", task["response_url"])
         if response.status_code >= 400:
             error = self.error_from(response)
             if not error.retryable or (
@@ -285,7 +278,7 @@ class FalProvider(HTTPProvider):
         task = _task(task_id)
         if task is None:
             return
-        response = await send(self._client, NAME, "PUT", task["cancel_url"], headers=self._auth)
+        response = await self._send("PUT", task["cancel_url"])
         # 202 CANCELLATION_REQUESTED; 400 ALREADY_COMPLETED and 404 NOT_FOUND leave nothing to stop.
         if response.status_code >= 400 and response.status_code not in (400, 404):
             raise self.error_from(response)

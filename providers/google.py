@@ -36,7 +36,6 @@ from providers.upstream import (
     HTTPProvider,
     Makers,
     PollSchedule,
-    UpstreamConfig,
     download,
     json_body,
     parse_retry_after,
@@ -110,9 +109,8 @@ def _image_part(request: GenerationRequest, name: str) -> dict[str, str] | None:
 class GoogleProvider(HTTPProvider):
     name = NAME
 
-    def __init__(self, client: httpx.AsyncClient, config: UpstreamConfig) -> None:
-        super().__init__(client, config)
-        self._auth = {"x-goog-api-key": config.api_key}
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"x-goog-api-key": api_key}
 
     def error_from(self, response: httpx.Response) -> ProviderError:
         return google_error(response)

@@ -29,7 +29,6 @@ from providers.upstream import (
     download,
     error_for_status,
     json_body,
-    send,
     stream_media,
 )
 
@@ -174,14 +173,8 @@ class OpenAIProvider(HTTPProvider):
             if p.get(name) is not None:
                 fields[name] = p[name]
         await hooks.progress(5)
-        response = await send(
-            self._client,
-            NAME,
-            "POST",
-            self._config.url("/audio/speech"),
-            headers=self._auth,
-            json=fields,
-            stream=True,
+        response = await self._send(
+            "POST", self._config.url("/audio/speech"), json=fields, stream=True
         )
         if response.status_code >= 400:
             await response.aread()

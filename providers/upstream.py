@@ -193,7 +193,11 @@ class HTTPProvider:
     def __init__(self, client: httpx.AsyncClient, config: UpstreamConfig) -> None:
         self._client = client
         self._config = config
-        self._auth = {"Authorization": f"Bearer {config.api_key}"}
+        self._auth = self.auth_headers(config.api_key)
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        """How this API takes its key (a bearer token unless it says otherwise)."""
+        return {"Authorization": f"Bearer {api_key}"}
 
     def error_from(self, response: httpx.Response) -> ProviderError:
         """The error an HTTP error status means for this API."""
@@ -215,10 +219,21 @@ class HTTPProvider:
         async for media in make(request, hooks):
             yield media
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        response = await send(
-            self._client, self.name, method, self._config.url(path), headers=self._auth, **kwargs
+    async def _send(
+        self, method: str, url: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """One request to this API with its key (and `headers`), errors not yet looked at."""
+        return await send(
+            self._client,
+            self.name,
+            method,
+            url,
+            headers={**self._auth, **(headers or {})},
+            **kwargs,
         )
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = await self._send(method, self._config.url(path), **kwargs)
         if response.status_code >= 400:
             raise self.error_from(response)
         body = json_body(response)

@@ -378,3 +378,12 @@ async def media_rows(database_url: str, job_id: str) -> int:
             return int(result.one())
     finally:
         await engine.dispose()
+
+
+async def run_job(stack: Stack, body: dict[str, Any], **limits: Any) -> dict[str, Any]:
+    """Submit `body` with a new key (its `limits` as the admin API takes them) and wait for the
+    job to end."""
+    async with stack.client(stack.new_key(**limits)) as client:
+        resp = await client.post("/v1/jobs", json=body)
+        assert resp.status_code == 202, resp.text
+        return await wait_for_job(client, resp.json()["id"], timeout=30)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from arq.connections import ArqRedis, RedisSettings, create_pool
@@ -154,22 +155,26 @@ class MeteredTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
+def upstreams(settings: Settings) -> list[tuple[str, str | None, str, Callable[..., Provider]]]:
+    """The hosted upstreams: name, key (None: not configured), base URL and provider class."""
+    s = settings
+    return [
+        ("openai", s.openai_api_key, s.openai_base_url, OpenAIProvider),
+        ("minimax", s.minimax_api_key, s.minimax_base_url, MiniMaxProvider),
+        ("replicate", s.replicate_api_token, s.replicate_base_url, ReplicateProvider),
+        ("elevenlabs", s.elevenlabs_api_key, s.elevenlabs_base_url, ElevenLabsProvider),
+        ("google", s.google_api_key, s.google_base_url, GoogleProvider),
+        ("fal", s.fal_api_key, s.fal_base_url, FalProvider),
+    ]
+
+
 def open_http_client(settings: Settings, comfyui: ComfyConfig | None = None) -> httpx.AsyncClient:
     """The one client every upstream provider shares (one connection pool per process)."""
     timeout = settings.provider_request_timeout_seconds
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=40)
-    hosts = {
-        httpx.URL(settings.openai_base_url).netloc.decode(): "openai",
-        httpx.URL(settings.minimax_base_url).netloc.decode(): "minimax",
-        httpx.URL(settings.replicate_base_url).netloc.decode(): "replicate",
-        httpx.URL(settings.elevenlabs_base_url).netloc.decode(): "elevenlabs",
-        httpx.URL(settings.google_base_url).netloc.decode(): "google",
-        httpx.URL(settings.fal_base_url).netloc.decode(): "fal",
-        **{
-            httpx.URL(s.url).netloc.decode(): "comfyui"
-            for s in (comfyui.servers if comfyui else ())
-        },
-    }
+    urls = [(base_url, name) for name, _, base_url, _ in upstreams(settings)]
+    urls += [(server.url, "comfyui") for server in (comfyui.servers if comfyui else ())]
+    hosts = {httpx.URL(url).netloc.decode(): name for url, name in urls}
     return httpx.AsyncClient(
         transport=MeteredTransport(httpx.AsyncHTTPTransport(limits=limits), hosts),
         timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
@@ -192,34 +197,18 @@ def build_providers(
             progress_steps=settings.local_progress_steps,
         )
     }
-    polling = {
-        "poll_initial_seconds": settings.poll_initial_seconds,
-        "poll_max_seconds": settings.poll_max_seconds,
+    options: dict[str, dict[str, Any]] = {
+        "elevenlabs": {"concurrency": settings.elevenlabs_concurrency},
     }
-    if settings.openai_api_key:
-        config = UpstreamConfig(settings.openai_api_key, settings.openai_base_url, **polling)
-        providers["openai"] = OpenAIProvider(http, config)
-    if settings.minimax_api_key:
-        config = UpstreamConfig(settings.minimax_api_key, settings.minimax_base_url, **polling)
-        providers["minimax"] = MiniMaxProvider(http, config)
-    if settings.replicate_api_token:
-        config = UpstreamConfig(
-            settings.replicate_api_token, settings.replicate_base_url, **polling
-        )
-        providers["replicate"] = ReplicateProvider(http, config)
-    if settings.elevenlabs_api_key:
-        config = UpstreamConfig(
-            settings.elevenlabs_api_key, settings.elevenlabs_base_url, **polling
-        )
-        providers["elevenlabs"] = ElevenLabsProvider(
-            http, config, concurrency=settings.elevenlabs_concurrency
-        )
-    if settings.google_api_key:
-        config = UpstreamConfig(settings.google_api_key, settings.google_base_url, **polling)
-        providers["google"] = GoogleProvider(http, config)
-    if settings.fal_api_key:
-        config = UpstreamConfig(settings.fal_api_key, settings.fal_base_url, **polling)
-        providers["fal"] = FalProvider(http, config)
+    for name, key, base_url, provider in upstreams(settings):
+        if key:
+            config = UpstreamConfig(
+                key,
+                base_url,
+                poll_initial_seconds=settings.poll_initial_seconds,
+                poll_max_seconds=settings.poll_max_seconds,
+            )
+            providers[name] = provider(http, config, **options.get(name, {}))
     if comfyui is not None and comfyui.servers:
         pool = ComfyPool(
             http, comfyui.servers, slots or LocalSlots(), health_seconds=comfyui.health_seconds

@@ -25,7 +25,15 @@ from tests.builders import openai_client
 from tests.comfy_workflows import comfyui_section, models_file_text
 from tests.emulators.base import png_bytes, serve
 from tests.emulators.comfyui import ComfyUIEmulator
-from tests.infra import Stack, base_settings, media_rows, running_stack, until, wait_for_job
+from tests.infra import (
+    Stack,
+    base_settings,
+    media_rows,
+    run_job,
+    running_stack,
+    until,
+    wait_for_job,
+)
 from tests.media_checks import mp4_facts, png_size
 from tests.provider_calls import Hooks, outputs, resumed
 
@@ -86,13 +94,6 @@ def _graphs(comfy: list[ComfyUIEmulator]) -> list[dict[str, Any]]:
     return [s.prompts[p]["graph"] for s in comfy for p in s.created]
 
 
-async def _run(stack: Stack, body: dict[str, Any]) -> dict[str, Any]:
-    async with stack.client(stack.new_key()) as client:
-        resp = await client.post("/v1/jobs", json=body)
-        assert resp.status_code == 202, resp.text
-        return await wait_for_job(client, resp.json()["id"], timeout=30)
-
-
 def test_images_through_the_openai_sdk(comfy_stack: Stack, comfy: list[ComfyUIEmulator]) -> None:
     client = openai_client(comfy_stack, comfy_stack.new_key())
     images = client.images.generate(model=SDXL, prompt="a red fox", n=2, size="1152x896")
@@ -126,9 +127,9 @@ async def test_parameters_and_seeds(comfy_stack: Stack, comfy: list[ComfyUIEmula
         "model": SDXL,
         "input": {"prompt": "a fox", "negative_prompt": "text", "steps": 12, "seed": 7},
     }
-    assert (await _run(comfy_stack, body))["status"] == "succeeded"
+    assert (await run_job(comfy_stack, body))["status"] == "succeeded"
     plain = {"type": "image", "model": SDXL, "input": {"prompt": "a fox"}}
-    one, two = await asyncio.gather(_run(comfy_stack, plain), _run(comfy_stack, plain))
+    one, two = await asyncio.gather(run_job(comfy_stack, plain), run_job(comfy_stack, plain))
     assert one["status"] == two["status"] == "succeeded"
     given, *rest = sorted(_graphs(comfy), key=lambda g: g["3"]["inputs"]["seed"] != 7)
     assert given["7"]["inputs"]["text"] == "text" and given["3"]["inputs"]["steps"] == 12
@@ -189,7 +190,7 @@ async def test_a_retry_finds_its_prompt_instead_of_running_it_twice(
 
 async def test_one_job_per_server_slot(comfy_stack: Stack, comfy: list[ComfyUIEmulator]) -> None:
     body = {"type": "image", "model": SDXL, "input": {"prompt": "a fox"}}
-    jobs = await asyncio.gather(*(_run(comfy_stack, body) for _ in range(5)))
+    jobs = await asyncio.gather(*(run_job(comfy_stack, body) for _ in range(5)))
     assert all(job["status"] == "succeeded" for job in jobs)
     assert sum(len(s.created) for s in comfy) == 5
     assert all(s.created for s in comfy)  # the jobs spread over both servers
@@ -199,7 +200,7 @@ async def test_one_job_per_server_slot(comfy_stack: Stack, comfy: list[ComfyUIEm
 async def test_a_node_error_names_the_node(
     comfy_stack: Stack, comfy: list[ComfyUIEmulator]
 ) -> None:
-    job = await _run(
+    job = await run_job(
         comfy_stack, {"type": "image", "model": "comfyui/broken", "input": {"prompt": "x"}}
     )
     assert job["status"] == "failed" and job["attempts"] == 1

@@ -23,19 +23,12 @@ from providers.fal import FalProvider
 from providers.upstream import UpstreamConfig
 from tests.builders import openai_client
 from tests.emulators.base import API_KEY
-from tests.infra import Stack, until, wait_for_job
+from tests.infra import Stack, run_job, until, wait_for_job
 from tests.media_checks import mp4_facts, png_size
 from tests.provider_calls import Hooks, outputs, resumed
 
 SCHNELL = "fal/fal-ai/flux/schnell"
 KLING = "fal/fal-ai/kling-video/v2.1/master/text-to-video"
-
-
-async def _run(stack: Stack, body: dict[str, Any], **limits: Any) -> dict[str, Any]:
-    async with stack.client(stack.new_key(**limits)) as client:
-        resp = await client.post("/v1/jobs", json=body)
-        assert resp.status_code == 202, resp.text
-        return await wait_for_job(client, resp.json()["id"], timeout=30)
 
 
 def _provider(http: httpx.AsyncClient, emu: dict[str, Any], key: str = API_KEY) -> FalProvider:
@@ -79,11 +72,11 @@ def test_each_media_type_through_the_openai_sdk(upstream_stack: Stack, emu: dict
 
 
 async def test_priority_and_deadline_reach_fal(upstream_stack: Stack, emu: dict[str, Any]) -> None:
-    low = await _run(
+    low = await run_job(
         upstream_stack,
         {"type": "image", "model": SCHNELL, "priority": "low", "input": {"prompt": "x"}},
     )
-    high = await _run(
+    high = await run_job(
         upstream_stack,
         {
             "type": "video",
@@ -101,7 +94,7 @@ async def test_priority_and_deadline_reach_fal(upstream_stack: Stack, emu: dict[
 
 
 async def test_a_content_refusal_is_not_retried(upstream_stack: Stack, emu: dict[str, Any]) -> None:
-    job = await _run(
+    job = await run_job(
         upstream_stack, {"type": "image", "model": SCHNELL, "input": {"prompt": "forbidden"}}
     )
     assert job["status"] == "failed" and job["attempts"] == 1
@@ -111,14 +104,14 @@ async def test_a_content_refusal_is_not_retried(upstream_stack: Stack, emu: dict
 
 
 async def test_flagged_images_are_dropped(upstream_stack: Stack, emu: dict[str, Any]) -> None:
-    partial = await _run(
+    partial = await run_job(
         upstream_stack,
         {"type": "image", "model": SCHNELL, "input": {"prompt": "nsfw cat", "n": 3}},
     )
     assert partial["status"] == "succeeded", partial["error"]
     assert len(partial["outputs"]) == 2  # the one fal's checker blacked out is not kept
     assert partial["cost"]["actual"] == pytest.approx(0.006)
-    refused = await _run(
+    refused = await run_job(
         upstream_stack,
         {"type": "image", "model": SCHNELL, "input": {"prompt": "nsfw all cat", "n": 2}},
     )
@@ -202,7 +195,9 @@ async def test_errors_are_ours(http: httpx.AsyncClient, emu: dict[str, Any]) -> 
 
 async def test_a_5xx_then_success(upstream_stack: Stack, emu: dict[str, Any]) -> None:
     emu["fal"].fail("/fal-ai/flux/schnell", 503, {"detail": "Service Unavailable"})
-    job = await _run(upstream_stack, {"type": "image", "model": SCHNELL, "input": {"prompt": "x"}})
+    job = await run_job(
+        upstream_stack, {"type": "image", "model": SCHNELL, "input": {"prompt": "x"}}
+    )
     assert job["status"] == "succeeded", job["error"]
     assert job["attempts"] == 2 and len(emu["fal"].created) == 1
 
@@ -232,7 +227,9 @@ async def test_a_broken_download_fetches_the_same_result_again(
     upstream_stack: Stack, emu: dict[str, Any]
 ) -> None:
     emu["fal"].fail("/files/", 502, {"detail": "Bad Gateway"})  # fal's CDN, once
-    job = await _run(upstream_stack, {"type": "image", "model": SCHNELL, "input": {"prompt": "x"}})
+    job = await run_job(
+        upstream_stack, {"type": "image", "model": SCHNELL, "input": {"prompt": "x"}}
+    )
     assert job["status"] == "succeeded", job["error"]
     assert job["attempts"] == 2
     assert len(emu["fal"].created) == 1  # the retry followed the same request: paid once

@@ -16,18 +16,11 @@ from providers.google import GoogleProvider
 from providers.upstream import UpstreamConfig
 from tests.builders import openai_client
 from tests.emulators.base import API_KEY
-from tests.infra import Stack, wait_for_job
+from tests.infra import Stack, run_job
 from tests.media_checks import mp4_facts, png_size
 from tests.provider_calls import outputs
 
 IMAGEN = "google/imagen-4.0-generate-001"
-
-
-async def _run(stack: Stack, body: dict[str, Any]) -> dict[str, Any]:
-    async with stack.client(stack.new_key()) as client:
-        resp = await client.post("/v1/jobs", json=body)
-        assert resp.status_code == 202, resp.text
-        return await wait_for_job(client, resp.json()["id"], timeout=30)
 
 
 def test_imagen_through_the_openai_sdk(upstream_stack: Stack, emu: dict[str, Any]) -> None:
@@ -42,7 +35,7 @@ def test_imagen_through_the_openai_sdk(upstream_stack: Stack, emu: dict[str, Any
 async def test_imagen_partial_answer_and_full_refusal(
     upstream_stack: Stack, emu: dict[str, Any]
 ) -> None:
-    partial = await _run(
+    partial = await run_job(
         upstream_stack,
         {"type": "image", "model": IMAGEN, "input": {"prompt": "filtered heron", "n": 3}},
     )
@@ -50,7 +43,7 @@ async def test_imagen_partial_answer_and_full_refusal(
     assert len(partial["outputs"]) == 2  # one of three filtered: the job keeps what came
     assert partial["cost"]["estimate"] == pytest.approx(0.12)
     assert partial["cost"]["actual"] == pytest.approx(0.08)  # charged for two
-    refused = await _run(
+    refused = await run_job(
         upstream_stack,
         {"type": "image", "model": IMAGEN, "input": {"prompt": "forbidden heron", "n": 2}},
     )
@@ -75,7 +68,7 @@ def test_veo_polls_and_copies_without_the_key(upstream_stack: Stack, emu: dict[s
 async def test_filtered_video_is_a_refusal_not_charged(
     upstream_stack: Stack, emu: dict[str, Any]
 ) -> None:
-    job = await _run(
+    job = await run_job(
         upstream_stack,
         {
             "type": "video",
@@ -106,7 +99,9 @@ async def test_resource_exhausted_waits_for_retry_info(
         },
     )
     started = time.monotonic()
-    job = await _run(upstream_stack, {"type": "image", "model": IMAGEN, "input": {"prompt": "x"}})
+    job = await run_job(
+        upstream_stack, {"type": "image", "model": IMAGEN, "input": {"prompt": "x"}}
+    )
     assert job["status"] == "succeeded", job["error"]
     assert job["attempts"] == 2 and time.monotonic() - started >= 1.0
 
